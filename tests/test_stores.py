@@ -1,0 +1,126 @@
+"""The stores themselves: TTLs, locks, leases and bounded memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from voicebot.exceptions import CallBusy, LockLost, StoreUnavailable
+from voicebot.stores import MemoryStore, RedisStore
+
+
+@pytest.fixture
+def redis_store(redis_url, redis_prefix):
+    store = RedisStore(redis_url, ttl_seconds=60, lease_seconds=0.5, prefix=redis_prefix)
+    yield store
+    store.close()
+
+
+def test_memory_ttl_slides_with_every_write_and_then_expires():
+    clock = [0.0]
+    store = MemoryStore(ttl_seconds=100, clock=lambda: clock[0])
+    with store.locked("c", 1) as record:
+        record.save({"n": 1})
+    clock[0] = 99
+    with store.locked("c", 1) as record:
+        assert record.data == {"n": 1}
+        record.save({"n": 2})
+    clock[0] = 198
+    with store.locked("c", 1) as record:
+        assert record.data == {"n": 2}
+    clock[0] = 200
+    with store.locked("c", 1) as record:
+        assert record.data is None
+
+
+def test_memory_stays_bounded_over_a_long_campaign():
+    clock = [0.0]
+    store = MemoryStore(ttl_seconds=10, clock=lambda: clock[0])
+    for n in range(20_000):
+        clock[0] = n * 0.01  # 100 new calls a second, each idle after one event
+        with store.locked(f"call-{n}", 1) as record:
+            record.save({"n": n})
+    assert len(store._sessions) <= 1001  # only the last TTL's worth of calls
+    assert store._locks == {}  # no lock outlives its users
+
+
+def test_memory_lock_waits_then_gives_up():
+    store = MemoryStore(ttl_seconds=10)
+    with store.locked("c", 1):
+        started = time.monotonic()
+        with pytest.raises(CallBusy):
+            with store.locked("c", 0.05):
+                pass
+        assert time.monotonic() - started >= 0.05
+    with store.locked("c", 0.05) as record:  # free again, and the failed wait left nothing behind
+        assert record.data is None
+    assert store._locks == {}
+
+
+def test_redis_keys_are_namespaced_hash_tagged_and_expire(redis_store, redis_url, redis_prefix):
+    with redis_store.locked("abc-123", 1) as record:
+        record.save({"n": 1}, release=True)
+    client = redis.Redis.from_url(redis_url)
+    key = f"{redis_prefix}:call:{{abc-123}}:session"
+    assert client.exists(key)
+    assert 59_000 < client.pttl(key) <= 60_000
+    assert not client.exists(f"{redis_prefix}:call:{{abc-123}}:lock")
+    client.close()
+
+
+def test_redis_lease_frees_the_call_of_a_dead_holder(redis_store):
+    abandoned = redis_store._acquire("c", wait=1)  # taken and never released: a killed worker
+    started = time.monotonic()
+    with redis_store.locked("c", wait=5) as record:
+        waited = time.monotonic() - started
+        record.save({"after": True})
+    assert 0.2 < waited < 2.0  # the 0.5 s lease ran out, not the 5 s wait
+    with pytest.raises(LockLost):
+        abandoned.save({"stale": True})  # the late writer cannot clobber the newer history
+    with redis_store.locked("c", 1) as record:
+        assert record.data == {"after": True}
+
+
+def test_redis_waiter_gives_up_with_call_busy(redis_url, redis_prefix):
+    store = RedisStore(redis_url, ttl_seconds=60, lease_seconds=10, prefix=redis_prefix)
+    with store.locked("c", 1):
+        with pytest.raises(CallBusy):
+            with store.locked("c", 0.1):
+                pass
+    store.close()
+
+
+def test_redis_turns_of_one_call_serialize_across_clients(redis_url, redis_prefix):
+    """Separate clients stand for separate instances sharing one Redis."""
+    stores = [RedisStore(redis_url, ttl_seconds=60, lease_seconds=5, prefix=redis_prefix) for _ in range(4)]
+
+    def bump(store):
+        for _ in range(25):
+            with store.locked("counter", 5) as record:
+                data = record.data or {"n": 0}
+                data["n"] += 1
+                record.save(data, release=True)
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with stores[0].locked("counter", 1) as record:
+        assert record.data == {"n": 100}
+    for store in stores:
+        store.close()
+
+
+def test_unreachable_redis_is_store_unavailable():
+    from tests.support import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=60, lease_seconds=1, timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        store.ping()
+    with pytest.raises(StoreUnavailable):
+        with store.locked("c", 1):
+            pass

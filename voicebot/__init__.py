@@ -1,0 +1,56 @@
+"""voicebot: the HTTP backend behind an AI phone agent."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from . import config
+from .conversation import Conversation, ConversationSettings
+from .exceptions import StoreError
+from .llm import build_llm
+from .logs import configure_logging
+from .stores import build_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with ``test_config`` laid over it."""
+    app = Flask(__name__)
+    app.config.from_mapping(config.DEFAULTS)
+    app.config.from_mapping(config.from_environ())
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.json.compact = True  # type: ignore[attr-defined]
+    configure_logging(app.config["LOG_LEVEL"])
+
+    store = build_store(app.config)
+    llm = build_llm(app.config)
+    app.extensions["voicebot"] = Conversation(store, llm, ConversationSettings.from_config(app.config))
+    _announce(app, store, llm)
+
+    from . import errors, ops
+    from .webhooks import seed
+
+    errors.register_error_handlers(app)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(seed.bp)
+    return app
+
+
+def _announce(app: Flask, store, llm) -> None:
+    """Say at start-up what this process will do, so a misconfiguration shows at once."""
+    if llm.name == "offline":
+        log.warning("ANTHROPIC_API_KEY is not set: replies come from the OFFLINE responder, not a model")
+    else:
+        log.info("replies from %s model %s", llm.name, app.config["LLM_MODEL"])
+    try:
+        store.ping()
+        log.info("session store: %s", type(store).__name__)
+    except StoreError as exc:
+        log.error("session store %s does not answer (%s); /readyz reports 503 until it does",
+                  type(store).__name__, exc)

@@ -1,0 +1,171 @@
+"""Configuration from the environment (12-factor).
+
+Every setting voicebot reads is declared once in ``SETTINGS``, with its
+default and meaning; the README's configuration table is written from it.
+``from_environ`` turns the environment into a mapping for ``app.config``, and
+rejects values that would only fail later, in the middle of a call.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .exceptions import ConfigError
+
+# The newest Haiku that the pinned anthropic SDK lists: fast and cheap enough
+# for a turn of a phone call.
+DEFAULT_MODEL = "claude-haiku-5-5"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful support agent on a phone call. Keep responses brief, "
+    "under two sentences, because they are spoken aloud. Use plain spoken "
+    "words only: no lists, markdown, emoji or links."
+)
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be more than 0")
+    return number
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    meaning: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REDIS_URL", "", _redis_url,
+            "Session store. Unset: in-process memory (one worker only). "
+            "`redis://` or `rediss://`: Redis, shared by every worker and instance."),
+    Setting("REDIS_PREFIX", "voicebot", _text,
+            "Namespace of every Redis key voicebot writes."),
+    Setting("REDIS_TIMEOUT_SECONDS", 2.0, _positive_float,
+            "Connect and socket timeout for Redis commands."),
+    Setting("SESSION_TTL_SECONDS", 1800, _positive_int,
+            "A call idle this long is forgotten; every event restarts the clock."),
+    Setting("MAX_HISTORY_TURNS", 20, _positive_int,
+            "Caller/bot exchanges kept per call and sent to the model (older ones are dropped)."),
+    Setting("GREETING", "Hello! How can I help you today?", _text,
+            "What the bot says when a call starts."),
+    Setting("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, _text,
+            "The model's instructions."),
+    Setting("FALLBACK_REPLY", "Sorry, I'm having trouble right now. Could you say that again?", _text,
+            "Said when the model fails or misses its deadline."),
+    Setting("MAX_REPLY_CHARS", 300, _positive_int,
+            "Replies are cut at a sentence boundary below this length."),
+    Setting("MAX_TRANSCRIPT_CHARS", 2000, _positive_int,
+            "Longest caller utterance accepted."),
+    Setting("MAX_BODY_BYTES", 65536, _positive_int,
+            "Largest webhook body accepted (413 above it)."),
+    Setting("ANTHROPIC_API_KEY", "", _text,
+            "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
+            secret=True),
+    Setting("ANTHROPIC_BASE_URL", "", _text,
+            "Messages API base URL (a proxy, or a local fake in tests). Unset: Anthropic's."),
+    Setting("LLM_MODEL", DEFAULT_MODEL, _text, "Claude model for replies."),
+    Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
+    Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
+            "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
+    Setting("LOCK_LEASE_SECONDS", 0.0, float,
+            "How long a turn may hold its call's lock before it is presumed dead. "
+            "0: LLM_TIMEOUT_SECONDS + 2."),
+    Setting("LOCK_WAIT_SECONDS", 0.0, float,
+            "How long a turn waits for a busy call before answering 503. "
+            "0: the lease + 1, so a dead worker's lock always runs out first."),
+    Setting("LOG_LEVEL", "INFO", _log_level,
+            "DEBUG also logs what callers and the bot said; other levels never do."),
+    Setting("PORT", 8000, _positive_int, "TCP port gunicorn binds on 0.0.0.0."),
+    Setting("WEB_CONCURRENCY", 0, int,
+            "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2)."),
+    Setting("WEB_THREADS", 32, _positive_int,
+            "Threads per worker: concurrent turns one worker can hold while the model thinks."),
+)
+
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+SECRETS = frozenset(s.name for s in SETTINGS if s.secret)
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings that the environment sets, parsed; unset ones are left out."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None:
+            continue
+        try:
+            found[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw)
+            raise ConfigError(f"{setting.name}={shown} is not valid: {exc}") from None
+    return found
+
+
+def lock_lease_seconds(config: Mapping[str, Any]) -> float:
+    lease = config["LOCK_LEASE_SECONDS"]
+    return lease if lease > 0 else config["LLM_TIMEOUT_SECONDS"] + 2.0
+
+
+def lock_wait_seconds(config: Mapping[str, Any]) -> float:
+    wait = config["LOCK_WAIT_SECONDS"]
+    return wait if wait > 0 else lock_lease_seconds(config) + 1.0
+
+
+def worker_count(config: Mapping[str, Any], cpu_count: int | None = None) -> int:
+    if config["WEB_CONCURRENCY"] > 0:
+        return config["WEB_CONCURRENCY"]
+    if not config["REDIS_URL"]:
+        return 1
+    return max(2, cpu_count or os.cpu_count() or 1)
+
+
+def check_worker_model(config: Mapping[str, Any], workers: int) -> None:
+    """Refuse a worker layout that would split calls across unrelated memories."""
+    if workers > 1 and not config["REDIS_URL"]:
+        raise ConfigError(
+            f"{workers} worker processes with the in-memory session store would give each "
+            "worker its own memory, and a call's turns would land in unrelated histories. "
+            "Set REDIS_URL to share sessions between workers, or run one worker "
+            "(WEB_CONCURRENCY=1) and raise WEB_THREADS for concurrency."
+        )

@@ -1,0 +1,49 @@
+"""voicebot's own exception tree.
+
+Vendor errors (redis-py, the anthropic SDK, requests) are mapped into these at
+the edge, so the conversation core and the views handle one vocabulary.
+"""
+
+
+class VoicebotError(Exception):
+    """Base of every error voicebot raises on purpose."""
+
+
+class ConfigError(VoicebotError):
+    """The environment asks for something voicebot cannot run with."""
+
+
+class InvalidEvent(VoicebotError):
+    """A webhook body that does not follow its contract (answered with 400)."""
+
+
+class StoreError(VoicebotError):
+    """The session store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The session store cannot be reached; a retry later may succeed."""
+
+
+class CallBusy(StoreError):
+    """Another turn of the same call held its lock for longer than we may wait."""
+
+
+class LockLost(StoreError):
+    """Our lease on a call's lock ran out before we wrote back; the write was dropped."""
+
+
+class LLMError(VoicebotError):
+    """The language model gave no usable reply."""
+
+
+class LLMTimeout(LLMError):
+    """The model did not answer within the turn's deadline."""
+
+
+class LLMUnavailable(LLMError):
+    """Overloaded, rate limited, a 5xx, or unreachable: worth trying again later."""
+
+
+class LLMRejected(LLMError):
+    """The model's API refused the request (4xx): retrying the same request will not help."""

@@ -1,0 +1,274 @@
+"""A loopback server that speaks the Anthropic Messages API, for tests and benchmarks.
+
+It is as strict as the real API about what it accepts (a missing
+``max_tokens``, a role other than user/assistant, empty content, no API key
+or version header: all 4xx), so code that passes against it sends requests
+the real API takes. Its replies echo the markers (words starting with ``mk``)
+of every user message it was sent, in order, so a caller can check that a
+reply was made from exactly its own call's history. It can be made slow
+(``latency``, ``jitter``), overloaded (``fail_rate``: 529) or hanging
+(``hang_rate``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MARKER = re.compile(r"\bmk[0-9A-Za-z]+\b")
+DEFAULT_REPLY = "I can help with that. Could you give me a bit more detail?"
+
+_TOP_LEVEL_FIELDS = frozenset({
+    "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
+    "stop_sequences", "metadata", "tools", "tool_choice", "thinking", "service_tier",
+    "container", "mcp_servers", "context_management", "output_config", "output_format",
+    "inference_geo", "cache_control",
+})
+
+
+class InvalidRequest(Exception):
+    pass
+
+
+def echo_reply(messages: list[dict]) -> str:
+    """'Heard mk1 mk2.' for the markers of every user message in order."""
+    markers = [m for msg in messages if msg["role"] == "user" for m in MARKER.findall(_text_of(msg))]
+    return "Heard " + " ".join(markers) + "." if markers else DEFAULT_REPLY
+
+
+def _text_of(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(block.get("text", "") for block in content if block.get("type") == "text")
+
+
+def validate(body: Any) -> None:
+    """Raise InvalidRequest for what the real Messages API answers with 400."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    extra = set(body) - _TOP_LEVEL_FIELDS
+    if extra:
+        raise InvalidRequest(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("model: Field required")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise InvalidRequest("max_tokens: Field required")
+    if max_tokens < 1:
+        raise InvalidRequest("max_tokens: Input should be greater than or equal to 1")
+    system = body.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        raise InvalidRequest("system: Input should be a valid string or list of text blocks")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: at least one message is required")
+    first = messages[0]
+    if not isinstance(first, dict) or first.get("role") != "user":
+        raise InvalidRequest("messages: first message must use the \"user\" role")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) - {"role", "content"}:
+            raise InvalidRequest(f"messages.{index}: must have only role and content")
+        if message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+        content = message.get("content")
+        final_assistant = index == len(messages) - 1 and message["role"] == "assistant"
+        if isinstance(content, str):
+            if not content.strip() and not final_assistant:
+                raise InvalidRequest(f"messages.{index}: all messages must have non-empty content "
+                                     "except for the optional final assistant message")
+        elif isinstance(content, list):
+            if not content and not final_assistant:
+                raise InvalidRequest(f"messages.{index}: all messages must have non-empty content "
+                                     "except for the optional final assistant message")
+            for block in content:
+                if not isinstance(block, dict) or "type" not in block:
+                    raise InvalidRequest(f"messages.{index}.content: blocks need a type")
+                if block["type"] == "text" and not str(block.get("text", "")).strip():
+                    raise InvalidRequest(f"messages.{index}.content: text content blocks must "
+                                         "contain non-whitespace text")
+        else:
+            raise InvalidRequest(f"messages.{index}.content: Input should be a string or a list")
+
+
+class FakeMessagesAPI(ThreadingHTTPServer):
+    """``with FakeMessagesAPI() as fake: Anthropic(base_url=fake.url, api_key=fake.api_key)``."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str = "test-key",
+                 latency: float = 0.0, jitter: float = 0.0, fail_rate: float = 0.0,
+                 hang_rate: float = 0.0, hang_seconds: float = 120.0, seed: int = 0,
+                 record: bool = True) -> None:
+        super().__init__((host, port), _Handler)
+        self.api_key = api_key
+        self.latency = latency
+        self.jitter = jitter
+        self.fail_rate = fail_rate
+        self.hang_rate = hang_rate
+        self.hang_seconds = hang_seconds
+        self.record = record
+        self.requests: list[dict] = []
+        self.served = 0
+        self._random = random.Random(seed)
+        self._mutex = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeMessagesAPI":
+        self._thread = threading.Thread(target=self.serve_forever, name="fake-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self) -> "FakeMessagesAPI":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Back to a fast, healthy API with no recorded requests."""
+        with self._mutex:
+            self.latency = self.jitter = self.fail_rate = self.hang_rate = 0.0
+            self.requests.clear()
+
+    def _draw(self, body: dict) -> tuple[str, float]:
+        """Decide this request's fate: 'ok', 'fail' or 'hang', and its delay."""
+        with self._mutex:
+            self.served += 1
+            if self.record:
+                self.requests.append(body)
+            roll = self._random.random()
+            delay = max(0.0, self.latency + self._random.uniform(-self.jitter, self.jitter))
+        if roll < self.hang_rate:
+            return "hang", self.hang_seconds
+        if roll < self.hang_rate + self.fail_rate:
+            return "fail", delay
+        return "ok", delay
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake when the server stops, so a hang never outlives a test."""
+        self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeMessagesAPI
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send_json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("request-id", "req_" + uuid.uuid4().hex[:24])
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, kind: str, message: str) -> None:
+        self._send_json(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+    def do_GET(self) -> None:
+        self._error(404, "not_found_error", "Not found")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.split("?")[0] != "/v1/messages":
+            return self._error(404, "not_found_error", "Not found")
+        key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key != self.server.api_key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        if not self.headers.get("anthropic-version"):
+            return self._error(400, "invalid_request_error", "anthropic-version: header is required")
+        try:
+            body = json.loads(raw)
+            validate(body)
+        except ValueError:
+            return self._error(400, "invalid_request_error", "body is not valid JSON")
+        except InvalidRequest as exc:
+            return self._error(400, "invalid_request_error", str(exc))
+        fate, delay = self.server._draw(body)
+        if delay:
+            self.server.pause(delay)
+        if fate == "fail":
+            return self._error(529, "overloaded_error", "Overloaded")
+        text = echo_reply(body["messages"])
+        if fate == "hang":
+            self.close_connection = True  # hung up without a word, like a dead upstream
+            return
+        if body.get("stream"):
+            return self._stream(body, text)
+        self._send_json(200, _message(body, text))
+
+    def _stream(self, body: dict, text: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        message = _message(body, "")
+        message["content"], message["stop_reason"] = [], None
+        words = text.split(" ")
+        events = [("message_start", {"type": "message_start", "message": message}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}}),
+                  ("ping", {"type": "ping"})]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta",
+                                                      "text": word if i == 0 else " " + word}})
+                   for i, word in enumerate(words)]
+        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   ("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                      "usage": {"output_tokens": len(words)}}),
+                   ("message_stop", {"type": "message_stop"})]
+        for name, data in events:
+            self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def _message(body: dict, text: str) -> dict:
+    prompt_words = sum(len(_text_of(m).split()) for m in body["messages"])
+    return {
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt_words, "output_tokens": len(text.split())},
+    }
+
+
+def serve(host: str, port: int, **options: Any) -> None:
+    """Run in the foreground until interrupted (``voicebot fake-llm``)."""
+    server = FakeMessagesAPI(host, port, record=False, **options)
+    print(f"fake Messages API on {server.url} (api key {server.api_key!r})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

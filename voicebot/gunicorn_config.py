@@ -1,0 +1,53 @@
+"""gunicorn settings for voicebot, read from the same environment as the app.
+
+Loaded by ``gunicorn.conf.py`` at the top of the repository (gunicorn reads
+that file by itself when started there, so ``gunicorn app:app`` and the
+Procfile get it) and by ``voicebot serve``.
+
+Worker model: a turn spends nearly all its time waiting on the LLM, so a
+worker needs many turns in flight, not many cores. ``gthread`` workers give
+each worker WEB_THREADS threads; worker processes (WEB_CONCURRENCY) spread
+the Python work over the cores. Everything a call needs between events lives
+in the session store, which is why more than one worker needs Redis.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from voicebot import config as _config
+from voicebot.exceptions import ConfigError as _ConfigError
+
+_settings = {**_config.DEFAULTS, **_config.from_environ()}
+
+bind = f"0.0.0.0:{_settings['PORT']}"
+workers = _config.worker_count(_settings)
+worker_class = "gthread"
+threads = _settings["WEB_THREADS"]
+# Turns end on their own within the LLM deadline plus a lock wait; give
+# in-flight turns that long to finish on SIGTERM before workers are killed.
+graceful_timeout = int(_config.lock_wait_seconds(_settings) + _settings["LLM_TIMEOUT_SECONDS"] + 5)
+timeout = max(30, graceful_timeout)
+# Webhook senders keep connections open between events; keep them a little
+# longer than a load balancer's usual idle timeout would.
+keepalive = 75
+# Each worker builds its own LLM client and Redis pool after the fork.
+preload_app = False
+# Limit request line and headers as gunicorn does; bodies are capped by the app.
+limit_request_line = 8190
+
+
+def on_starting(server) -> None:
+    try:
+        _config.check_worker_model(_settings, server.cfg.workers)
+    except _ConfigError as exc:
+        server.log.error("voicebot refuses to start: %s", exc)
+        sys.exit(2)
+
+
+def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
+    # TTIN can add workers at run time; the memory store must stay at one.
+    if old_value is not None and new_value > 1 and not _settings["REDIS_URL"]:
+        server.log.error("more than one worker with the in-memory store would split calls; "
+                         "set REDIS_URL first. Going back to 1 worker.")
+        server.num_workers = 1

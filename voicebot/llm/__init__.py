@@ -1,0 +1,23 @@
+"""LLM adapters, chosen by configuration: Claude with a key, the offline responder without."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .base import LLM, Message
+from .offline import OfflineResponder
+
+__all__ = ["LLM", "Message", "OfflineResponder", "build_llm"]
+
+
+def build_llm(config: Mapping[str, Any]) -> LLM:
+    if not config["ANTHROPIC_API_KEY"]:
+        return OfflineResponder()
+    from .anthropic import AnthropicLLM
+
+    return AnthropicLLM(
+        api_key=config["ANTHROPIC_API_KEY"],
+        model=config["LLM_MODEL"],
+        max_tokens=config["LLM_MAX_TOKENS"],
+        base_url=config["ANTHROPIC_BASE_URL"] or None,
+    )

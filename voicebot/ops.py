@@ -1,0 +1,26 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from .exceptions import StoreError
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process answers HTTP."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """The session store answers too: without it no turn can be served."""
+    store = current_app.extensions["voicebot"].store
+    try:
+        store.ping()
+    except StoreError as exc:
+        return jsonify(status="unavailable", store=type(store).__name__, message=str(exc)), 503
+    return jsonify(status="ready", store=type(store).__name__)

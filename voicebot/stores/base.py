@@ -1,0 +1,92 @@
+"""The session store interface: one record per call, read and written under the call's lock."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..exceptions import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class CallRecord:
+    """A call's session as read under its lock; ``data`` is None for a call not (or no longer) known."""
+
+    __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released")
+
+    def __init__(self, store: "SessionStore", call_id: str, data: dict | None, token: Any) -> None:
+        self.store = store
+        self.call_id = call_id
+        self.data = data
+        self.token = token
+        self.lock_wait = 0.0
+        self.released = False
+
+    def save(self, data: dict, *, release: bool = False) -> None:
+        """Write ``data`` back with a fresh TTL; ``release`` also gives up the lock in the same step."""
+        self.store._write(self, data, release)
+        self.data = data
+        if release:
+            self.released = True
+
+    def delete(self) -> None:
+        """Forget the call and give up its lock."""
+        self.store._delete(self)
+        self.data = None
+        self.released = True
+
+
+class SessionStore(ABC):
+    """Per-call JSON-able sessions with a per-call lock and a sliding TTL.
+
+    The lock serializes the turns of one call; calls never wait for each other.
+    """
+
+    def __init__(self, ttl_seconds: float, lease_seconds: float) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.lease_seconds = lease_seconds
+
+    @contextmanager
+    def locked(self, call_id: str, wait: float) -> Iterator[CallRecord]:
+        """Hold ``call_id``'s lock (waiting up to ``wait`` seconds) and read its session.
+
+        Raises CallBusy when the lock stays taken, StoreUnavailable when the
+        store cannot be reached.
+        """
+        started = time.monotonic()
+        record = self._acquire(call_id, wait)
+        record.lock_wait = time.monotonic() - started
+        try:
+            yield record
+        finally:
+            if not record.released:
+                record.released = True
+                try:
+                    self._release(record)
+                except StoreError:
+                    # The lease frees the call soon anyway; the error that
+                    # matters (if any) is the one already on its way out.
+                    log.warning("could not release the lock of call %s", call_id)
+
+    @abstractmethod
+    def _acquire(self, call_id: str, wait: float) -> CallRecord: ...
+
+    @abstractmethod
+    def _write(self, record: CallRecord, data: dict, release: bool) -> None: ...
+
+    @abstractmethod
+    def _delete(self, record: CallRecord) -> None: ...
+
+    @abstractmethod
+    def _release(self, record: CallRecord) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    def close(self) -> None:
+        """Let go of connections; the store is not used afterwards."""

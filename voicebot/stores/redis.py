@@ -1,0 +1,158 @@
+"""Sessions in Redis: any worker of any instance can serve any event of any call.
+
+Keys are ``<prefix>:call:{<call id>}:session`` and ``...:lock``. The braces
+are a Redis Cluster hash tag: both keys of a call land on the same slot, so
+the Lua scripts below, which touch both, work on a cluster too.
+
+The lock follows redis-py's ``redis/lock.py``: a random token set with NX and
+a lease (PX), released only by its holder (token checked in Lua). A worker
+killed mid-turn leaves a lock that expires by itself after the lease. Writes
+are token-checked too: a turn whose lease ran out cannot overwrite the history
+of the turn that took the lock after it. Taking the lock and reading the
+session is one round trip; writing it back and releasing is another.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import redis
+
+from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
+from .base import CallRecord, SessionStore
+
+# KEYS: lock, session. ARGV: token, lease ms.
+# Returns {1, session or false} when the lock was taken, {0, lock pttl} when not.
+_ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('get', KEYS[2])}
+end
+return {0, redis.call('pttl', KEYS[1])}
+"""
+
+# KEYS: lock, session. ARGV: token, session json, ttl ms, release (1/0).
+_WRITE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] == '1' then redis.call('del', KEYS[1]) end
+return 1
+"""
+
+# KEYS: lock, session. ARGV: token.
+_DELETE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[2], KEYS[1])
+"""
+
+# KEYS: lock. ARGV: token.
+_RELEASE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])
+"""
+
+# Waiting for a busy call polls: start fast (a short turn frees the lock
+# soon), back off to a ceiling so many waiters do not hammer Redis.
+_FIRST_POLL = 0.002
+_MAX_POLL = 0.025
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Map redis-py's errors into voicebot's tree."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StoreError(f"Redis error: {exc}") from exc
+
+
+def connect(url: str, *, timeout: float, max_connections: int) -> redis.Redis:
+    """One client (and so one connection pool) for this process.
+
+    A blocking pool makes threads wait for a free connection instead of
+    failing when every connection is busy.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisStore(SessionStore):
+    """Takes a ready client, or a URL to build one from (like cachelib's RedisCache)."""
+
+    def __init__(self, client: redis.Redis | str, *, ttl_seconds: float, lease_seconds: float,
+                 prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64) -> None:
+        super().__init__(ttl_seconds, lease_seconds)
+        if isinstance(client, str):
+            client = connect(client, timeout=timeout, max_connections=max_connections)
+        self.client = client
+        self.prefix = prefix
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._acquire_script = client.register_script(_ACQUIRE)
+        self._write_script = client.register_script(_WRITE)
+        self._delete_script = client.register_script(_DELETE)
+        self._release_script = client.register_script(_RELEASE)
+
+    def _keys(self, call_id: str) -> list[str]:
+        base = f"{self.prefix}:call:{{{call_id}}}"
+        return [base + ":lock", base + ":session"]
+
+    def _acquire(self, call_id: str, wait: float) -> CallRecord:
+        keys = self._keys(call_id)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait
+        pause = _FIRST_POLL
+        while True:
+            with redis_errors():
+                taken, value = self._acquire_script(keys=keys, args=[token, self._lease_ms])
+            if taken:
+                data = json.loads(value) if value is not None else None
+                return CallRecord(self, call_id, data, token)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
+            lock_ttl = value / 1000 if value and value > 0 else pause
+            time.sleep(min(pause * random.uniform(0.5, 1.0), left, lock_ttl))
+            pause = min(pause * 2, _MAX_POLL)
+
+    def _write(self, record: CallRecord, data: dict, release: bool) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        with redis_errors():
+            written = self._write_script(
+                keys=self._keys(record.call_id),
+                args=[record.token, text, self._ttl_ms, 1 if release else 0],
+            )
+        if not written:
+            record.released = True
+            raise LockLost(f"lease on call {record.call_id} ran out before the write")
+
+    def _delete(self, record: CallRecord) -> None:
+        with redis_errors():
+            deleted = self._delete_script(keys=self._keys(record.call_id), args=[record.token])
+        if not deleted:
+            record.released = True
+            raise LockLost(f"lease on call {record.call_id} ran out before the delete")
+
+    def _release(self, record: CallRecord) -> None:
+        with redis_errors():
+            self._release_script(keys=self._keys(record.call_id)[:1], args=[record.token])
+
+    def ping(self) -> None:
+        with redis_errors():
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.close()

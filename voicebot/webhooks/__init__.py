@@ -1,0 +1,1 @@
+"""One blueprint per webhook contract; each translates its events into the conversation core."""
