@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify
+from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .exceptions import CallBusy, InvalidEvent, StoreUnavailable, VoicebotError
@@ -29,9 +29,12 @@ def json_error(status: int, error: str, message: str, **headers: str):
 
 def _http_error(exc: HTTPException):
     error = (exc.name or "error").lower().replace(" ", "_")
+    message = exc.description or exc.name
+    if exc.code == 413:
+        message = f"the body is too large: at most {current_app.config['MAX_CONTENT_LENGTH']} bytes"
     headers = dict(exc.get_headers())
     headers.pop("Content-Type", None)
-    return json_error(exc.code or 500, error, exc.description or exc.name, **headers)
+    return json_error(exc.code or 500, error, message, **headers)
 
 
 def _voicebot_error(exc: VoicebotError):

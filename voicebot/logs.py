@@ -19,7 +19,7 @@ def configure_logging(level: str) -> None:
     # Our handler is the one place voicebot's lines are written; the root
     # logger (which gunicorn or pytest may also feed) would print them twice.
     logger.propagate = False
-    # The SDK and HTTP clients log request bodies at DEBUG: transcripts and
-    # auth headers must not reach the logs through them.
-    for noisy in ("anthropic", "httpx", "httpx2", "httpcore", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger(noisy).level))
+    # The SDK and HTTP clients log every request at INFO and request bodies
+    # (transcripts) at DEBUG: our own lines already say what happened.
+    for chatty in ("anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

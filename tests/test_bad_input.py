@@ -1,0 +1,80 @@
+"""Bad input: a JSON 4xx that says what is wrong, and the call's history untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from voicebot.fake_llm import MARKER
+
+TRANSCRIPT = "/webhook/transcript"
+STARTED = "/webhook/call-started"
+
+# (method, path, body or raw bytes, content type, status, words the message must contain)
+CASES = [
+    ("POST", TRANSCRIPT, b"not json", "application/json", 400, "not valid JSON"),
+    ("POST", TRANSCRIPT, b"", "application/json", 400, "empty"),
+    ("POST", TRANSCRIPT, b"\xff\xfe", "application/json", 400, "not valid JSON"),
+    ("POST", TRANSCRIPT, b"[1, 2]", "application/json", 400, "JSON object"),
+    ("POST", TRANSCRIPT, b'"text"', "application/json", 400, "JSON object"),
+    ("POST", TRANSCRIPT, {"transcript": "hi"}, None, 400, "'call_id' is missing"),
+    ("POST", TRANSCRIPT, {"call_id": "", "transcript": "hi"}, None, 400, "'call_id' is empty"),
+    ("POST", TRANSCRIPT, {"call_id": "   ", "transcript": "hi"}, None, 400, "'call_id' is empty"),
+    ("POST", TRANSCRIPT, {"call_id": 42, "transcript": "hi"}, None, 400, "'call_id' must be a string"),
+    ("POST", TRANSCRIPT, {"call_id": ["c"], "transcript": "hi"}, None, 400, "'call_id' must be a string"),
+    ("POST", TRANSCRIPT, {"call_id": "c" * 129, "transcript": "hi"}, None, 400, "longer than 128"),
+    ("POST", TRANSCRIPT, {"call_id": "a\nb", "transcript": "hi"}, None, 400, "control characters"),
+    ("POST", TRANSCRIPT, {"call_id": "victim"}, None, 400, "'transcript' is missing"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": ""}, None, 400, "'transcript' is empty"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": " \n "}, None, 400, "'transcript' is empty"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": None}, None, 400, "'transcript' is missing"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": 7}, None, 400, "must be a string"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": {"t": 1}}, None, 400, "must be a string"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": "x" * 2001}, None, 400, "longer than 2000"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": "hi", "caller_num": 5}, None, 400,
+     "'caller_num' must be a string"),
+    ("POST", TRANSCRIPT, {"type": "call.exploded", "call_id": "victim", "transcript": "hi"}, None, 400,
+     "'type' must be one of"),
+    ("POST", TRANSCRIPT, {"type": None, "call_id": "victim", "transcript": "hi"}, None, 400,
+     "'type' must be one of"),
+    ("POST", TRANSCRIPT, {"type": "call.ended"}, None, 400, "'call_id' is missing"),
+    ("POST", STARTED, {"type": "transcript", "call_id": "victim"}, None, 400, "'type' must be one of"),
+    ("POST", STARTED, {"caller_num": "+1555"}, None, 400, "'call_id' is missing"),
+    ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": "x" * 70_000}, None, 413, "too large"),
+    ("GET", TRANSCRIPT, None, None, 405, "not allowed"),
+    ("PUT", STARTED, None, None, 405, "not allowed"),
+    ("DELETE", TRANSCRIPT, None, None, 405, "not allowed"),
+    ("POST", "/webhook/nope", {"call_id": "victim"}, None, 404, "not found"),
+    ("GET", "/", None, None, 404, "not found"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, content_type, status, words", CASES,
+                         ids=[f"{c[0]} {c[1]} {c[4]} {c[5]}" for c in CASES])
+def test_bad_input_gets_a_json_4xx_and_leaves_history_alone(client, method, path, body, content_type,
+                                                            status, words):
+    assert client.post(TRANSCRIPT, json={"call_id": "victim", "transcript": "mk1"}).status_code == 200
+    if isinstance(body, dict):
+        response = client.open(path, method=method, json=body)
+    else:
+        response = client.open(path, method=method, data=body, content_type=content_type)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    payload = response.get_json()
+    assert set(payload) == {"error", "message"}
+    assert words.lower() in payload["message"].lower()
+    assert "Traceback" not in response.get_data(as_text=True)
+    after = client.post(TRANSCRIPT, json={"call_id": "victim", "transcript": "mk2"})
+    assert MARKER.findall(after.get_json()["response"]) == ["mk1", "mk2"]
+
+
+def test_body_without_a_content_type_is_still_read(client):
+    response = client.post(TRANSCRIPT, data=b'{"call_id": "c", "transcript": "mk1"}')
+    assert response.status_code == 200
+    assert response.get_json()["response"] == "Heard mk1."
+
+
+def test_body_cap_is_configurable(make_app):
+    client = make_app(MAX_BODY_BYTES=100).test_client()
+    response = client.post(TRANSCRIPT, json={"call_id": "c", "transcript": "x" * 100})
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"

@@ -1,0 +1,104 @@
+"""End to end: a real gunicorn with several workers, a real Redis, the real SDK, real HTTP."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from voicebot.fake_llm import MARKER
+
+from .support import Gunicorn, wait_for
+
+CALLS = 50
+TURNS = 4
+
+
+@pytest.fixture
+def server(tmp_path, redis_url, redis_prefix, fake_llm):
+    fake_llm.record = False
+    fake_llm.latency, fake_llm.jitter = 0.03, 0.03  # turns overlap, in varying order
+    gunicorn = Gunicorn({
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
+        "ANTHROPIC_API_KEY": fake_llm.api_key,
+        "ANTHROPIC_BASE_URL": fake_llm.url,
+        "WEB_CONCURRENCY": "2",
+        "WEB_THREADS": "16",
+        "LOG_LEVEL": "INFO",
+    }).start(tmp_path / "gunicorn.log")
+    yield gunicorn
+    gunicorn.stop()
+    fake_llm.record = True
+
+
+def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
+    start_together = threading.Barrier(CALLS)
+    problems: list[str] = []
+
+    def post(session, path, body):
+        response = session.post(server.url + path, json=body, timeout=30)
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.json()
+
+    def transcript(session, call_id, marker):
+        reply = post(session, "/webhook/transcript",
+                     {"type": "transcript", "call_id": call_id, "caller_num": "+1555", "transcript": marker})
+        return MARKER.findall(reply["response"])
+
+    def call(n: int) -> None:
+        call_id = f"call-{n}"
+        mine: list[str] = []
+        with requests.Session() as session:
+            start_together.wait()
+            post(session, "/webhook/call-started", {"type": "call.started", "call_id": call_id})
+            for turn in range(TURNS):
+                marker = f"mk{n}x{turn}"
+                mine.append(marker)
+                heard = transcript(session, call_id, marker)
+                if heard != mine:
+                    problems.append(f"{call_id} turn {turn}: expected {mine}, heard {heard}")
+            if n % 5 == 0:  # two transcripts of this call at the same moment
+                both = [f"mk{n}a", f"mk{n}b"]
+                with ThreadPoolExecutor(2) as pool, requests.Session() as other:
+                    replies = list(pool.map(lambda args: transcript(*args),
+                                            [(session, call_id, both[0]), (other, call_id, both[1])]))
+                first, second = sorted(replies, key=len)
+                if first[:-1] != mine or second != first + [m for m in both if m != first[-1]]:
+                    problems.append(f"{call_id} simultaneous turns: {replies} after {mine}")
+                mine = second
+            post(session, "/webhook/transcript", {"type": "call.ended", "call_id": call_id})
+
+    with ThreadPoolExecutor(CALLS) as pool:
+        list(pool.map(call, range(CALLS)))
+
+    assert problems == []
+    # Both workers took turns: each line of the log names its process.
+    pids = set(re.findall(r"\[(\d+)\] voicebot\.conversation: turn", server.log()))
+    assert len(pids) == 2, server.log()[-2000:]
+
+
+def test_in_memory_store_with_two_workers_refuses_to_start(tmp_path):
+    gunicorn = Gunicorn({"REDIS_URL": "", "WEB_CONCURRENCY": "2", "ANTHROPIC_API_KEY": ""})
+    gunicorn.start(tmp_path / "gunicorn.log", ready=False)
+    assert wait_for(lambda: gunicorn.process.poll() is not None, timeout=30, what="gunicorn to exit")
+    assert gunicorn.process.returncode != 0
+    log = gunicorn.log()
+    assert "refuses to start" in log and "REDIS_URL" in log and "WEB_CONCURRENCY=1" in log
+
+
+def test_in_memory_store_with_one_worker_serves(tmp_path, fake_llm):
+    gunicorn = Gunicorn({"REDIS_URL": "", "WEB_CONCURRENCY": "1", "ANTHROPIC_API_KEY": ""})
+    gunicorn.start(tmp_path / "gunicorn.log")
+    try:
+        reply = requests.post(gunicorn.url + "/webhook/transcript",
+                              json={"call_id": "c", "transcript": "Hello there."}, timeout=10)
+        assert reply.status_code == 200 and "offline" in reply.json()["response"]
+        assert "OFFLINE" in gunicorn.log()
+        missing = requests.get(gunicorn.url + "/nowhere", timeout=10)
+        assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/json"
+    finally:
+        gunicorn.stop()

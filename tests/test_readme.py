@@ -1,0 +1,21 @@
+"""The README stays true to the code it documents."""
+
+from __future__ import annotations
+
+import re
+
+from voicebot.config import SETTINGS
+
+from .support import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table():
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.M))
+    assert documented == {s.name for s in SETTINGS}
+
+
+def test_the_test_command_installs_the_test_extra_and_runs_pytest():
+    block = README.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
+    assert "'.[test]'" in block and "pytest" in block

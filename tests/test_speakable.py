@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from voicebot.speakable import make_speakable
+
+
+@pytest.mark.parametrize("raw, spoken", [
+    ("**Sure!** Your order _ships_ today.", "Sure! Your order ships today."),
+    ("# Options\n- Refund\n- Exchange\n1. Call back", "Options Refund Exchange Call back"),
+    ("See [our site](https://acme.example/help) or https://acme.example.", "See our site or"),
+    ("Great 🎉👍 news!", "Great news!"),
+    ("Use `reset` now.", "Use reset now."),
+    ("Hello   there,\n\n  friend.", "Hello there, friend."),
+    ("> quoted line", "quoted line"),
+    ("", ""),
+    ("🙂 ***", ""),
+])
+def test_markup_emoji_and_urls_go(raw, spoken):
+    assert make_speakable(raw, 300) == spoken
+
+
+def test_long_replies_are_cut_at_a_sentence_boundary():
+    text = "First sentence here. Second one is a bit longer! Third would overflow the limit?"
+    assert make_speakable(text, 50) == "First sentence here. Second one is a bit longer!"
+    assert make_speakable(text, 25) == "First sentence here."
+
+
+def test_one_long_sentence_is_cut_at_a_word():
+    spoken = make_speakable("word " * 100, 42)
+    assert len(spoken) <= 43 and spoken.endswith("word.")
