@@ -43,7 +43,7 @@ def test_memory_stays_bounded_over_a_long_campaign():
         clock[0] = n * 0.01  # 100 new calls a second, each idle after one event
         with store.locked(f"call-{n}", 1) as record:
             record.save({"n": n})
-    assert len(store._sessions) <= 1001  # only the last TTL's worth of calls
+    assert len(store._sessions.entries) <= 1001  # only the last TTL's worth of calls
     assert store._locks == {}  # no lock outlives its users
 
 
@@ -124,3 +124,32 @@ def test_unreachable_redis_is_store_unavailable():
     with pytest.raises(StoreUnavailable):
         with store.locked("c", 1):
             pass
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_store(request):
+    if request.param == "memory":
+        yield MemoryStore(ttl_seconds=60, lease_seconds=0.5)
+        return
+    yield request.getfixturevalue("redis_store")
+
+
+def test_aliases_and_peek(any_store):
+    assert any_store.get_alias("transcribe:t1") is None
+    any_store.set_alias("transcribe:t1", "call-9")
+    assert any_store.get_alias("transcribe:t1") == "call-9"
+    assert any_store.peek("call-9") is None
+    with any_store.locked("call-9", 1) as record:
+        record.save({"channel": {"speaking_id": "s1"}})
+        assert any_store.peek("call-9") == {"channel": {"speaking_id": "s1"}}  # no lock needed
+
+
+def test_renew_keeps_a_slow_holder_ahead_of_its_lease(redis_store):
+    with redis_store.locked("c", 1) as record:
+        record.renew()
+        record.save({"ok": True})
+    abandoned = redis_store._acquire("c", wait=1)
+    with redis_store.locked("c", wait=5):  # waits out the 0.5 s lease
+        pass
+    with pytest.raises(LockLost):
+        abandoned.renew()

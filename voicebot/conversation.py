@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .config import lock_wait_seconds
-from .exceptions import LLMError, LockLost
+from .exceptions import LLMError, LockLost, StoreError
 from .llm import LLM, Message
 from .speakable import make_speakable
 from .stores import SessionStore
@@ -46,11 +46,24 @@ class ConversationSettings:
 @dataclass(frozen=True)
 class Turn:
     reply: str
-    fallback: bool  # the model failed and the caller hears FALLBACK_REPLY
+    fallback: bool = False  # the model failed and the caller hears FALLBACK_REPLY
+    duplicate: bool = False  # this event was handled before; nothing was done again
+
+
+# A contract's own per-call state (ids on the telephony platform, say) lives
+# in the session under "channel" and is handed to these hooks, which run
+# under the call's lock. A hook that raises leaves the session as it was.
+Attach = Callable[[dict], None]
+Deliver = Callable[[str, dict], None]
+Detach = Callable[[dict], None]
+
+# How many handled event ids a call remembers, to drop redelivered events.
+RECENT_EVENTS = 32
 
 
 def new_session(call_id: str, caller: str | None) -> dict:
-    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0, "messages": []}
+    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0,
+            "messages": [], "channel": {}, "events": []}
 
 
 class Conversation:
@@ -63,49 +76,104 @@ class Conversation:
         # greeting travels in the system prompt.
         self._system = f'{settings.system_prompt}\n\nYou opened this call by saying: "{settings.greeting}"'
 
-    def start_call(self, call_id: str, caller: str | None = None) -> str:
-        """Open the call's session (a live call keeps its history) and return the greeting."""
+    def start_call(self, call_id: str, caller: str | None = None, *,
+                   attach: Attach | None = None) -> str | None:
+        """Open the call's session (a live call keeps its history) and return the greeting.
+
+        ``attach`` may set up the call's channel first. None when the call has
+        already ended for good (see ``end_call(final=True)``).
+        """
         started = time.monotonic()
         with self.store.locked(call_id, self.settings.lock_wait) as record:
             session = record.data
+            if _ended(session):
+                log.info("call started ignored call_id=%s: the call has ended", call_id)
+                return None
             resumed = session is not None
             if session is None:
                 session = new_session(call_id, caller)
             elif caller and not session.get("caller"):
                 session["caller"] = caller
+            if attach is not None:
+                attach(session["channel"])
             record.save(session, release=True)
         log.info("call started call_id=%s resumed=%s lock_wait_ms=%.1f total_ms=%.1f",
                  call_id, resumed, record.lock_wait * 1000, (time.monotonic() - started) * 1000)
         return self.settings.greeting
 
-    def take_turn(self, call_id: str, text: str, caller: str | None = None) -> Turn:
+    def take_turn(self, call_id: str, text: str, caller: str | None = None, *,
+                  event_id: str | None = None, deliver: Deliver | None = None) -> Turn | None:
         """Add what the caller said, ask the model, add and return its reply.
 
         The call's lock is held from read to write, so two turns of one call
-        run one after the other and each sees the other's words.
+        run one after the other and each sees the other's words. With
+        ``event_id``, an event handled before is not handled again. With
+        ``deliver``, the reply is handed on (spoken) before the turn is saved:
+        if delivery fails, the turn is not recorded and the event can be
+        retried as if it had never come. None when the call has ended for good.
         """
         started = time.monotonic()
         with self.store.locked(call_id, self.settings.lock_wait) as record:
-            session = record.data or new_session(call_id, caller)
+            session = record.data
+            if _ended(session):
+                log.info("turn ignored call_id=%s: the call has ended", call_id)
+                return None
+            session = session or new_session(call_id, caller)
+            if event_id is not None and event_id in session["events"]:
+                log.info("turn skipped call_id=%s event_id=%s: already handled", call_id, event_id)
+                return Turn("", duplicate=True)
             turn, llm_seconds = self._converse(session, text)
-            try:
-                record.save(session, release=True)
-            except LockLost:
-                log.error("turn not saved call_id=%s: the call's lock lease ran out during the turn; "
-                          "raise LOCK_LEASE_SECONDS above LLM_TIMEOUT_SECONDS", call_id)
+            if deliver is not None:
+                # The model may have used most of the lease; speaking gets a fresh one.
+                record.renew()
+                deliver(turn.reply, session["channel"])
+            if event_id is not None:
+                session["events"] = (session["events"] + [event_id])[-RECENT_EVENTS:]
+            self._save_turn(record, session, delivered=deliver is not None)
         log.info("turn call_id=%s turn=%d outcome=%s lock_wait_ms=%.1f llm_ms=%.1f total_ms=%.1f",
                  call_id, session["turns"], "fallback" if turn.fallback else "reply",
                  record.lock_wait * 1000, llm_seconds * 1000, (time.monotonic() - started) * 1000)
         log.debug("turn call_id=%s heard=%r said=%r", call_id, text, turn.reply)
         return turn
 
-    def end_call(self, call_id: str) -> bool:
-        """Forget the call; a later event with its id starts afresh. False if it was not known."""
+    def end_call(self, call_id: str, *, detach: Detach | None = None, final: bool = False) -> bool:
+        """Forget the call. False if it was not known.
+
+        Without ``final`` a later event with the same id starts afresh (the
+        article's contract). With it, a tombstone stays for the session TTL
+        and later events of the call are ignored: platforms whose call ids are
+        never reused deliver events late and out of order, and a late "call
+        answered" must not reopen a call that has hung up.
+        """
         with self.store.locked(call_id, self.settings.lock_wait) as record:
-            known = record.data is not None
-            record.delete()
+            session = record.data
+            known = session is not None and not _ended(session)
+            if known and detach is not None:
+                detach(session["channel"])
+            if final:
+                record.save({"call_id": call_id, "ended": True, "ended_at": time.time()}, release=True)
+            else:
+                record.delete()
         log.info("call ended call_id=%s known=%s", call_id, known)
         return known
+
+    def channel(self, call_id: str) -> dict | None:
+        """The call's channel state as stored now, without waiting for a turn in flight."""
+        session = self.store.peek(call_id)
+        return None if session is None or _ended(session) else session.get("channel", {})
+
+    def _save_turn(self, record, session: dict, delivered: bool) -> None:
+        try:
+            record.save(session, release=True)
+        except LockLost:
+            log.error("turn not saved call_id=%s: the call's lock lease ran out during the turn; "
+                      "raise LOCK_LEASE_SECONDS", session["call_id"])
+        except StoreError:
+            if not delivered:
+                raise
+            # The caller has heard the reply: failing the request now would
+            # only make the platform deliver the event, and say it, again.
+            log.exception("turn said but not saved call_id=%s", session["call_id"])
 
     def _converse(self, session: dict, text: str) -> tuple[Turn, float]:
         history: list[Message] = session["messages"]
@@ -129,3 +197,7 @@ class Conversation:
         del history[: max(0, len(history) - 2 * self.settings.max_history_turns)]
         session["turns"] += 1
         return Turn(reply, fallback), llm_seconds
+
+
+def _ended(session: dict | None) -> bool:
+    return bool(session and session.get("ended"))

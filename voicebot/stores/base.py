@@ -33,6 +33,10 @@ class CallRecord:
         if release:
             self.released = True
 
+    def renew(self) -> None:
+        """Start the lease afresh, before a step that may take a while (raises LockLost if it ran out)."""
+        self.store._renew(self)
+
     def delete(self) -> None:
         """Forget the call and give up its lock."""
         self.store._delete(self)
@@ -79,10 +83,24 @@ class SessionStore(ABC):
     def _write(self, record: CallRecord, data: dict, release: bool) -> None: ...
 
     @abstractmethod
+    def _renew(self, record: CallRecord) -> None: ...
+
+    @abstractmethod
     def _delete(self, record: CallRecord) -> None: ...
 
     @abstractmethod
     def _release(self, record: CallRecord) -> None: ...
+
+    @abstractmethod
+    def peek(self, call_id: str) -> dict | None:
+        """The call's session as stored now, without taking its lock (may be a turn behind)."""
+
+    @abstractmethod
+    def set_alias(self, name: str, value: str) -> None:
+        """Remember a short string under ``name`` for the session TTL (e.g. transcribe id -> call id)."""
+
+    @abstractmethod
+    def get_alias(self, name: str) -> str | None: ...
 
     @abstractmethod
     def ping(self) -> None:

@@ -20,16 +20,48 @@ class _CallLock:
         self.users = 0
 
 
+class _ExpiringMap:
+    """A dict whose entries all live ``ttl`` seconds from their last write.
+
+    With one TTL for every entry, write order is expiry order: kept in an
+    OrderedDict in write order, the expired entries are always at the front,
+    and each write drops them in time proportional to how many expired.
+    Not thread-safe by itself: the store's mutex guards it.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> str | None:
+        self.drop_expired(now)
+        entry = self.entries.get(key)
+        return entry[1] if entry else None
+
+    def put(self, key: str, value: str, now: float) -> None:
+        self.entries[key] = (now + self.ttl, value)
+        self.entries.move_to_end(key)
+        self.drop_expired(now)
+
+    def pop(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    def drop_expired(self, now: float) -> None:
+        entries = self.entries
+        while entries:
+            key, (expires, _) = next(iter(entries.items()))
+            if expires > now:
+                break
+            del entries[key]
+
+
 class MemoryStore(SessionStore):
     """Thread-safe; every call has its own lock, and one mutex guards the maps.
 
     Sessions are kept as JSON text, so a caller can never mutate a stored
     session by accident and both backends round-trip data the same way.
-    Because every session has the same sliding TTL, the order of last writes
-    is the order of expiry: an OrderedDict kept in write order lets each write
-    drop the expired calls from its front in time proportional to how many
-    expired, which keeps memory bounded over a long campaign without a
-    sweeper thread.
+    Expired calls are dropped as later writes come in, which keeps memory
+    bounded over a long campaign without a sweeper thread.
     """
 
     def __init__(self, ttl_seconds: float, lease_seconds: float = 0.0,
@@ -37,13 +69,14 @@ class MemoryStore(SessionStore):
         super().__init__(ttl_seconds, lease_seconds)
         self._clock = clock
         self._mutex = threading.Lock()
-        self._sessions: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._sessions = _ExpiringMap(ttl_seconds)
+        self._aliases = _ExpiringMap(ttl_seconds)
         self._locks: dict[str, _CallLock] = {}
 
     def __len__(self) -> int:
         with self._mutex:
-            self._drop_expired(self._clock())
-            return len(self._sessions)
+            self._sessions.drop_expired(self._clock())
+            return len(self._sessions.entries)
 
     def _acquire(self, call_id: str, wait: float) -> CallRecord:
         with self._mutex:
@@ -54,26 +87,22 @@ class MemoryStore(SessionStore):
         if not call_lock.lock.acquire(timeout=wait):
             self._forget_lock(call_id, call_lock)
             raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
-        with self._mutex:
-            now = self._clock()
-            self._drop_expired(now)
-            entry = self._sessions.get(call_id)
-        data = json.loads(entry[1]) if entry else None
-        return CallRecord(self, call_id, data, call_lock)
+        return CallRecord(self, call_id, self.peek(call_id), call_lock)
 
     def _write(self, record: CallRecord, data: dict, release: bool) -> None:
         text = json.dumps(data, separators=(",", ":"))
         with self._mutex:
-            now = self._clock()
-            self._sessions[record.call_id] = (now + self.ttl_seconds, text)
-            self._sessions.move_to_end(record.call_id)
-            self._drop_expired(now)
+            self._sessions.put(record.call_id, text, self._clock())
         if release:
             self._release(record)
 
+    def _renew(self, record: CallRecord) -> None:
+        # A thread cannot die on its own and leave the lock held: no lease.
+        return None
+
     def _delete(self, record: CallRecord) -> None:
         with self._mutex:
-            self._sessions.pop(record.call_id, None)
+            self._sessions.pop(record.call_id)
         self._release(record)
 
     def _release(self, record: CallRecord) -> None:
@@ -86,13 +115,18 @@ class MemoryStore(SessionStore):
             if call_lock.users == 0:
                 del self._locks[call_id]
 
-    def _drop_expired(self, now: float) -> None:
-        sessions = self._sessions
-        while sessions:
-            call_id, (expires, _) = next(iter(sessions.items()))
-            if expires > now:
-                break
-            del sessions[call_id]
+    def peek(self, call_id: str) -> dict | None:
+        with self._mutex:
+            text = self._sessions.get(call_id, self._clock())
+        return json.loads(text) if text is not None else None
+
+    def set_alias(self, name: str, value: str) -> None:
+        with self._mutex:
+            self._aliases.put(name, value, self._clock())
+
+    def get_alias(self, name: str) -> str | None:
+        with self._mutex:
+            return self._aliases.get(name, self._clock())
 
     def ping(self) -> None:
         return None

@@ -49,6 +49,12 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[2], KEYS[1])
 """
 
+# KEYS: lock. ARGV: token, lease ms.
+_RENEW = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('pexpire', KEYS[1], ARGV[2])
+"""
+
 # KEYS: lock. ARGV: token.
 _RELEASE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -104,6 +110,7 @@ class RedisStore(SessionStore):
         self._acquire_script = client.register_script(_ACQUIRE)
         self._write_script = client.register_script(_WRITE)
         self._delete_script = client.register_script(_DELETE)
+        self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
 
     def _keys(self, call_id: str) -> list[str]:
@@ -139,6 +146,12 @@ class RedisStore(SessionStore):
             record.released = True
             raise LockLost(f"lease on call {record.call_id} ran out before the write")
 
+    def _renew(self, record: CallRecord) -> None:
+        with redis_errors():
+            renewed = self._renew_script(keys=self._keys(record.call_id)[:1], args=[record.token, self._lease_ms])
+        if not renewed:
+            raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
+
     def _delete(self, record: CallRecord) -> None:
         with redis_errors():
             deleted = self._delete_script(keys=self._keys(record.call_id), args=[record.token])
@@ -149,6 +162,20 @@ class RedisStore(SessionStore):
     def _release(self, record: CallRecord) -> None:
         with redis_errors():
             self._release_script(keys=self._keys(record.call_id)[:1], args=[record.token])
+
+    def peek(self, call_id: str) -> dict | None:
+        with redis_errors():
+            value = self.client.get(self._keys(call_id)[1])
+        return json.loads(value) if value is not None else None
+
+    def set_alias(self, name: str, value: str) -> None:
+        with redis_errors():
+            self.client.set(f"{self.prefix}:alias:{name}", value, px=self._ttl_ms)
+
+    def get_alias(self, name: str) -> str | None:
+        with redis_errors():
+            value = self.client.get(f"{self.prefix}:alias:{name}")
+        return value.decode() if value is not None else None
 
     def ping(self) -> None:
         with redis_errors():

@@ -1,1 +1,24 @@
 """One blueprint per webhook contract; each translates its events into the conversation core."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from ..exceptions import InvalidEvent
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, whatever Content-Type the sender set."""
+    raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH, from Werkzeug
+    if not raw.strip():
+        raise InvalidEvent("the body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidEvent("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"the body must be a JSON object, not {type(body).__name__}")
+    return body

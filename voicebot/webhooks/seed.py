@@ -11,7 +11,8 @@ from flask import Blueprint, current_app, g, jsonify
 
 from ..conversation import Conversation
 from ..exceptions import InvalidEvent
-from ..validation import identifier, json_body, optional_text, required_text
+from ..validation import identifier, optional_text, required_text
+from . import json_body
 
 bp = Blueprint("seed", __name__, url_prefix="/webhook")
 
