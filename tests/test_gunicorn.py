@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from voicebot.fake_llm import MARKER
+from voicebot.voipbin.fake import FakeVoipbin, call_event_data, transcript_event_data
 
 from .support import Gunicorn, wait_for
 
@@ -18,7 +19,13 @@ TURNS = 4
 
 
 @pytest.fixture
-def server(tmp_path, redis_url, redis_prefix, fake_llm):
+def voipbin():
+    with FakeVoipbin() as fake:
+        yield fake
+
+
+@pytest.fixture
+def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
     fake_llm.record = False
     fake_llm.latency, fake_llm.jitter = 0.03, 0.03  # turns overlap, in varying order
     gunicorn = Gunicorn({
@@ -26,6 +33,9 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm):
         "REDIS_PREFIX": redis_prefix,
         "ANTHROPIC_API_KEY": fake_llm.api_key,
         "ANTHROPIC_BASE_URL": fake_llm.url,
+        "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret,
+        "VOIPBIN_ACCESS_KEY": voipbin.access_key,
+        "VOIPBIN_API_URL": voipbin.api_url,
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "16",
         "LOG_LEVEL": "INFO",
@@ -33,6 +43,11 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm):
     yield gunicorn
     gunicorn.stop()
     fake_llm.record = True
+
+
+def served_by_both_workers(server) -> bool:
+    """Each log line names its process; both workers must have taken turns."""
+    return len(set(re.findall(r"\[(\d+)\] voicebot\.conversation: turn", server.log()))) == 2
 
 
 def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
@@ -76,9 +91,40 @@ def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
         list(pool.map(call, range(CALLS)))
 
     assert problems == []
-    # Both workers took turns: each line of the log names its process.
-    pids = set(re.findall(r"\[(\d+)\] voicebot\.conversation: turn", server.log()))
-    assert len(pids) == 2, server.log()[-2000:]
+    assert served_by_both_workers(server), server.log()[-2000:]
+
+
+def test_voipbin_calls_at_once_each_hear_only_their_own_turns(server, voipbin):
+    """Signed events through two workers; every transcript also delivered twice at once."""
+    url = server.url + "/webhook/voipbin"
+    calls = [voipbin.answer_call() for _ in range(30)]
+    start_together = threading.Barrier(len(calls))
+
+    def call(call_id: str) -> list[str]:
+        start_together.wait()
+        answered = voipbin.send(url, "call_progressing", call_event_data(call_id, "progressing"))
+        assert answered.status_code == 200, answered.text
+        transcribe_id = voipbin.transcribe_of(call_id)
+        for turn in range(3):
+            data = transcript_event_data(transcribe_id, f"mk{call_id[:8]}x{turn}")
+            with ThreadPoolExecutor(2) as pool:  # VoIPBin delivers concurrently and may duplicate
+                statuses = sorted(pool.map(
+                    lambda _: voipbin.send(url, "transcript_created", data).json()["status"], range(2)))
+            assert statuses == ["duplicate", "said"], statuses
+        assert voipbin.send(url, "call_hangup", call_event_data(call_id, "hangup")).status_code == 200
+        return call_id
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        list(pool.map(call, calls))
+
+    for call_id in calls:
+        markers = [f"mk{call_id[:8]}x{turn}" for turn in range(3)]
+        assert voipbin.said[call_id] == [
+            "Hello! How can I help you today?",
+            *("Heard " + " ".join(markers[: n + 1]) + "." for n in range(3)),
+        ]
+    assert all(t["status"] == "done" for t in voipbin.transcribes.values())
+    assert served_by_both_workers(server), server.log()[-2000:]
 
 
 def test_in_memory_store_with_two_workers_refuses_to_start(tmp_path):

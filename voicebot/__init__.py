@@ -30,16 +30,45 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     store = build_store(app.config)
     llm = build_llm(app.config)
-    app.extensions["voicebot"] = Conversation(store, llm, ConversationSettings.from_config(app.config))
+    conversation = Conversation(store, llm, ConversationSettings.from_config(app.config))
+    app.extensions["voicebot"] = conversation
     _announce(app, store, llm)
+    _attach_voipbin(app, conversation)
 
     from . import errors, ops
-    from .webhooks import seed
+    from .webhooks import seed, voipbin
 
     errors.register_error_handlers(app)
     app.register_blueprint(ops.bp)
     app.register_blueprint(seed.bp)
+    app.register_blueprint(voipbin.bp)
     return app
+
+
+def _attach_voipbin(app: Flask, conversation: Conversation) -> None:
+    """Turn on /webhook/voipbin when it can be both trusted and useful."""
+    cfg = app.config
+    if not cfg["VOIPBIN_WEBHOOK_SECRET"] and not cfg["VOIPBIN_ALLOW_UNSIGNED"]:
+        reason = ("/webhook/voipbin is off: set VOIPBIN_WEBHOOK_SECRET to your customer's webhook_secret "
+                  "(or VOIPBIN_ALLOW_UNSIGNED=1 for a local trial)")
+    elif not cfg["VOIPBIN_ACCESS_KEY"]:
+        reason = "/webhook/voipbin is off: set VOIPBIN_ACCESS_KEY so that voicebot can speak into calls"
+    else:
+        reason = ""
+    cfg["VOIPBIN_DISABLED_BECAUSE"] = reason
+    if reason:
+        log.info(reason)
+        return
+    if not cfg["VOIPBIN_WEBHOOK_SECRET"]:
+        log.warning("/webhook/voipbin accepts UNSIGNED events (VOIPBIN_ALLOW_UNSIGNED=1): "
+                    "anyone who finds the URL can drive calls; for local trials only")
+    from .voipbin.bridge import VoipbinBridge, VoipbinSettings
+    from .voipbin.client import VoipbinClient
+
+    client = VoipbinClient(cfg["VOIPBIN_API_URL"], cfg["VOIPBIN_ACCESS_KEY"],
+                           read_timeout=cfg["VOIPBIN_TIMEOUT_SECONDS"])
+    app.extensions["voipbin"] = VoipbinBridge(conversation, client, VoipbinSettings.from_config(cfg))
+    log.info("/webhook/voipbin is on, speaking through %s", cfg["VOIPBIN_API_URL"])
 
 
 def _announce(app: Flask, store, llm) -> None:

@@ -1,4 +1,4 @@
-"""The ``voicebot`` command: ``serve`` the app under gunicorn, or run a ``fake-llm``."""
+"""The ``voicebot`` command: ``serve`` the app under gunicorn; ``fake-llm`` and ``fake-voipbin`` to try it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ def _fake_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fake_voipbin(args: argparse.Namespace) -> int:
+    from .voipbin.fake import serve
+
+    serve(args.host, args.port, args.access_key)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
     fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")
     fake.set_defaults(run=_fake_llm)
+
+    voipbin = commands.add_parser("fake-voipbin", help="a local VoIPBin REST API that prints what is said")
+    voipbin.add_argument("--host", default="127.0.0.1")
+    voipbin.add_argument("--port", type=int, default=8766)
+    voipbin.add_argument("--access-key", default="test-access-key")
+    voipbin.set_defaults(run=_fake_voipbin)
 
     args = parser.parse_args(argv)
     return args.run(args) or 0

@@ -7,16 +7,22 @@ import logging
 from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from .exceptions import CallBusy, InvalidEvent, StoreUnavailable, VoicebotError
+from .exceptions import (CallBusy, InvalidEvent, NotYetKnown, StoreUnavailable, VoicebotError,
+                         VoipbinError, VoipbinRejected, VoipbinUnavailable)
 
 log = logging.getLogger(__name__)
 
-# voicebot's errors that reach a view, and how each is answered. 503s are the
-# ones a webhook sender may usefully retry.
+# voicebot's errors that reach a view, most specific first, and how each is
+# answered. 5xx are the ones a webhook sender (VoIPBin retries on 5xx only)
+# may usefully retry; a 4xx tells it not to.
 _STATUS = {
     InvalidEvent: (400, "invalid_event"),
+    VoipbinRejected: (424, "voipbin_rejected"),
     CallBusy: (503, "call_busy"),
     StoreUnavailable: (503, "store_unavailable"),
+    NotYetKnown: (503, "not_yet_known"),
+    VoipbinUnavailable: (503, "voipbin_unavailable"),
+    VoipbinError: (502, "voipbin_error"),
 }
 
 
@@ -40,8 +46,9 @@ def _http_error(exc: HTTPException):
 def _voicebot_error(exc: VoicebotError):
     for kind, (status, error) in _STATUS.items():
         if isinstance(exc, kind):
-            if status >= 500:
+            if status >= 500 or isinstance(exc, VoipbinError):
                 log.warning("%s call_id=%s: %s", error, g.get("call_id", "-"), exc)
+            if status >= 500:
                 return json_error(status, error, str(exc), **{"Retry-After": "1"})
             return json_error(status, error, str(exc))
     return _unexpected(exc)

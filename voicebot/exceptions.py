@@ -47,3 +47,23 @@ class LLMUnavailable(LLMError):
 
 class LLMRejected(LLMError):
     """The model's API refused the request (4xx): retrying the same request will not help."""
+
+
+class NotYetKnown(VoicebotError):
+    """An event refers to something not recorded yet (events arrive out of order); a retry may find it."""
+
+
+class VoipbinError(VoicebotError):
+    """VoIPBin's REST API did not do what was asked."""
+
+
+class VoipbinUnavailable(VoipbinError):
+    """Unreachable, timed out or a 5xx: the same request may succeed later."""
+
+
+class VoipbinRejected(VoipbinError):
+    """A 4xx: the request itself was refused (bad key, unknown id, call not live)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -128,7 +128,7 @@ class FakeMessagesAPI(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def start(self) -> "FakeMessagesAPI":
-        self._thread = threading.Thread(target=self.serve_forever, name="fake-llm", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="fake-llm", daemon=True)
         self._thread.start()
         return self
 

@@ -33,6 +33,10 @@ timeout = max(30, graceful_timeout)
 keepalive = 75
 # Each worker builds its own LLM client and Redis pool after the fork.
 preload_app = False
+# gunicorn 25+ opens a control socket at one fixed path per user; two
+# instances on one host (blue/green, tests) would fight over it, and voicebot
+# is managed by signals and the process manager instead.
+control_socket_disable = True
 # Limit request line and headers as gunicorn does; bodies are capped by the app.
 limit_request_line = 8190
 
