@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
 import threading
 import time
 import uuid
@@ -171,6 +172,12 @@ class FakeMessagesAPI(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FakeMessagesAPI
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's
+        # algorithm and delayed ACKs add 40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

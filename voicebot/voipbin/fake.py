@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import uuid
 from collections import defaultdict
@@ -61,6 +62,7 @@ class FakeVoipbin(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.calls: dict[str, str] = {}  # call id -> status
         self.transcribes: dict[str, dict] = {}
+        self._live_transcribe: dict[str, str] = {}  # call id -> transcribe id
         self.speakings: dict[str, dict] = {}
         self.said: dict[str, list[str]] = defaultdict(list)  # call id -> texts, in order
         self.flushed: list[str] = []  # speaking ids
@@ -108,10 +110,7 @@ class FakeVoipbin(ThreadingHTTPServer):
     def transcribe_of(self, call_id: str) -> str | None:
         """The id of the live transcribe voicebot started on ``call_id``."""
         with self.lock:
-            for transcribe_id, transcribe in self.transcribes.items():
-                if transcribe["call_id"] == call_id and transcribe["status"] == "progressing":
-                    return transcribe_id
-        return None
+            return self._live_transcribe.get(call_id)
 
     def send(self, url: str, event_type: str, data: dict, *, secret: str | None = None,
              timeout: float = 35.0) -> requests.Response:
@@ -166,6 +165,7 @@ class FakeVoipbin(ThreadingHTTPServer):
             transcribe_id = str(uuid.uuid4())
             self.transcribes[transcribe_id] = {"call_id": call_id, "status": "progressing",
                                                "direction": body["direction"]}
+            self._live_transcribe[call_id] = transcribe_id
         if self.echo:
             print(f"[{call_id}] transcribing the caller: transcribe_id {transcribe_id}", flush=True)
         return 200, {"id": transcribe_id, "reference_type": "call", "reference_id": call_id,
@@ -177,6 +177,9 @@ class FakeVoipbin(ThreadingHTTPServer):
             if transcribe_id not in self.transcribes:
                 raise ApiError(404, "transcribe not found")
             self.transcribes[transcribe_id]["status"] = "done"
+            call_id = self.transcribes[transcribe_id]["call_id"]
+            if self._live_transcribe.get(call_id) == transcribe_id:
+                del self._live_transcribe[call_id]
         return 200, {"id": transcribe_id, "status": "done"}
 
     def _create_speaking(self, body: dict) -> tuple[int, dict]:
@@ -214,6 +217,12 @@ class FakeVoipbin(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FakeVoipbin
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's
+        # algorithm and delayed ACKs add 40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
