@@ -31,6 +31,40 @@ def _fake_voipbin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from .simulate import Campaign, format_summary, ok, progress_printer
+
+    voipbin = None
+    if args.contract == "voipbin":
+        from .voipbin.fake import FakeVoipbin
+
+        host, _, port = args.voipbin_listen.rpartition(":")
+        voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
+                              webhook_secret=args.secret).start()
+        print(f"fake VoIPBin listening on {voipbin.api_url}: start voicebot with VOIPBIN_API_URL={voipbin.api_url} "
+              f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret>", file=sys.stderr)
+    campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
+                        think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
+                        secret=args.secret, voipbin=voipbin, progress=progress_printer())
+    try:
+        summary = campaign.run()
+    finally:
+        if voipbin is not None:
+            voipbin.stop()
+    print(file=sys.stderr)
+    print(format_summary(summary))
+    if args.json:
+        text = json.dumps(summary, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as out:
+                out.write(text + "\n")
+    return 0 if ok(summary) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     voipbin.add_argument("--port", type=int, default=8766)
     voipbin.add_argument("--access-key", default="test-access-key")
     voipbin.set_defaults(run=_fake_voipbin)
+
+    sim = commands.add_parser("simulate", help="play concurrent calls against voicebot URLs and check isolation")
+    sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
+    sim.add_argument("--contract", choices=("seed", "voipbin"), default="seed")
+    sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
+    sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
+    sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")
+    sim.add_argument("--ramp", type=float, default=0.0, help="seconds over which call starts are spread")
+    sim.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one answer")
+    sim.add_argument("--history", type=int, default=20, help="the server's MAX_HISTORY_TURNS")
+    sim.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-': stdout)")
+    sim.add_argument("--secret", default="test-webhook-secret-0123456789ab",
+                     help="VOIPBIN_WEBHOOK_SECRET of the voicebot under test (voipbin contract)")
+    sim.add_argument("--voipbin-listen", default="127.0.0.1:8766",
+                     help="where the built-in fake VoIPBin listens (voipbin contract)")
+    sim.add_argument("--access-key", default="test-access-key", help="VOIPBIN_ACCESS_KEY it accepts")
+    sim.set_defaults(run=_simulate)
 
     args = parser.parse_args(argv)
     return args.run(args) or 0

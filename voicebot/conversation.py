@@ -48,6 +48,7 @@ class Turn:
     reply: str
     fallback: bool = False  # the model failed and the caller hears FALLBACK_REPLY
     duplicate: bool = False  # this event was handled before; nothing was done again
+    llm_seconds: float = 0.0  # time spent waiting on the model
 
 
 # A contract's own per-call state (ids on the telephony platform, say) lives
@@ -122,7 +123,7 @@ class Conversation:
             if event_id is not None and event_id in session["events"]:
                 log.info("turn skipped call_id=%s event_id=%s: already handled", call_id, event_id)
                 return Turn("", duplicate=True)
-            turn, llm_seconds = self._converse(session, text)
+            turn = self._converse(session, text)
             if deliver is not None:
                 # The model may have used most of the lease; speaking gets a fresh one.
                 record.renew()
@@ -132,7 +133,7 @@ class Conversation:
             self._save_turn(record, session, delivered=deliver is not None)
         log.info("turn call_id=%s turn=%d outcome=%s lock_wait_ms=%.1f llm_ms=%.1f total_ms=%.1f",
                  call_id, session["turns"], "fallback" if turn.fallback else "reply",
-                 record.lock_wait * 1000, llm_seconds * 1000, (time.monotonic() - started) * 1000)
+                 record.lock_wait * 1000, turn.llm_seconds * 1000, (time.monotonic() - started) * 1000)
         log.debug("turn call_id=%s heard=%r said=%r", call_id, text, turn.reply)
         return turn
 
@@ -175,7 +176,7 @@ class Conversation:
             # only make the platform deliver the event, and say it, again.
             log.exception("turn said but not saved call_id=%s", session["call_id"])
 
-    def _converse(self, session: dict, text: str) -> tuple[Turn, float]:
+    def _converse(self, session: dict, text: str) -> Turn:
         history: list[Message] = session["messages"]
         history.append({"role": "user", "content": text})
         asked = time.monotonic()
@@ -196,7 +197,7 @@ class Conversation:
         history.append({"role": "assistant", "content": reply})
         del history[: max(0, len(history) - 2 * self.settings.max_history_turns)]
         session["turns"] += 1
-        return Turn(reply, fallback), llm_seconds
+        return Turn(reply, fallback, llm_seconds=llm_seconds)
 
 
 def _ended(session: dict | None) -> bool:

@@ -30,6 +30,12 @@ SPEECH_CHARS_PER_SECOND = 15.0
 
 
 @dataclass(frozen=True)
+class Outcome:
+    status: str  # a word for the response body
+    llm_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class VoipbinSettings:
     language: str
     tts_provider: str
@@ -59,7 +65,7 @@ class VoipbinBridge:
         self.client = client
         self.settings = settings
         self.clock = clock
-        self._handlers: dict[str, Callable[[dict], str]] = {
+        self._handlers: dict[str, Callable[[dict], str | Outcome]] = {
             "call_progressing": self.call_answered,
             "transcribe_created": self.transcribe_created,
             "transcript_created": self.transcript,
@@ -67,13 +73,14 @@ class VoipbinBridge:
             "call_hangup": self.call_hung_up,
         }
 
-    def handle(self, event_type: str, data: dict) -> str:
-        """Handle one event; returns a word for the response's ``status``."""
+    def handle(self, event_type: str, data: dict) -> Outcome:
+        """Handle one event."""
         handler = self._handlers.get(event_type)
         if handler is None:
             # Answering 4xx or 5xx would only make VoIPBin log or retry.
-            return "ignored"
-        return handler(data)
+            return Outcome("ignored")
+        outcome = handler(data)
+        return outcome if isinstance(outcome, Outcome) else Outcome(outcome)
 
     # -- call life --------------------------------------------------------------
 
@@ -150,7 +157,7 @@ class VoipbinBridge:
         self.conversation.store.set_alias(_transcribe_alias(transcribe_id), call_id)
         return "recorded"
 
-    def transcript(self, data: dict) -> str:
+    def transcript(self, data: dict) -> str | Outcome:
         if data.get("direction") != "in":
             return "ignored"  # the bot's own speech, heard back: answering it talks to itself
         event_id = identifier(data, "id")
@@ -175,7 +182,7 @@ class VoipbinBridge:
             return "not_said"
         if turn is None:
             return "ignored"
-        return "duplicate" if turn.duplicate else "said"
+        return Outcome("duplicate" if turn.duplicate else "said", turn.llm_seconds)
 
     def caller_started_talking(self, data: dict) -> str:
         """Barge-in: the caller talks over the bot, so drop what it still had to say."""

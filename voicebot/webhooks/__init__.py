@@ -22,3 +22,9 @@ def json_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidEvent(f"the body must be a JSON object, not {type(body).__name__}")
     return body
+
+
+def with_llm_timing(response, llm_seconds: float):
+    """Tell load tests how much of the latency was the model's (Server-Timing, in ms)."""
+    response.headers["Server-Timing"] = f"llm;dur={llm_seconds * 1000:.1f}"
+    return response

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, g, jsonify
 from ..conversation import Conversation
 from ..exceptions import InvalidEvent
 from ..validation import identifier, optional_text, required_text
-from . import json_body
+from . import json_body, with_llm_timing
 
 bp = Blueprint("seed", __name__, url_prefix="/webhook")
 
@@ -55,4 +55,5 @@ def transcript():
         return jsonify(status="ended")
     text = required_text(body, "transcript", current_app.config["MAX_TRANSCRIPT_CHARS"])
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
-    return jsonify(response=conversation.take_turn(call_id, text, caller).reply)
+    turn = conversation.take_turn(call_id, text, caller)
+    return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)

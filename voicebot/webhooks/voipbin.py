@@ -10,7 +10,7 @@ from ..errors import json_error
 from ..validation import identifier, json_object, required_text
 from ..voipbin.bridge import VoipbinBridge
 from ..voipbin.signing import HEADER, verify
-from . import json_body
+from . import json_body, with_llm_timing
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ def _bridge() -> VoipbinBridge | None:
     return current_app.extensions.get("voipbin")
 
 
-@bp.post("")
+# VoIPBin sends events with the account's webhook_method; POST and PUT carry a body.
+@bp.route("", methods=["POST", "PUT"])
 def events():
     bridge = _bridge()
     if bridge is None:
@@ -36,7 +37,8 @@ def events():
     event_type = required_text(body, "type", 64)
     data = json_object(body, "data")
     g.call_id = data.get("id") if isinstance(data.get("id"), str) else "-"
-    return jsonify(status=bridge.handle(event_type, data))
+    outcome = bridge.handle(event_type, data)
+    return with_llm_timing(jsonify(status=outcome.status), outcome.llm_seconds)
 
 
 @bp.post("/fetch")

@@ -1,0 +1,196 @@
+"""The benchmark: voicebot deployed as a user would, driven by the simulator, on this machine.
+
+    .venv/bin/python bench/campaign.py            # all three scenarios
+    .venv/bin/python bench/campaign.py campaign   # or: capacity, memory
+
+It starts a private redis-server, ``voicebot fake-llm`` and gunicorn (the
+repository's gunicorn.conf.py, 2 workers unless told otherwise), runs
+``voicebot simulate``'s campaign in this process, and prints one table:
+turns, errors, isolation violations, latency and overhead percentiles, the
+server's CPU per turn (all gunicorn processes, start-up excluded) and worker
+memory. Targets (2 cores, simulator and fake LLM on the same machine):
+campaign p99 overhead <= 10 ms with no errors or violations; capacity
+<= 1.0 ms of server CPU per turn; memory flat once calls end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import Gunicorn, RedisServer, free_port, wait_for  # noqa: E402
+from voicebot.simulate import Campaign, ok  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (gunicorn's master and workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Deployment:
+    """Redis, the fake LLM and gunicorn, started and stopped together."""
+
+    def __init__(self, *, llm_latency: float, workers: int, threads: int, redis: bool,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.llm_latency = llm_latency
+        self.workers = workers
+        self.threads = threads
+        self.use_redis = redis
+        self.extra_env = extra_env or {}
+        self.tmp = Path(tempfile.mkdtemp(prefix="voicebot-bench-"))
+
+    def __enter__(self) -> "Deployment":
+        self.redis = RedisServer().start() if self.use_redis else None
+        llm_port = free_port()
+        self.llm = subprocess.Popen(
+            [sys.executable, "-m", "voicebot.cli", "fake-llm", "--port", str(llm_port),
+             "--latency", str(self.llm_latency)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+
+        wait_for(lambda: socket.create_connection(("127.0.0.1", llm_port), timeout=0.2).close() or True,
+                 what="fake LLM")
+        env = {
+            "REDIS_URL": self.redis.url if self.redis else "",
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{llm_port}",
+            "WEB_CONCURRENCY": str(self.workers),
+            "WEB_THREADS": str(self.threads),
+            "LOG_LEVEL": "INFO",
+            **self.extra_env,
+        }
+        self.server = Gunicorn(env).start(self.tmp / "gunicorn.log")
+        wait_for(lambda: len(process_tree(self.server.process.pid)) == 1 + self.workers, what="workers")
+        self.pids = process_tree(self.server.process.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+        self.llm.terminate()
+        self.llm.wait()
+        if self.redis:
+            self.redis.stop()
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+    def worker_rss(self) -> float:
+        return max(rss_mib(pid) for pid in self.pids[1:])
+
+
+def run_campaign(deployment: Deployment, **options) -> tuple[dict, float]:
+    """The simulator's summary, and the server's CPU seconds spent during it."""
+    before = deployment.cpu()
+    summary = Campaign([deployment.server.url], **options).run()
+    return summary, deployment.cpu() - before
+
+
+def scenario_campaign(args) -> dict:
+    with Deployment(llm_latency=0.7, workers=args.workers, threads=args.threads, redis=True) as d:
+        summary, cpu = run_campaign(d, calls=args.calls, turns=6, think=2.0, ramp=args.ramp, timeout=30)
+        rss = d.worker_rss()
+    return {"scenario": f"campaign {args.calls} calls x 6 turns, think 2 s, LLM 700 ms", "summary": summary,
+            "cpu_ms_per_turn": 1000 * cpu / max(1, summary["turns"]), "worker_rss_mib": rss,
+            "target": "0 errors, 0 violations, p99 overhead <= 10 ms",
+            "met": ok(summary) and summary["overhead_ms"]["p99"] <= 10}
+
+
+def scenario_capacity(args) -> dict:
+    with Deployment(llm_latency=0.0, workers=args.workers, threads=args.threads, redis=True) as d:
+        run_campaign(d, calls=20, turns=5)  # warm up: imports, connections, scripts loaded
+        summary, cpu = run_campaign(d, calls=100, turns=20, history=20)
+        rss = d.worker_rss()
+    per_turn = 1000 * cpu / max(1, summary["turns"])
+    return {"scenario": "capacity 100 calls x 20 turns, LLM 0 ms", "summary": summary,
+            "cpu_ms_per_turn": per_turn, "worker_rss_mib": rss,
+            "target": "<= 1.0 ms server CPU per turn", "met": ok(summary) and per_turn <= 1.0}
+
+
+def scenario_memory(args) -> dict:
+    """20,000 calls through the in-memory store: worker RSS after each 5,000 must level off."""
+    with Deployment(llm_latency=0.0, workers=1, threads=args.threads, redis=False) as d:
+        rss, turns, errors = [], 0, 0
+        for _ in range(4):
+            summary, _ = run_campaign(d, calls=5000, turns=1, ramp=0)
+            turns += summary["turns"]
+            errors += summary["errors"] + summary["isolation_violations"]
+            rss.append(round(d.worker_rss(), 1))
+    growth = rss[-1] - rss[1]
+    return {"scenario": "memory 20,000 calls, in-memory store, 1 worker", "summary": None,
+            "turns": turns, "errors": errors, "rss_after_each_5000": rss,
+            "target": "worker RSS flat after the first 5,000 (< 5 MiB more)", "met": errors == 0 and growth < 5}
+
+
+SCENARIOS = {"campaign": scenario_campaign, "capacity": scenario_capacity, "memory": scenario_memory}
+
+
+def table(results: list[dict]) -> str:
+    rows = ["| scenario | turns | errors | violations | turns/s | latency p50/p99 ms | overhead p50/p99/max ms "
+            "| server CPU ms/turn | worker RSS MiB | target | met |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r["summary"]
+        if s is None:
+            rows.append(f"| {r['scenario']} | {r['turns']} | {r['errors']} | 0 | | | | | "
+                        f"{' → '.join(map(str, r['rss_after_each_5000']))} | {r['target']} | "
+                        f"{'yes' if r['met'] else 'NO'} |")
+            continue
+        o = s["overhead_ms"] or {}
+        rows.append(
+            f"| {r['scenario']} | {s['turns']} | {s['errors']} | {s['isolation_violations']} | "
+            f"{s['turns_per_second']} | {s['latency_ms']['p50']}/{s['latency_ms']['p99']} | "
+            f"{o.get('p50')}/{o.get('p99')}/{o.get('max')} | {r['cpu_ms_per_turn']:.2f} | "
+            f"{r['worker_rss_mib']:.0f} | {r['target']} | {'yes' if r['met'] else 'NO'} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=list(SCENARIOS))
+    parser.add_argument("--calls", type=int, default=1000, help="calls of the campaign scenario")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds to spread the campaign's call starts")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", "0")) or None)
+    args = parser.parse_args()
+    if args.threads is None:
+        from voicebot.config import DEFAULTS
+
+        args.threads = DEFAULTS["WEB_THREADS"]
+    results = []
+    for name in args.scenarios or SCENARIOS:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results.append(SCENARIOS[name](args))
+    print(table(results))
+    return 0 if all(r["met"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
