@@ -11,52 +11,54 @@ and the rest is voicebot's overhead.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import itertools
 import json
 import re
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import requests
+from urllib.parse import urlsplit
 
 from .fake_llm import MARKER
+from .voipbin.fake import call_event_data, transcript_event_data
+from .voipbin.signing import HEADER, sign
 
 _LLM_TIMING = re.compile(r"llm;dur=([0-9.]+)")
+_APP_TIMING = re.compile(r"app;dur=([0-9.]+)")
 
 
 @dataclass
 class Tally:
-    """What the campaign saw; every thread adds to it under one lock."""
+    """What the campaign saw (only the simulator's event loop writes to it)."""
 
     latencies: list[float] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
+    app_overheads: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     error_example: dict[str, str] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
     violation_example: dict[str, str] = field(default_factory=dict)
     calls_done: int = 0
     calls_started: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def turn(self, latency: float, llm: float | None) -> None:
-        with self.lock:
-            self.latencies.append(latency)
-            if llm is not None:
-                self.overheads.append(max(0.0, latency - llm))
+    def turn(self, latency: float, llm: float | None, app: float | None) -> None:
+        self.latencies.append(latency)
+        if llm is not None:
+            self.overheads.append(max(0.0, latency - llm))
+            if app is not None:
+                self.app_overheads.append(max(0.0, app - llm))
 
     def error(self, kind: str, example: str) -> None:
-        with self.lock:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            self.error_example.setdefault(kind, example)
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.error_example.setdefault(kind, example)
 
     def violation(self, kind: str, example: str) -> None:
-        with self.lock:
-            self.violations[kind] = self.violations.get(kind, 0) + 1
-            self.violation_example.setdefault(kind, example)
+        self.violations[kind] = self.violations.get(kind, 0) + 1
+        self.violation_example.setdefault(kind, example)
 
 
 def check_reply(heard: list[str], mine: list[str], history: int) -> tuple[str, str] | None:
@@ -81,6 +83,55 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
+class _HTTPConnection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams.
+
+    The simulator runs hundreds of calls from one process; a thread and a
+    requests.Session per call would spend more CPU, and add more scheduling
+    delay to every measured latency, than the server under test.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError(f"the simulator speaks plain http to loopback or a private network: {url}")
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write((f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                           f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body)
+        try:
+            status_line = await self.reader.readline()
+            if not status_line:
+                raise ConnectionError("the server closed the connection")
+            status = int(status_line.split()[1])
+            answer_headers = {}
+            while True:
+                line = await self.reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                answer_headers[name.strip().lower()] = value.strip()
+            data = await self.reader.readexactly(int(answer_headers.get("content-length", 0)))
+        except BaseException:
+            self.close()
+            raise
+        if answer_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, answer_headers, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 class Campaign:
     def __init__(self, urls: list[str], *, contract: str = "seed", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
@@ -99,125 +150,126 @@ class Campaign:
         self.run_id = uuid.uuid4().hex[:6]
         self.tally = Tally()
         self._next_url = itertools.count()
-        self._stop = threading.Event()
-
-    def _url(self) -> str:
-        # Round robin over every request, like a load balancer without stickiness.
-        return self.urls[next(self._next_url) % len(self.urls)]
 
     # -- one call ---------------------------------------------------------------
 
-    def _call(self, n: int) -> None:
+    async def _call(self, n: int) -> None:
         if self.ramp:
-            self._stop.wait(self.ramp * n / self.calls)
+            await asyncio.sleep(self.ramp * n / self.calls)
         call_id = self.voipbin.answer_call() if self.voipbin else f"sim-{self.run_id}-{n}"
-        with self.tally.lock:
-            self.tally.calls_started += 1
+        self.tally.calls_started += 1
         mine: list[str] = []
-        with requests.Session() as http:
-            try:
-                self._open(http, call_id)
-                for turn in range(self.turns):
-                    if turn and self.think:
-                        self._stop.wait(self.think)
-                    marker = f"mk{self.run_id}c{n}t{turn}"
-                    mine.append(marker)
-                    heard = self._turn(http, call_id, marker)
-                    problem = check_reply(heard, mine, self.history)
-                    if problem:
-                        kind, detail = problem
-                        self.tally.violation(kind, f"call {call_id} turn {turn}: {detail} (heard {heard})")
-                self._close(http, call_id)
-            except _TurnFailed:
-                pass
-        with self.tally.lock:
+        # Round robin over every request, like a load balancer without
+        # stickiness; one kept-alive connection per call and URL.
+        connections = [_HTTPConnection(url) for url in self.urls]
+        try:
+            await self._open(connections, call_id)
+            for turn in range(self.turns):
+                if turn and self.think:
+                    await asyncio.sleep(self.think)
+                marker = f"mk{self.run_id}c{n}t{turn}"
+                mine.append(marker)
+                heard = await self._turn(connections, call_id, marker)
+                problem = check_reply(heard, mine, self.history)
+                if problem:
+                    kind, detail = problem
+                    self.tally.violation(kind, f"call {call_id} turn {turn}: {detail} (heard {heard})")
+            await self._close(connections, call_id)
+        except _TurnFailed:
+            pass
+        finally:
+            for connection in connections:
+                connection.close()
             self.tally.calls_done += 1
 
-    def _post(self, http: requests.Session, path: str, body: dict, call_id: str) -> requests.Response:
+    async def _post(self, connections: list[_HTTPConnection], path: str, body: dict,
+                    call_id: str) -> tuple[dict, float, dict]:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.contract == "voipbin" and self.secret:
-            from .voipbin.signing import HEADER, sign
-
             headers[HEADER] = sign(data, self.secret)
+        connection = connections[next(self._next_url) % len(connections)]
         started = time.perf_counter()
         try:
-            response = http.post(self._url() + path, data=data, headers=headers, timeout=self.timeout)
-        except requests.Timeout:
+            status, answer_headers, raw = await asyncio.wait_for(
+                connection.post(path, data, headers), self.timeout)
+        except asyncio.TimeoutError:
             self.tally.error("timeout", f"call {call_id}: no answer within {self.timeout}s")
             raise _TurnFailed from None
-        except requests.RequestException as exc:
-            self.tally.error("connection", f"call {call_id}: {type(exc).__name__}")
+        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+            self.tally.error("connection", f"call {call_id}: {type(exc).__name__}: {exc}")
             raise _TurnFailed from None
-        response.elapsed_seconds = time.perf_counter() - started  # type: ignore[attr-defined]
-        if response.status_code != 200:
-            self.tally.error(f"http_{response.status_code}", f"call {call_id}: {response.text[:200]}")
+        elapsed = time.perf_counter() - started
+        if status != 200:
+            self.tally.error(f"http_{status}", f"call {call_id}: {raw[:200].decode(errors='replace')}")
             raise _TurnFailed
-        return response
+        return json.loads(raw), elapsed, answer_headers
 
-    def _open(self, http: requests.Session, call_id: str) -> None:
+    async def _open(self, connections: list[_HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
-            from .voipbin.fake import call_event_data
-
-            self._post(http, "/webhook/voipbin", {"type": "call_progressing",
-                                                  "data": call_event_data(call_id, "progressing")}, call_id)
+            event = {"type": "call_progressing", "data": call_event_data(call_id, "progressing")}
+            await self._post(connections, "/webhook/voipbin", event, call_id)
         else:
-            self._post(http, "/webhook/call-started",
-                       {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
+            await self._post(connections, "/webhook/call-started",
+                             {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
 
-    def _turn(self, http: requests.Session, call_id: str, marker: str) -> list[str]:
+    async def _turn(self, connections: list[_HTTPConnection], call_id: str, marker: str) -> list[str]:
         text = f"Caller turn {marker}, please."
         if self.contract == "voipbin":
-            from .voipbin.fake import transcript_event_data
-
             transcribe_id = self.voipbin.transcribe_of(call_id)
-            response = self._post(http, "/webhook/voipbin", {
-                "type": "transcript_created", "data": transcript_event_data(transcribe_id, text)}, call_id)
-            status = response.json().get("status")
-            if status != "said":
-                self.tally.error(f"status_{status}", f"call {call_id}: answered {response.text[:200]}")
+            event = {"type": "transcript_created", "data": transcript_event_data(transcribe_id, text)}
+            answer, elapsed, headers = await self._post(connections, "/webhook/voipbin", event, call_id)
+            if answer.get("status") != "said":
+                self.tally.error(f"status_{answer.get('status')}", f"call {call_id}: answered {answer}")
                 raise _TurnFailed
             with self.voipbin.lock:
                 reply = self.voipbin.said[call_id][-1]
         else:
-            response = self._post(http, "/webhook/transcript", {
+            answer, elapsed, headers = await self._post(connections, "/webhook/transcript", {
                 "type": "transcript", "call_id": call_id, "caller_num": "+15550000000", "transcript": text},
                 call_id)
-            reply = response.json().get("response", "")
-        timing = _LLM_TIMING.search(response.headers.get("Server-Timing", ""))
-        self.tally.turn(response.elapsed_seconds, float(timing.group(1)) / 1000 if timing else None)
+            reply = answer.get("response", "")
+        timings = headers.get("server-timing", "")
+        llm, app = _LLM_TIMING.search(timings), _APP_TIMING.search(timings)
+        self.tally.turn(elapsed, float(llm.group(1)) / 1000 if llm else None,
+                        float(app.group(1)) / 1000 if app else None)
         return MARKER.findall(reply)
 
-    def _close(self, http: requests.Session, call_id: str) -> None:
+    async def _close(self, connections: list[_HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
-            from .voipbin.fake import call_event_data
-
-            self._post(http, "/webhook/voipbin", {"type": "call_hangup",
-                                                  "data": call_event_data(call_id, "hangup")}, call_id)
+            event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup")}
+            await self._post(connections, "/webhook/voipbin", event, call_id)
         else:
-            self._post(http, "/webhook/transcript", {"type": "call.ended", "call_id": call_id}, call_id)
+            await self._post(connections, "/webhook/transcript", {"type": "call.ended", "call_id": call_id},
+                             call_id)
 
     # -- the campaign -------------------------------------------------------------
 
     def run(self) -> dict:
-        threads = [threading.Thread(target=self._call, args=(n,), daemon=True) for n in range(self.calls)]
+        # The simulator's own garbage collections would show up as server
+        # latency: keep them small (see voicebot/gunicorn_config.py).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
+        return asyncio.run(self._run())
+
+    async def _run(self) -> dict:
         started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        while any(t.is_alive() for t in threads):
-            threads[-1].join(1.0)
+        calls = asyncio.gather(*(self._call(n) for n in range(self.calls)))
+        while True:
+            done, _ = await asyncio.wait({calls}, timeout=1.0)
             if self.progress:
                 self.progress(self._progress_line(time.perf_counter() - started))
+            if done:
+                break
         return self.summary(time.perf_counter() - started)
 
     def _progress_line(self, elapsed: float) -> str:
         t = self.tally
-        with t.lock:
-            turns = len(t.latencies)
-            active = t.calls_started - t.calls_done
-            return (f"{elapsed:6.1f}s  calls {t.calls_done}/{self.calls} done, {active} live  "
-                    f"turns {turns}  errors {sum(t.errors.values())}  "
-                    f"violations {sum(t.violations.values())}  {turns / max(elapsed, 1e-9):.0f} turns/s")
+        turns = len(t.latencies)
+        active = t.calls_started - t.calls_done
+        return (f"{elapsed:6.1f}s  calls {t.calls_done}/{self.calls} done, {active} live  "
+                f"turns {turns}  errors {sum(t.errors.values())}  "
+                f"violations {sum(t.violations.values())}  {turns / max(elapsed, 1e-9):.0f} turns/s")
 
     def summary(self, elapsed: float) -> dict:
         t = self.tally
@@ -242,6 +294,7 @@ class Campaign:
             "turns_per_second": round(len(t.latencies) / elapsed, 1) if elapsed else 0.0,
             "latency_ms": ms(t.latencies),
             "overhead_ms": ms(t.overheads) if t.overheads else None,
+            "in_app_overhead_ms": ms(t.app_overheads) if t.app_overheads else None,
         }
 
 

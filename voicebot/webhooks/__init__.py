@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from ..exceptions import InvalidEvent
 
@@ -25,6 +26,11 @@ def json_body() -> dict[str, Any]:
 
 
 def with_llm_timing(response, llm_seconds: float):
-    """Tell load tests how much of the latency was the model's (Server-Timing, in ms)."""
-    response.headers["Server-Timing"] = f"llm;dur={llm_seconds * 1000:.1f}"
+    """Tell load tests how much of the latency was the model's, and the app's (Server-Timing, in ms)."""
+    app_ms = (time.perf_counter() - g.started) * 1000 if "started" in g else 0.0
+    response.headers["Server-Timing"] = f"llm;dur={llm_seconds * 1000:.1f}, app;dur={app_ms:.1f}"
     return response
+
+
+def start_timing() -> None:
+    g.started = time.perf_counter()

@@ -12,9 +12,10 @@ from flask import Blueprint, current_app, g, jsonify
 from ..conversation import Conversation
 from ..exceptions import InvalidEvent
 from ..validation import identifier, optional_text, required_text
-from . import json_body, with_llm_timing
+from . import json_body, start_timing, with_llm_timing
 
 bp = Blueprint("seed", __name__, url_prefix="/webhook")
+bp.before_request(start_timing)
 
 MAX_CALLER_CHARS = 64
 

@@ -10,11 +10,12 @@ from ..errors import json_error
 from ..validation import identifier, json_object, required_text
 from ..voipbin.bridge import VoipbinBridge
 from ..voipbin.signing import HEADER, verify
-from . import json_body, with_llm_timing
+from . import json_body, start_timing, with_llm_timing
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("voipbin", __name__, url_prefix="/webhook/voipbin")
+bp.before_request(start_timing)
 
 
 def _bridge() -> VoipbinBridge | None:
