@@ -29,3 +29,19 @@ def test_long_replies_are_cut_at_a_sentence_boundary():
 def test_one_long_sentence_is_cut_at_a_word():
     spoken = make_speakable("word " * 100, 42)
     assert len(spoken) <= 43 and spoken.endswith("word.")
+
+
+def test_the_fast_path_skips_only_text_the_rules_would_leave_alone():
+    import random
+
+    from voicebot.speakable import _NEEDS_WORK, _clean
+
+    alphabet = "ab c.,!?;:-+1*_#`~<>[]{}|\\\n\t()'\"/:wh.tpsé😀•" + " " * 5
+    rng = random.Random(7)
+    plain = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        if not _NEEDS_WORK.search(text):
+            plain += 1
+            assert _clean(text) == text, repr(text)
+    assert plain > 500  # the check above really ran on many strings

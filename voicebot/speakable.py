@@ -26,6 +26,12 @@ _EMOJI = re.compile(
     "[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0001F1E6-\U0001F1FF"
     "\U00002B00-\U00002BFF\U0000FE0F\U0000200D\U000020E3\U0001F3FB-\U0001F3FF]"
 )
+# Anything any of the rules below would change; most replies have none of it.
+_NEEDS_WORK = re.compile(
+    r"[*_#`~<>\[\]{}|\\\n\t\r•]|  |https?://|www\.|^\s*\d{1,3}[.)]\s|^\s*[-+]\s|^\s|\s$|\s[,.;:!?]"
+    "|[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U00002B00-\U00002BFF\U0000FE0F\U0000200D\U000020E3]",
+    re.I,
+)
 _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
 _SENTENCE_END = re.compile(r"[.!?…](?=[\"')\]]*(\s|$))")
@@ -33,6 +39,12 @@ _SENTENCE_END = re.compile(r"[.!?…](?=[\"')\]]*(\s|$))")
 
 def make_speakable(text: str, max_chars: int) -> str:
     """Plain words, single spaces, at most ``max_chars``; '' when nothing speakable is left."""
+    if _NEEDS_WORK.search(text):
+        text = _clean(text)
+    return _cut(text.strip(" ,;:"), max_chars)
+
+
+def _clean(text: str) -> str:
     text = _CODE_FENCE.sub(" ", text)
     text = _INLINE_CODE.sub(r"\1", text)
     text = _IMAGE.sub(r"\1", text)
@@ -45,8 +57,7 @@ def make_speakable(text: str, max_chars: int) -> str:
     text = _LEFTOVER_MARKS.sub(" ", text)
     text = _EMOJI.sub("", text)
     text = _SPACE.sub(" ", text).strip()
-    text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
-    return _cut(text.strip(" ,;:"), max_chars)
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", text)
 
 
 def _cut(text: str, max_chars: int) -> str:

@@ -15,9 +15,9 @@ session is one round trip; writing it back and releasing is another.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -119,7 +119,7 @@ class RedisStore(SessionStore):
 
     def _acquire(self, call_id: str, wait: float) -> CallRecord:
         keys = self._keys(call_id)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         while True:
