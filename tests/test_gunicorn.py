@@ -92,6 +92,12 @@ def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
 
     assert problems == []
     assert served_by_both_workers(server), server.log()[-2000:]
+    # Both workers' counts, added up by prometheus_client's multi-process mode.
+    exposition = requests.get(server.url + "/metrics", timeout=10).text
+    turns = CALLS * TURNS + 2 * len(range(0, CALLS, 5))
+    assert f'voicebot_turns_total{{outcome="reply"}} {float(turns)}' in exposition
+    assert f'voicebot_calls_total{{event="ended"}} {float(CALLS)}' in exposition
+    assert "voicebot_active_calls 0.0" in exposition
 
 
 def test_voipbin_calls_at_once_each_hear_only_their_own_turns(server, voipbin):

@@ -153,3 +153,24 @@ def test_renew_keeps_a_slow_holder_ahead_of_its_lease(redis_store):
         pass
     with pytest.raises(LockLost):
         abandoned.renew()
+
+
+def test_active_calls_count_live_sessions_only(any_store):
+    assert any_store.active_calls() == 0
+    for call_id in ("a", "b", "c"):
+        with any_store.locked(call_id, 1) as record:
+            record.save({"n": 1})
+    with any_store.locked("b", 1) as record:
+        record.delete()
+    assert any_store.active_calls() == 2
+
+
+def test_redis_reloads_its_scripts_after_a_flush(redis_store, redis_url):
+    with redis_store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True)
+    redis.Redis.from_url(redis_url).script_flush()
+    with redis_store.locked("c", 1) as record:
+        assert record.data == {"n": 1}
+        record.save({"n": 2}, release=True)
+    with redis_store.locked("c", 1) as record:
+        assert record.data == {"n": 2}

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from . import config
-from .conversation import Conversation, ConversationSettings
-from .exceptions import StoreError
-from .llm import build_llm
-from .logs import configure_logging
-from .stores import build_store
+    from .conversation import Conversation
 
 log = logging.getLogger(__name__)
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     """Build the app from the environment, with ``test_config`` laid over it."""
+    # Imported here, not at the top: gunicorn's master imports this package
+    # for its settings, and must not load prometheus_client (or anything
+    # else a worker builds) before the metrics directory is set.
+    from flask import Flask
+
+    from . import config
+    from .conversation import Conversation, ConversationSettings
+    from .llm import build_llm
+    from .logs import configure_logging
+    from .stores import build_store
+
     app = Flask(__name__)
     app.config.from_mapping(config.DEFAULTS)
     app.config.from_mapping(config.from_environ())
@@ -45,7 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _attach_voipbin(app: Flask, conversation: Conversation) -> None:
+def _attach_voipbin(app: "Flask", conversation: "Conversation") -> None:
     """Turn on /webhook/voipbin when it can be both trusted and useful."""
     cfg = app.config
     if not cfg["VOIPBIN_WEBHOOK_SECRET"] and not cfg["VOIPBIN_ALLOW_UNSIGNED"]:
@@ -71,8 +78,10 @@ def _attach_voipbin(app: Flask, conversation: Conversation) -> None:
     log.info("/webhook/voipbin is on, speaking through %s", cfg["VOIPBIN_API_URL"])
 
 
-def _announce(app: Flask, store, llm) -> None:
+def _announce(app: "Flask", store, llm) -> None:
     """Say at start-up what this process will do, so a misconfiguration shows at once."""
+    from .exceptions import StoreError
+
     if llm.name == "offline":
         log.warning("ANTHROPIC_API_KEY is not set: replies come from the OFFLINE responder, not a model")
     else:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from . import metrics
 from .config import lock_wait_seconds
 from .exceptions import LLMError, LockLost, StoreError
 from .llm import LLM, Message
@@ -87,12 +88,13 @@ class Conversation:
         started = time.monotonic()
         with self.store.locked(call_id, self.settings.lock_wait) as record:
             session = record.data
-            if _ended(session):
+            if session is None and self._ended(call_id):
                 log.info("call started ignored call_id=%s: the call has ended", call_id)
                 return None
             resumed = session is not None
             if session is None:
                 session = new_session(call_id, caller)
+                metrics.CALLS.labels("started").inc()
             elif caller and not session.get("caller"):
                 session["caller"] = caller
             if attach is not None:
@@ -116,12 +118,15 @@ class Conversation:
         started = time.monotonic()
         with self.store.locked(call_id, self.settings.lock_wait) as record:
             session = record.data
-            if _ended(session):
+            if session is None and self._ended(call_id):
                 log.info("turn ignored call_id=%s: the call has ended", call_id)
                 return None
-            session = session or new_session(call_id, caller)
+            if session is None:
+                session = new_session(call_id, caller)
+                metrics.CALLS.labels("started").inc()
             if event_id is not None and event_id in session["events"]:
                 log.info("turn skipped call_id=%s event_id=%s: already handled", call_id, event_id)
+                metrics.TURNS.labels("duplicate").inc()
                 return Turn("", duplicate=True)
             turn = self._converse(session, text)
             if deliver is not None:
@@ -131,9 +136,15 @@ class Conversation:
             if event_id is not None:
                 session["events"] = (session["events"] + [event_id])[-RECENT_EVENTS:]
             self._save_turn(record, session, delivered=deliver is not None)
+        total = time.monotonic() - started
+        outcome = "fallback" if turn.fallback else "reply"
+        metrics.TURNS.labels(outcome).inc()
+        metrics.TURN_SECONDS.observe(total)
+        metrics.LLM_SECONDS.observe(turn.llm_seconds)
+        metrics.LOCK_WAIT_SECONDS.observe(record.lock_wait)
         log.info("turn call_id=%s turn=%d outcome=%s lock_wait_ms=%.1f llm_ms=%.1f total_ms=%.1f",
-                 call_id, session["turns"], "fallback" if turn.fallback else "reply",
-                 record.lock_wait * 1000, turn.llm_seconds * 1000, (time.monotonic() - started) * 1000)
+                 call_id, session["turns"], outcome, record.lock_wait * 1000, turn.llm_seconds * 1000,
+                 total * 1000)
         log.debug("turn call_id=%s heard=%r said=%r", call_id, text, turn.reply)
         return turn
 
@@ -141,27 +152,31 @@ class Conversation:
         """Forget the call. False if it was not known.
 
         Without ``final`` a later event with the same id starts afresh (the
-        article's contract). With it, a tombstone stays for the session TTL
-        and later events of the call are ignored: platforms whose call ids are
+        article's contract). With it, a tombstone (an alias) stays for the
+        session TTL and later events of the call are ignored: platforms whose call ids are
         never reused deliver events late and out of order, and a late "call
         answered" must not reopen a call that has hung up.
         """
         with self.store.locked(call_id, self.settings.lock_wait) as record:
             session = record.data
-            known = session is not None and not _ended(session)
+            known = session is not None
+            if known:
+                metrics.CALLS.labels("ended").inc()
             if known and detach is not None:
                 detach(session["channel"])
             if final:
-                record.save({"call_id": call_id, "ended": True, "ended_at": time.time()}, release=True)
-            else:
-                record.delete()
+                self.store.set_alias(_tombstone(call_id), "1")
+            record.delete()
         log.info("call ended call_id=%s known=%s", call_id, known)
         return known
 
     def channel(self, call_id: str) -> dict | None:
         """The call's channel state as stored now, without waiting for a turn in flight."""
         session = self.store.peek(call_id)
-        return None if session is None or _ended(session) else session.get("channel", {})
+        return None if session is None else session.get("channel", {})
+
+    def _ended(self, call_id: str) -> bool:
+        return self.store.get_alias(_tombstone(call_id)) is not None
 
     def _save_turn(self, record, session: dict, delivered: bool) -> None:
         try:
@@ -186,8 +201,10 @@ class Conversation:
             fallback = not reply
             if fallback:
                 log.warning("llm gave nothing speakable call_id=%s", session["call_id"])
+                metrics.FALLBACKS.labels("unspeakable").inc()
         except LLMError as exc:
             log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
+            metrics.FALLBACKS.labels(type(exc).__name__).inc()
             reply, fallback = "", True
         llm_seconds = time.monotonic() - asked
         if fallback:
@@ -200,5 +217,5 @@ class Conversation:
         return Turn(reply, fallback, llm_seconds=llm_seconds)
 
 
-def _ended(session: dict | None) -> bool:
-    return bool(session and session.get("ended"))
+def _tombstone(call_id: str) -> str:
+    return f"ended:{call_id}"

@@ -7,6 +7,7 @@ import logging
 from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .exceptions import (CallBusy, InvalidEvent, NotYetKnown, StoreUnavailable, VoicebotError,
                          VoipbinError, VoipbinRejected, VoipbinUnavailable)
 
@@ -27,6 +28,7 @@ _STATUS = {
 
 
 def json_error(status: int, error: str, message: str, **headers: str):
+    metrics.ERRORS.labels(error).inc()
     response = jsonify(error=error, message=message)
     response.status_code = status
     response.headers.update(headers)

@@ -15,10 +15,19 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 
-from voicebot import config as _config
-from voicebot.exceptions import ConfigError as _ConfigError
+# prometheus_client decides at import whether it runs multi-process: the
+# directory must be in the environment before any worker imports it.
+_fast_tmp = "/dev/shm" if os.path.isdir("/dev/shm") else None
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voicebot-metrics-", dir=_fast_tmp)
+
+from voicebot import config as _config  # noqa: E402
+from voicebot.exceptions import ConfigError as _ConfigError  # noqa: E402
 
 _settings = {**_config.DEFAULTS, **_config.from_environ()}
 
@@ -42,18 +51,34 @@ control_socket_disable = True
 # Workers prove they are alive by touching a temporary file on every loop
 # iteration; on tmpfs that costs no disk I/O (gunicorn's advice for
 # containers and Heroku).
-if os.path.isdir("/dev/shm"):
-    worker_tmp_dir = "/dev/shm"
+if _fast_tmp:
+    worker_tmp_dir = _fast_tmp
 # Limit request line and headers as gunicorn does; bodies are capped by the app.
 limit_request_line = 8190
 
 
 def on_starting(server) -> None:
+    # Values left by an earlier run would be added to this one's.
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(metrics_dir, name))
     try:
         _config.check_worker_model(_settings, server.cfg.workers)
     except _ConfigError as exc:
         server.log.error("voicebot refuses to start: %s", exc)
         sys.exit(2)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def nworkers_changed(server, new_value: int, old_value: int | None) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
+from . import metrics
 from .exceptions import StoreError
 
 bp = Blueprint("ops", __name__)
@@ -24,3 +25,9 @@ def readyz():
     except StoreError as exc:
         return jsonify(status="unavailable", store=type(store).__name__, message=str(exc)), 503
     return jsonify(status="ready", store=type(store).__name__)
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    body, content_type = metrics.render(current_app.extensions["voicebot"].store)
+    return Response(body, content_type=content_type)

@@ -103,6 +103,10 @@ class SessionStore(ABC):
     def get_alias(self, name: str) -> str | None: ...
 
     @abstractmethod
+    def active_calls(self) -> int:
+        """Calls with a session that has neither ended nor expired."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
 

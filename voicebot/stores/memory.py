@@ -73,7 +73,7 @@ class MemoryStore(SessionStore):
         self._aliases = _ExpiringMap(ttl_seconds)
         self._locks: dict[str, _CallLock] = {}
 
-    def __len__(self) -> int:
+    def active_calls(self) -> int:
         with self._mutex:
             self._sessions.drop_expired(self._clock())
             return len(self._sessions.entries)

@@ -2,7 +2,10 @@
 
 Keys are ``<prefix>:call:{<call id>}:session`` and ``...:lock``. The braces
 are a Redis Cluster hash tag: both keys of a call land on the same slot, so
-the Lua scripts below, which touch both, work on a cluster too.
+the Lua scripts below, which touch both, work on a cluster too. A sorted set
+``<prefix>:active`` (call id -> last activity) answers "how many calls are
+live"; it is written in the same round trip as the session, by pipeline
+rather than inside the script, because on a cluster it lives on another slot.
 
 The lock follows redis-py's ``redis/lock.py``: a random token set with NX and
 a lease (PX), released only by its holder (token checked in Lua). A worker
@@ -19,7 +22,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -105,6 +108,7 @@ class RedisStore(SessionStore):
             client = connect(client, timeout=timeout, max_connections=max_connections)
         self.client = client
         self.prefix = prefix
+        self._active_key = f"{prefix}:active"
         self._ttl_ms = int(ttl_seconds * 1000)
         self._lease_ms = int(lease_seconds * 1000)
         self._acquire_script = client.register_script(_ACQUIRE)
@@ -135,13 +139,27 @@ class RedisStore(SessionStore):
             time.sleep(min(pause * random.uniform(0.5, 1.0), left, lock_ttl))
             pause = min(pause * 2, _MAX_POLL)
 
+    def _with_active(self, script, keys: list[str], args: list, active: Callable) -> Any:
+        """Run ``script`` and ``active(pipeline)`` in one round trip; the script's result."""
+        pipe = self.client.pipeline(transaction=False)
+        # evalsha directly: a Script on a pipeline asks SCRIPT EXISTS first, every time.
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        active(pipe)
+        with redis_errors():
+            result = pipe.execute(raise_on_error=False)[0]
+            if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted or flushed
+                result = script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+        return result
+
     def _write(self, record: CallRecord, data: dict, release: bool) -> None:
         text = json.dumps(data, separators=(",", ":"))
-        with redis_errors():
-            written = self._write_script(
-                keys=self._keys(record.call_id),
-                args=[record.token, text, self._ttl_ms, 1 if release else 0],
-            )
+        written = self._with_active(
+            self._write_script, self._keys(record.call_id),
+            [record.token, text, self._ttl_ms, 1 if release else 0],
+            lambda pipe: pipe.zadd(self._active_key, {record.call_id: time.time()}),
+        )
         if not written:
             record.released = True
             raise LockLost(f"lease on call {record.call_id} ran out before the write")
@@ -153,8 +171,8 @@ class RedisStore(SessionStore):
             raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
 
     def _delete(self, record: CallRecord) -> None:
-        with redis_errors():
-            deleted = self._delete_script(keys=self._keys(record.call_id), args=[record.token])
+        deleted = self._with_active(self._delete_script, self._keys(record.call_id), [record.token],
+                                    lambda pipe: pipe.zrem(self._active_key, record.call_id))
         if not deleted:
             record.released = True
             raise LockLost(f"lease on call {record.call_id} ran out before the delete")
@@ -176,6 +194,13 @@ class RedisStore(SessionStore):
         with redis_errors():
             value = self.client.get(f"{self.prefix}:alias:{name}")
         return value.decode() if value is not None else None
+
+    def active_calls(self) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._active_key, "-inf", time.time() - self.ttl_seconds)
+        pipe.zcard(self._active_key)
+        with redis_errors():
+            return pipe.execute()[1]
 
     def ping(self) -> None:
         with redis_errors():

@@ -1,0 +1,68 @@
+"""Prometheus metrics, served at GET /metrics.
+
+Under gunicorn each worker is a process of its own, so prometheus_client runs
+in its multi-process mode: every process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR (set up by voicebot/gunicorn_config.py before any
+worker starts) and a scrape adds them up. Without that variable (``flask
+run``, the tests) the ordinary in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
+                               generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+
+# Seconds: a turn's budget is a few seconds; the low end shows our own overhead.
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+TURNS = Counter("voicebot_turns", "Caller turns handled, by outcome (reply, fallback, duplicate)",
+                ["outcome"])
+TURN_SECONDS = Histogram("voicebot_turn_seconds", "Time to handle a caller turn: lock wait, model, store, speech",
+                         buckets=_BUCKETS)
+LLM_SECONDS = Histogram("voicebot_llm_seconds", "Time waiting for the model in a turn", buckets=_BUCKETS)
+LOCK_WAIT_SECONDS = Histogram("voicebot_lock_wait_seconds",
+                              "Time a turn waited for its call's lock (another turn of the same call)",
+                              buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0))
+FALLBACKS = Counter("voicebot_fallbacks", "Turns answered with FALLBACK_REPLY, by cause", ["cause"])
+CALLS = Counter("voicebot_calls", "Calls started and ended", ["event"])
+ERRORS = Counter("voicebot_errors", "Requests answered with an error, by kind", ["kind"])
+
+
+class _ActiveCalls:
+    """Read at scrape time from the store: with Redis, the calls of every instance."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self):
+        try:
+            value = self.store.active_calls()
+        except Exception:  # a scrape must not fail because the store is down
+            return
+        yield GaugeMetricFamily("voicebot_active_calls",
+                                "Calls with a live session (with Redis: across all instances)", value=value)
+
+
+def render(store) -> tuple[bytes, str]:
+    """The exposition text of all metrics, and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Forward(REGISTRY))
+    registry.register(_ActiveCalls(store))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Forward:
+    """The process's default registry, as one collector of a per-scrape registry."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        return self.registry.collect()
