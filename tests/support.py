@@ -53,17 +53,20 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, nothing kept on disk."""
+    """A private redis-server on a free loopback port; with ``data_dir``, its data survives a restart."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.data_dir = data_dir
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
+        persistence = (["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always"]
+                       if self.data_dir else ["--save", "", "--appendonly", "no"])
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", *persistence,
+             "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         import redis
@@ -77,6 +80,25 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def pid_of_connection(pids: list[int], local_port: int, remote_port: int) -> int | None:
+    """Which of ``pids`` owns the loopback TCP connection local_port -> remote_port."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
+            inodes.add(f"socket:[{inode}]")
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 class Gunicorn:
@@ -105,6 +127,10 @@ class Gunicorn:
         if self.process.poll() is not None:
             raise AssertionError(f"gunicorn exited {self.process.returncode}:\n{self.log()}")
         return True
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -16,6 +16,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -117,11 +118,18 @@ class FakeMessagesAPI(ThreadingHTTPServer):
         self.hang_seconds = hang_seconds
         self.record = record
         self.requests: list[dict] = []
+        self.peers: list[tuple[str, int]] = []  # the client address of each recorded request
         self.served = 0
         self._random = random.Random(seed)
         self._mutex = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timed out, or its process was killed) is
+        # part of what these fakes are for, not an error to print.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
@@ -149,13 +157,15 @@ class FakeMessagesAPI(ThreadingHTTPServer):
         with self._mutex:
             self.latency = self.jitter = self.fail_rate = self.hang_rate = 0.0
             self.requests.clear()
+            self.peers.clear()
 
-    def _draw(self, body: dict) -> tuple[str, float]:
+    def _draw(self, body: dict, peer: tuple[str, int]) -> tuple[str, float]:
         """Decide this request's fate: 'ok', 'fail' or 'hang', and its delay."""
         with self._mutex:
             self.served += 1
             if self.record:
                 self.requests.append(body)
+                self.peers.append(peer)
             roll = self._random.random()
             delay = max(0.0, self.latency + self._random.uniform(-self.jitter, self.jitter))
         if roll < self.hang_rate:
@@ -214,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "invalid_request_error", "body is not valid JSON")
         except InvalidRequest as exc:
             return self._error(400, "invalid_request_error", str(exc))
-        fate, delay = self.server._draw(body)
+        fate, delay = self.server._draw(body, self.client_address[:2])
         if delay:
             self.server.pause(delay)
         if fate == "fail":
