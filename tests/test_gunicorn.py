@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -154,3 +155,25 @@ def test_in_memory_store_with_one_worker_serves(tmp_path, fake_llm):
         assert missing.status_code == 404 and missing.headers["Content-Type"] == "application/json"
     finally:
         gunicorn.stop()
+
+
+def test_voicebot_serve_runs_from_any_folder(tmp_path):
+    """The README's run command: `voicebot serve`, here with gunicorn's --bind passed through."""
+    import subprocess
+    import sys
+
+    from .support import free_port
+
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": "", "ANTHROPIC_API_KEY": "", "WEB_CONCURRENCY": "1"}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "voicebot.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+                               cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(url + "/healthz", timeout=1).ok, what="voicebot serve")
+        reply = requests.post(url + "/webhook/call-started", json={"call_id": "c"}, timeout=10)
+        assert reply.json() == {"greeting": "Hello! How can I help you today?"}
+    finally:
+        process.terminate()
+        process.wait(30)

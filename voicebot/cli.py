@@ -11,7 +11,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     # The same settings as `gunicorn app:app` from the repository, but usable
     # from any folder once voicebot is installed.
-    sys.argv = ["gunicorn", "--config", "python:voicebot.gunicorn_config", *args.gunicorn_args,
+    sys.argv = ["gunicorn", "--config", "python:voicebot.gunicorn_config", *args.extra,
                 "voicebot:create_app()"]
     return run()
 
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the service under gunicorn (settings from the environment)")
-    serve.add_argument("gunicorn_args", nargs=argparse.REMAINDER,
-                       help="extra gunicorn options, e.g. --bind 127.0.0.1:9000")
+    serve = commands.add_parser(
+        "serve", help="run the service under gunicorn (settings from the environment)",
+        description="Any further options go to gunicorn, e.g. --bind 127.0.0.1:9000.")
     serve.set_defaults(run=_serve)
 
     fake = commands.add_parser("fake-llm", help="a local Anthropic Messages API that echoes markers")
@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--access-key", default="test-access-key", help="VOIPBIN_ACCESS_KEY it accepts")
     sim.set_defaults(run=_simulate)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return args.run(args) or 0
 
 

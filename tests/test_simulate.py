@@ -1,0 +1,106 @@
+"""voicebot simulate: it passes an isolated server, and catches one that bleeds."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from voicebot import create_app
+from voicebot.cli import main
+from voicebot.fake_llm import MARKER
+from voicebot.simulate import check_reply
+
+from .conftest import app_config
+from .support import free_port
+
+
+@pytest.mark.parametrize("heard, kind", [
+    (["a1", "a2"], None),
+    (["a1", "b1"], "bleed"),
+    (["a2"], "loss"),
+    (["a1", "a1"], "duplicate"),
+    (["a2", "a1"], "order"),
+])
+def test_check_reply(heard, kind):
+    problem = check_reply(heard, ["a1", "a2"], history=20)
+    assert (problem[0] if problem else None) == kind
+
+
+def test_check_reply_allows_for_the_server_history_bound():
+    assert check_reply(["a2", "a3"], ["a1", "a2", "a3"], history=2) is None
+
+
+class ServedApp:
+    """A WSGI app on a real loopback HTTP server, in a thread."""
+
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    status = main(["simulate", *args])
+    return status, capsys.readouterr().out
+
+
+def test_a_seed_campaign_passes(fake_llm, capsys, tmp_path):
+    served = ServedApp(create_app(app_config(fake_llm)))
+    report = tmp_path / "summary.json"
+    try:
+        status, out = run_cli([served.url, served.url, "--calls", "20", "--turns", "3", "--json", str(report)],
+                              capsys)
+    finally:
+        served.stop()
+    assert status == 0, out
+    assert "RESULT: PASS" in out and "overhead ms" in out
+    summary = json.loads(report.read_text())
+    assert summary["turns"] == 60 and summary["errors"] == 0 and summary["isolation_violations"] == 0
+
+
+def test_a_voipbin_campaign_passes(fake_llm, capsys):
+    port = free_port()
+    app = create_app(app_config(fake_llm, VOIPBIN_WEBHOOK_SECRET="sim-secret", VOIPBIN_ACCESS_KEY="sim-key",
+                                VOIPBIN_API_URL=f"http://127.0.0.1:{port}/v1.0"))
+    served = ServedApp(app)
+    try:
+        status, out = run_cli([served.url, "--contract", "voipbin", "--calls", "10", "--turns", "3",
+                               "--secret", "sim-secret", "--access-key", "sim-key",
+                               "--voipbin-listen", f"127.0.0.1:{port}"], capsys)
+    finally:
+        served.stop()
+    assert status == 0, out
+    assert "30/30 turns" in out
+
+
+def test_a_server_that_mixes_calls_up_fails_the_campaign(capsys):
+    from flask import Flask, jsonify, request
+
+    leaky = Flask("leaky")
+    seen: list[str] = []
+
+    @leaky.post("/webhook/<path:anything>")
+    def everything(anything):
+        # One history for everybody: the article's bug of a global session.
+        seen.extend(MARKER.findall(request.get_json().get("transcript", "")))
+        return jsonify(greeting="hi", response="Heard " + " ".join(seen) + ".", status="ended")
+
+    served = ServedApp(leaky)
+    try:
+        status, out = run_cli([served.url, "--calls", "3", "--turns", "2"], capsys)
+    finally:
+        served.stop()
+    assert status == 1
+    assert "isolation violations" in out and "bleed" in out and "RESULT: FAIL" in out
+
+
+def test_errors_are_counted_and_fail_the_campaign(capsys):
+    status, out = run_cli([f"http://127.0.0.1:{free_port()}", "--calls", "2", "--turns", "1"], capsys)
+    assert status == 1
+    assert "connection" in out and "RESULT: FAIL" in out
