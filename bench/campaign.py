@@ -113,30 +113,47 @@ def run_campaign(deployment: Deployment, **options) -> tuple[dict, float]:
     return summary, deployment.cpu() - before
 
 
+# Threads per worker for each scenario, chosen from measurements (see
+# voicebot/gunicorn_config.py): a 700 ms model needs ~150 turns in flight per
+# worker at this load; with no model latency, fewer threads contend less for the GIL.
+THREADS = {"campaign": 160, "capacity": 4, "memory": 32}
+
+
 def scenario_campaign(args) -> dict:
-    with Deployment(llm_latency=0.7, workers=args.workers, threads=args.threads, redis=True) as d:
-        summary, cpu = run_campaign(d, calls=args.calls, turns=6, think=2.0, ramp=args.ramp, timeout=30)
+    with Deployment(llm_latency=0.7, workers=args.workers, threads=args.threads or THREADS["campaign"],
+                    redis=True) as d:
+        rounds = [run_campaign(d, calls=args.calls, turns=6, think=2.0, ramp=args.ramp, timeout=30)
+                  for _ in range(args.rounds)]
         rss = d.worker_rss()
-    return {"scenario": f"campaign {args.calls} calls x 6 turns, think 2 s, LLM 700 ms", "summary": summary,
-            "cpu_ms_per_turn": 1000 * cpu / max(1, summary["turns"]), "worker_rss_mib": rss,
+    rounds.sort(key=lambda r: r[0]["overhead_ms"]["p99"])
+    summary, cpu = rounds[len(rounds) // 2]
+    p99s = [r[0]["overhead_ms"]["p99"] for r in rounds]
+    return {"scenario": f"campaign {args.calls} calls x 6 turns, think 2 s, LLM 700 ms "
+                        f"(median of {len(rounds)}; p99 overhead {min(p99s)}-{max(p99s)} ms)",
+            "summary": summary, "cpu_ms_per_turn": 1000 * cpu / max(1, summary["turns"]), "worker_rss_mib": rss,
             "target": "0 errors, 0 violations, p99 overhead <= 10 ms",
-            "met": ok(summary) and summary["overhead_ms"]["p99"] <= 10}
+            "met": all(ok(s) for s, _ in rounds) and summary["overhead_ms"]["p99"] <= 10}
 
 
 def scenario_capacity(args) -> dict:
-    with Deployment(llm_latency=0.0, workers=args.workers, threads=args.threads, redis=True) as d:
+    with Deployment(llm_latency=0.0, workers=args.workers, threads=args.threads or THREADS["capacity"],
+                    redis=True) as d:
         run_campaign(d, calls=20, turns=5)  # warm up: imports, connections, scripts loaded
-        summary, cpu = run_campaign(d, calls=100, turns=20, history=20)
+        # This machine's CPU speed drifts from run to run (a shared VM): the
+        # median of three rounds, with the spread shown.
+        rounds = [run_campaign(d, calls=100, turns=20, history=20) for _ in range(3)]
         rss = d.worker_rss()
-    per_turn = 1000 * cpu / max(1, summary["turns"])
-    return {"scenario": "capacity 100 calls x 20 turns, LLM 0 ms", "summary": summary,
-            "cpu_ms_per_turn": per_turn, "worker_rss_mib": rss,
-            "target": "<= 1.0 ms server CPU per turn", "met": ok(summary) and per_turn <= 1.0}
+    per_turn = sorted(1000 * cpu / max(1, s["turns"]) for s, cpu in rounds)
+    summary = sorted(rounds, key=lambda r: r[1] / max(1, r[0]["turns"]))[1][0]
+    return {"scenario": "capacity 100 calls x 20 turns, LLM 0 ms (median of 3)", "summary": summary,
+            "cpu_ms_per_turn": per_turn[1], "cpu_spread": (per_turn[0], per_turn[-1]), "worker_rss_mib": rss,
+            "target": "<= 1.0 ms server CPU per turn",
+            "met": all(ok(s) for s, _ in rounds) and per_turn[1] <= 1.0}
 
 
 def scenario_memory(args) -> dict:
     """20,000 calls through the in-memory store: worker RSS after each 5,000 must level off."""
-    with Deployment(llm_latency=0.0, workers=1, threads=args.threads, redis=False) as d:
+    with Deployment(llm_latency=0.0, workers=1, threads=args.threads or THREADS["memory"], redis=False) as d:
         rss, turns, errors = [], 0, 0
         for _ in range(4):
             summary, _ = run_campaign(d, calls=5000, turns=1, ramp=0)
@@ -150,6 +167,11 @@ def scenario_memory(args) -> dict:
 
 
 SCENARIOS = {"campaign": scenario_campaign, "capacity": scenario_capacity, "memory": scenario_memory}
+
+
+def spread(result: dict) -> str:
+    low_high = result.get("cpu_spread")
+    return f" ({low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else ""
 
 
 def table(results: list[dict]) -> str:
@@ -167,23 +189,24 @@ def table(results: list[dict]) -> str:
         rows.append(
             f"| {r['scenario']} | {s['turns']} | {s['errors']} | {s['isolation_violations']} | "
             f"{s['turns_per_second']} | {s['latency_ms']['p50']}/{s['latency_ms']['p99']} | "
-            f"{o.get('p50')}/{o.get('p99')}/{o.get('max')} | {r['cpu_ms_per_turn']:.2f} | "
+            f"{o.get('p50')}/{o.get('p99')}/{o.get('max')} | {r['cpu_ms_per_turn']:.2f}{spread(r)} | "
             f"{r['worker_rss_mib']:.0f} | {r['target']} | {'yes' if r['met'] else 'NO'} |")
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=list(SCENARIOS))
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--calls", type=int, default=1000, help="calls of the campaign scenario")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds to spread the campaign's call starts")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS", "0")) or None)
+    parser.add_argument("--rounds", type=int, default=3, help="campaign rounds (the median is shown)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker (default: per scenario)")
     args = parser.parse_args()
-    if args.threads is None:
-        from voicebot.config import DEFAULTS
-
-        args.threads = DEFAULTS["WEB_THREADS"]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}")
     results = []
     for name in args.scenarios or SCENARIOS:
         print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -9,6 +9,18 @@ worker needs many turns in flight, not many cores. ``gthread`` workers give
 each worker WEB_THREADS threads; worker processes (WEB_CONCURRENCY) spread
 the Python work over the cores. Everything a call needs between events lives
 in the session store, which is why more than one worker needs Redis.
+
+Measured with bench/campaign.py on 2 cores, Redis, 2 workers:
+- gevent instead of gthread: the same p99 overhead (74 ms vs 68 ms before
+  the GC fix below) and more CPU per turn (3.35 vs 2.2 ms in the campaign,
+  1.89 vs 1.5 ms at capacity), plus monkey-patching: not worth it.
+- sync workers serve one turn per process: a 700 ms model would need
+  hundreds of processes.
+- Threads: 1,000 calls with a 700 ms model and 2 s think time (~310
+  turns/s) queued for threads at 128 per worker (p50 overhead 22 ms) and ran
+  clear at 160 (p50 1.6 ms); more threads only add GIL contention, which
+  costs CPU (1 -> 4 concurrent turns per worker: 1.38 -> 1.80 ms of CPU per
+  turn). Size WEB_THREADS to about 1.5 x turns/s per worker x model latency.
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ def on_starting(server) -> None:
         _config.check_worker_model(_settings, server.cfg.workers)
     except _ConfigError as exc:
         server.log.error("voicebot refuses to start: %s", exc)
+        on_exit(server)
         sys.exit(2)
 
 

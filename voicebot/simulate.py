@@ -318,6 +318,9 @@ def format_summary(s: dict) -> str:
     if s["overhead_ms"]:
         lines.append("overhead ms: " + "  ".join(f"{k} {v}" for k, v in s["overhead_ms"].items())
                      + "  (latency beyond the model's, from Server-Timing)")
+    if s["in_app_overhead_ms"]:
+        lines.append("in-app ms:   " + "  ".join(f"{k} {v}" for k, v in s["in_app_overhead_ms"].items())
+                     + "  (the part of it spent inside voicebot's view)")
     for kind, example in {**s["error_examples"], **s["violation_examples"]}.items():
         lines.append(f"  e.g. {kind}: {example}")
     lines.append("RESULT: " + ("PASS" if ok(s) else "FAIL"))
