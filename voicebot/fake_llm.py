@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import random
 import re
-import socket
-import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .loopback import JSONHandler, LoopbackServer
 
 MARKER = re.compile(r"\bmk[0-9A-Za-z]+\b")
 DEFAULT_REPLY = "I can help with that. Could you give me a bit more detail?"
@@ -99,11 +98,10 @@ def validate(body: Any) -> None:
             raise InvalidRequest(f"messages.{index}.content: Input should be a string or a list")
 
 
-class FakeMessagesAPI(ThreadingHTTPServer):
+class FakeMessagesAPI(LoopbackServer):
     """``with FakeMessagesAPI() as fake: Anthropic(base_url=fake.url, api_key=fake.api_key)``."""
 
-    daemon_threads = True
-    request_queue_size = 1024
+    thread_name = "fake-llm"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str = "test-key",
                  latency: float = 0.0, jitter: float = 0.0, fail_rate: float = 0.0,
@@ -122,35 +120,10 @@ class FakeMessagesAPI(ThreadingHTTPServer):
         self.served = 0
         self._random = random.Random(seed)
         self._mutex = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timed out, or its process was killed) is
-        # part of what these fakes are for, not an error to print.
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeMessagesAPI":
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="fake-llm", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.shutdown()
-        self.server_close()
-
-    def __enter__(self) -> "FakeMessagesAPI":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.base_url
 
     def reset(self) -> None:
         """Back to a fast, healthy API with no recorded requests."""
@@ -174,32 +147,12 @@ class FakeMessagesAPI(ThreadingHTTPServer):
             return "fail", delay
         return "ok", delay
 
-    def pause(self, seconds: float) -> None:
-        """Sleep, but wake when the server stops, so a hang never outlives a test."""
-        self._stopping.wait(seconds)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JSONHandler):
     server: FakeMessagesAPI
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this, Nagle's
-        # algorithm and delayed ACKs add 40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def _send_json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", "req_" + uuid.uuid4().hex[:24])
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, payload, **{"request-id": "req_" + uuid.uuid4().hex[:24]})
 
     def _error(self, status: int, kind: str, message: str) -> None:
         self._send_json(status, {"type": "error", "error": {"type": kind, "message": message}})
@@ -208,8 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(404, "not_found_error", "Not found")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+        raw = self.read_body()
         if self.path.split("?")[0] != "/v1/messages":
             return self._error(404, "not_found_error", "Not found")
         key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -282,10 +234,4 @@ def _message(body: dict, text: str) -> dict:
 def serve(host: str, port: int, **options: Any) -> None:
     """Run in the foreground until interrupted (``voicebot fake-llm``)."""
     server = FakeMessagesAPI(host, port, record=False, **options)
-    print(f"fake Messages API on {server.url} (api key {server.api_key!r})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.run_in_foreground(f"fake Messages API on {server.url} (api key {server.api_key!r})")

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import sys
 import threading
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from ..loopback import JSONHandler, LoopbackServer
 from .signing import HEADER, sign
 
 _ROUTES = [
@@ -44,11 +42,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-class FakeVoipbin(ThreadingHTTPServer):
+class FakeVoipbin(LoopbackServer):
     """``with FakeVoipbin() as voipbin: ...``; point ``VOIPBIN_API_URL`` at ``voipbin.api_url``."""
 
-    daemon_threads = True
-    request_queue_size = 1024
+    thread_name = "fake-voipbin"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, access_key: str = "test-access-key",
                  webhook_secret: str = "test-webhook-secret-0123456789ab", auto_answer: bool = False,
@@ -69,37 +66,15 @@ class FakeVoipbin(ThreadingHTTPServer):
         self.flushed: list[str] = []  # speaking ids
         self.fail_next: dict[str, int] = defaultdict(int)  # action -> how many to answer 500
         self.hang_next: dict[str, int] = defaultdict(int)  # action -> how many to leave unanswered
-        self._stopping = threading.Event()
         self._sender = requests.Session()
-
-    # -- running -----------------------------------------------------------
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timed out, or its process was killed) is
-        # part of what these fakes are for, not an error to print.
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
 
     @property
     def api_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1.0"
-
-    def start(self) -> "FakeVoipbin":
-        threading.Thread(target=self.serve_forever, args=(0.05,), name="fake-voipbin", daemon=True).start()
-        return self
+        return self.base_url + "/v1.0"
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.shutdown()
-        self.server_close()
+        super().stop()
         self._sender.close()
-
-    def __enter__(self) -> "FakeVoipbin":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- the platform's side of a call ---------------------------------------
 
@@ -221,38 +196,20 @@ class FakeVoipbin(ThreadingHTTPServer):
         return 200, {"id": speaking_id, "status": speaking["status"]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JSONHandler):
     server: FakeVoipbin
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this, Nagle's
-        # algorithm and delayed ACKs add 40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _dispatch(self, method: str) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        raw = self.read_body()
         url = urlsplit(self.path)
         action = url.path.rsplit("/", 1)[-1]
         fault = self.server._fault(action)
         if fault == "hang":
-            self.server._stopping.wait(60)
+            self.server.pause(60)
             self.close_connection = True
             return
         if fault == "fail":
-            return self._reply(500, {"message": "internal error"})
+            return self.send_json(500, {"message": "internal error"})
         try:
             body = json.loads(raw) if raw else {}
             status, payload = self.server.handle_api(method, url.path, parse_qs(url.query), body)
@@ -260,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 400, {"message": "body is not JSON"}
         except ApiError as exc:
             status, payload = exc.status, {"message": str(exc)}
-        self._reply(status, payload)
+        self.send_json(status, payload)
 
     def do_POST(self) -> None:
         self._dispatch("POST")
@@ -303,11 +260,5 @@ def speech_event_data(transcribe_id: str, direction: str = "in") -> dict:
 def serve(host: str, port: int, access_key: str) -> None:
     """Run in the foreground until interrupted (``voicebot fake-voipbin``)."""
     server = FakeVoipbin(host, port, access_key=access_key, auto_answer=True, echo=True)
-    print(f"fake VoIPBin REST API on {server.api_url} (access key {access_key!r}); "
-          "what voicebot says into calls is printed here", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.run_in_foreground(f"fake VoIPBin REST API on {server.api_url} (access key {access_key!r}); "
+                             "what voicebot says into calls is printed here")
