@@ -16,7 +16,7 @@ from .config import lock_wait_seconds
 from .exceptions import LLMError, LockLost, StoreError
 from .llm import LLM, Message
 from .speakable import make_speakable
-from .stores import SessionStore
+from .stores import CallRecord, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,9 @@ class Conversation:
 
         Without ``final`` a later event with the same id starts afresh (the
         article's contract). With it, a tombstone (an alias) stays for the
-        session TTL and later events of the call are ignored: platforms whose call ids are
-        never reused deliver events late and out of order, and a late "call
-        answered" must not reopen a call that has hung up.
+        session TTL and later events of the call are ignored: platforms whose
+        call ids are never reused deliver events late and out of order, and a
+        late "call answered" must not reopen a call that has hung up.
         """
         with self.store.locked(call_id, self.settings.lock_wait) as record:
             session = record.data
@@ -178,7 +178,7 @@ class Conversation:
     def _ended(self, call_id: str) -> bool:
         return self.store.get_alias(_tombstone(call_id)) is not None
 
-    def _save_turn(self, record, session: dict, delivered: bool) -> None:
+    def _save_turn(self, record: CallRecord, session: dict, delivered: bool) -> None:
         try:
             record.save(session, release=True)
         except LockLost:

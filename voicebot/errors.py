@@ -8,7 +8,7 @@ from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
-from .exceptions import (CallBusy, InvalidEvent, NotYetKnown, StoreUnavailable, VoicebotError,
+from .exceptions import (CallBusy, InvalidEvent, NotYetKnown, StoreError, StoreUnavailable, VoicebotError,
                          VoipbinError, VoipbinRejected, VoipbinUnavailable)
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ _STATUS = {
     VoipbinRejected: (424, "voipbin_rejected"),
     CallBusy: (503, "call_busy"),
     StoreUnavailable: (503, "store_unavailable"),
+    StoreError: (503, "store_error"),  # e.g. a lease that ran out mid-turn: the turn was not saved
     NotYetKnown: (503, "not_yet_known"),
     VoipbinUnavailable: (503, "voipbin_unavailable"),
     VoipbinError: (502, "voipbin_error"),

@@ -37,7 +37,8 @@ def events():
     body = json_body()
     event_type = required_text(body, "type", 64)
     data = json_object(body, "data")
-    g.call_id = data.get("id") if isinstance(data.get("id"), str) else "-"
+    # Only call events carry the call id; the bridge logs the others' call ids itself.
+    g.call_id = data.get("id") if event_type.startswith("call_") and isinstance(data.get("id"), str) else "-"
     outcome = bridge.handle(event_type, data)
     return with_llm_timing(jsonify(status=outcome.status), outcome.llm_seconds)
 
