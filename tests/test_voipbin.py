@@ -311,3 +311,22 @@ def test_fetch_rejects_bad_input(client, body):
     response = client.post("/webhook/voipbin/fetch", json=body)
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_event"
+
+
+def test_language_provider_and_voice_are_configurable(make_voipbin_app, voipbin):
+    client = make_voipbin_app(VOIPBIN_LANGUAGE="de-DE", VOIPBIN_TTS_PROVIDER="elevenlabs",
+                              VOIPBIN_VOICE_ID="voice-7").test_client()
+    call_id = answer(client, voipbin)
+    (speaking,) = voipbin.speakings.values()
+    assert speaking == {"call_id": call_id, "status": "initiating", "language": "de-DE",
+                        "provider": "elevenlabs", "voice_id": "voice-7"}
+    assert voipbin.transcribes[voipbin.transcribe_of(call_id)]["direction"] == "in"
+
+
+def test_a_put_delivery_is_taken_too(client, voipbin):
+    call_id = voipbin.answer_call()
+    body = json.dumps({"type": "call_progressing", "data": call_event_data(call_id, "progressing")}).encode()
+    response = client.put("/webhook/voipbin", data=body,
+                          headers={HEADER: sign(body, "test-webhook-secret-0123456789ab")})
+    assert response.status_code == 200
+    assert voipbin.said[call_id] == [GREETING]

@@ -170,7 +170,9 @@ class FakeVoipbin(LoopbackServer):
             if body.get("direction", "out") not in ("in", "out", "both"):
                 raise ApiError(400, "direction must be in, out or both")
             speaking_id = str(uuid.uuid4())
-            self.speakings[speaking_id] = {"call_id": call_id, "status": "initiating"}
+            self.speakings[speaking_id] = {"call_id": call_id, "status": "initiating",
+                                           "language": body["language"], "provider": body.get("provider"),
+                                           "voice_id": body.get("voice_id")}
         return 201, {"id": speaking_id, "status": "initiating", "reference_id": call_id}
 
     def _speaking_action(self, body: dict, speaking_id: str, action: str) -> tuple[int, dict]:
