@@ -16,7 +16,6 @@ import json
 import random
 import re
 import threading
-import time
 import uuid
 from typing import Any
 
