@@ -72,7 +72,7 @@ def test_redis_keys_are_namespaced_hash_tagged_and_expire(redis_store, redis_url
 
 
 def test_redis_lease_frees_the_call_of_a_dead_holder(redis_store):
-    abandoned = redis_store._acquire("c", wait=1)  # taken and never released: a killed worker
+    abandoned = redis_store._acquire("c", wait=1, digest=None)  # taken and never released: a killed worker
     started = time.monotonic()
     with redis_store.locked("c", wait=5) as record:
         waited = time.monotonic() - started
@@ -148,7 +148,7 @@ def test_renew_keeps_a_slow_holder_ahead_of_its_lease(redis_store):
     with redis_store.locked("c", 1) as record:
         record.renew()
         record.save({"ok": True})
-    abandoned = redis_store._acquire("c", wait=1)
+    abandoned = redis_store._acquire("c", wait=1, digest=None)
     with redis_store.locked("c", wait=5):  # waits out the 0.5 s lease
         pass
     with pytest.raises(LockLost):
@@ -174,3 +174,98 @@ def test_redis_reloads_its_scripts_after_a_flush(redis_store, redis_url):
         record.save({"n": 2}, release=True)
     with redis_store.locked("c", 1) as record:
         assert record.data == {"n": 2}
+
+
+def test_events_are_remembered_for_the_whole_life_of_a_call(any_store):
+    """Not only the last few: an old event replayed after many newer ones is still known."""
+    for n in range(200):
+        with any_store.locked("c", 1, event_id=f"event-{n}") as record:
+            assert not record.seen
+            record.save({"n": n}, release=True, event_id=f"event-{n}")
+    with any_store.locked("c", 1, event_id="event-0") as record:
+        assert record.seen
+    with any_store.locked("c", 1, event_id="event-200") as record:
+        assert not record.seen
+        record.delete()
+    with any_store.locked("c", 1, event_id="event-0") as record:  # a call that ended starts afresh
+        assert not record.seen
+
+
+def test_an_event_not_saved_is_not_remembered(any_store):
+    with any_store.locked("c", 1, event_id="e1") as record:
+        record.save({"n": 1}, release=True)  # saved without the event: the turn did not finish
+    with any_store.locked("c", 1, event_id="e1") as record:
+        assert not record.seen
+
+
+def test_events_marked_without_the_lock(any_store):
+    with any_store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True)
+    assert any_store.mark_event("c", "speech-1") is True
+    assert any_store.mark_event("c", "speech-1") is False
+    assert any_store.mark_event("c", "speech-2") is True
+
+
+def test_event_ids_are_stored_as_fixed_size_digests(redis_store, redis_url, redis_prefix):
+    with redis_store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True, event_id="x" * 5000)
+    client = redis.Redis.from_url(redis_url)
+    (member,) = client.zrange(f"{redis_prefix}:call:{{c}}:events", 0, -1)
+    assert len(member) == 16
+    assert 59_000 < client.pttl(f"{redis_prefix}:call:{{c}}:events") <= 60_000
+    client.close()
+
+
+def test_touch_restarts_the_ttl_of_a_known_call_only():
+    clock = [0.0]
+    store = MemoryStore(ttl_seconds=100, clock=lambda: clock[0])
+    with store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True)
+    for minute in range(1, 10):
+        clock[0] = minute * 60
+        assert store.touch("c")
+    assert store.peek("c") == {"n": 1}  # 9 minutes on, with a 100 s TTL
+    assert not store.touch("unknown")
+
+
+def test_redis_touch_and_alias_refresh(redis_store, redis_url, redis_prefix):
+    client = redis.Redis.from_url(redis_url)
+    with redis_store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True)
+    client.pexpire(f"{redis_prefix}:call:{{c}}:session", 1000)
+    assert redis_store.touch("c")
+    assert client.pttl(f"{redis_prefix}:call:{{c}}:session") > 59_000
+    assert not redis_store.touch("unknown")
+    redis_store.set_alias("link", "c")
+    client.pexpire(f"{redis_prefix}:alias:link", 1000)
+    assert redis_store.get_alias("link", refresh=True) == "c"
+    assert client.pttl(f"{redis_prefix}:alias:link") > 59_000
+    client.close()
+
+
+def test_a_checkpoint_saves_and_renews_the_lease(redis_store):
+    with redis_store.locked("c", 1) as record:
+        for n in range(4):
+            time.sleep(0.2)  # 0.8 s in all, past the 0.5 s lease: only the checkpoints keep it
+            record.save({"step": n})
+        record.save({"step": "done"}, release=True)
+    assert redis_store.peek("c") == {"step": "done"}
+
+
+def test_the_memory_store_caps_live_calls():
+    from voicebot.exceptions import StoreFull
+
+    store = MemoryStore(ttl_seconds=60, max_calls=3)
+    for call_id in ("a", "b", "c"):
+        with store.locked(call_id, 1) as record:
+            record.save({"n": 1}, release=True)
+    with pytest.raises(StoreFull):
+        with store.locked("d", 1) as record:
+            record.save({"n": 1}, release=True)
+    with store.locked("a", 1) as record:  # a live call goes on
+        record.save({"n": 2}, release=True)
+    with store.locked("a", 1) as record:
+        record.delete()
+    with store.locked("d", 1) as record:  # room again once a call ended
+        record.save({"n": 1}, release=True)
+    assert store._locks == {}

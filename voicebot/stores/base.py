@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -12,23 +13,42 @@ from ..exceptions import StoreError
 
 log = logging.getLogger(__name__)
 
+# Event ids a call remembers, as fixed-size digests: a call's whole life for
+# any real call (a transcript every few seconds for hours), bounded in bytes
+# for one that is not.
+MAX_EVENTS_PER_CALL = 10_000
+
+
+def event_digest(event_id: str) -> str:
+    """16 hex characters, whatever the id's length."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
 
 class CallRecord:
-    """A call's session as read under its lock; ``data`` is None for a call not (or no longer) known."""
+    """A call's session as read under its lock; ``data`` is None for a call not (or no longer) known.
 
-    __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released")
+    ``seen`` is True when the event asked about in ``locked`` was handled before.
+    """
 
-    def __init__(self, store: "SessionStore", call_id: str, data: dict | None, token: Any) -> None:
+    __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released", "seen")
+
+    def __init__(self, store: "SessionStore", call_id: str, data: dict | None, token: Any,
+                 seen: bool = False) -> None:
         self.store = store
         self.call_id = call_id
         self.data = data
         self.token = token
         self.lock_wait = 0.0
         self.released = False
+        self.seen = seen
 
-    def save(self, data: dict, *, release: bool = False) -> None:
-        """Write ``data`` back with a fresh TTL; ``release`` also gives up the lock in the same step."""
-        self.store._write(self, data, release)
+    def save(self, data: dict, *, release: bool = False, event_id: str | None = None) -> None:
+        """Write ``data`` back with a fresh TTL, and ``event_id`` as handled.
+
+        ``release`` also gives up the lock in the same step; without it the
+        lease starts afresh (a checkpoint in a long piece of work).
+        """
+        self.store._write(self, data, release, None if event_id is None else event_digest(event_id))
         self.data = data
         if release:
             self.released = True
@@ -55,14 +75,15 @@ class SessionStore(ABC):
         self.lease_seconds = lease_seconds
 
     @contextmanager
-    def locked(self, call_id: str, wait: float) -> Iterator[CallRecord]:
+    def locked(self, call_id: str, wait: float, event_id: str | None = None) -> Iterator[CallRecord]:
         """Hold ``call_id``'s lock (waiting up to ``wait`` seconds) and read its session.
 
-        Raises CallBusy when the lock stays taken, StoreUnavailable when the
-        store cannot be reached.
+        With ``event_id``, ``record.seen`` tells whether that event was handled
+        before. Raises CallBusy when the lock stays taken, StoreUnavailable
+        when the store cannot be reached.
         """
         started = time.monotonic()
-        record = self._acquire(call_id, wait)
+        record = self._acquire(call_id, wait, None if event_id is None else event_digest(event_id))
         record.lock_wait = time.monotonic() - started
         try:
             yield record
@@ -76,11 +97,15 @@ class SessionStore(ABC):
                     # matters (if any) is the one already on its way out.
                     log.warning("could not release the lock of call %s", call_id)
 
-    @abstractmethod
-    def _acquire(self, call_id: str, wait: float) -> CallRecord: ...
+    def mark_event(self, call_id: str, event_id: str) -> bool:
+        """Record ``event_id`` as handled without the call's lock; False if it already was."""
+        return self._mark(call_id, event_digest(event_id))
 
     @abstractmethod
-    def _write(self, record: CallRecord, data: dict, release: bool) -> None: ...
+    def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord: ...
+
+    @abstractmethod
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None: ...
 
     @abstractmethod
     def _renew(self, record: CallRecord) -> None: ...
@@ -92,15 +117,23 @@ class SessionStore(ABC):
     def _release(self, record: CallRecord) -> None: ...
 
     @abstractmethod
+    def _mark(self, call_id: str, digest: str) -> bool: ...
+
+    @abstractmethod
     def peek(self, call_id: str) -> dict | None:
         """The call's session as stored now, without taking its lock (may be a turn behind)."""
+
+    @abstractmethod
+    def touch(self, call_id: str) -> bool:
+        """Restart the call's TTL without a write (a long call with long silences); False if unknown."""
 
     @abstractmethod
     def set_alias(self, name: str, value: str) -> None:
         """Remember a short string under ``name`` for the session TTL (e.g. transcribe id -> call id)."""
 
     @abstractmethod
-    def get_alias(self, name: str) -> str | None: ...
+    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
+        """The string under ``name``; ``refresh`` restarts its TTL too (it is still in use)."""
 
     @abstractmethod
     def active_calls(self) -> int:

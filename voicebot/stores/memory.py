@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from ..exceptions import CallBusy
-from .base import CallRecord, SessionStore
+from ..exceptions import CallBusy, StoreFull
+from .base import MAX_EVENTS_PER_CALL, CallRecord, SessionStore
 
 
 class _CallLock:
@@ -18,6 +18,15 @@ class _CallLock:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.users = 0
+
+
+class _Entry:
+    __slots__ = ("expires", "value", "events")
+
+    def __init__(self, expires: float, value: str) -> None:
+        self.expires = expires
+        self.value = value
+        self.events: OrderedDict[str, None] = OrderedDict()  # digests, oldest first
 
 
 class _ExpiringMap:
@@ -31,17 +40,29 @@ class _ExpiringMap:
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self.entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self.entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def get(self, key: str, now: float) -> str | None:
+    def get(self, key: str, now: float) -> _Entry | None:
         self.drop_expired(now)
-        entry = self.entries.get(key)
-        return entry[1] if entry else None
+        return self.entries.get(key)
 
-    def put(self, key: str, value: str, now: float) -> None:
-        self.entries[key] = (now + self.ttl, value)
+    def put(self, key: str, value: str, now: float) -> _Entry:
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = _Entry(now + self.ttl, value)
+        else:
+            entry.expires, entry.value = now + self.ttl, value
         self.entries.move_to_end(key)
         self.drop_expired(now)
+        return entry
+
+    def touch(self, key: str, now: float) -> bool:
+        entry = self.get(key, now)
+        if entry is None:
+            return False
+        entry.expires = now + self.ttl
+        self.entries.move_to_end(key)
+        return True
 
     def pop(self, key: str) -> None:
         self.entries.pop(key, None)
@@ -49,10 +70,16 @@ class _ExpiringMap:
     def drop_expired(self, now: float) -> None:
         entries = self.entries
         while entries:
-            key, (expires, _) = next(iter(entries.items()))
-            if expires > now:
+            key, entry = next(iter(entries.items()))
+            if entry.expires > now:
                 break
             del entries[key]
+
+
+def _remember(entry: _Entry, digest: str) -> None:
+    entry.events[digest] = None
+    if len(entry.events) > MAX_EVENTS_PER_CALL:
+        entry.events.popitem(last=False)
 
 
 class MemoryStore(SessionStore):
@@ -61,12 +88,14 @@ class MemoryStore(SessionStore):
     Sessions are kept as JSON text, so a caller can never mutate a stored
     session by accident and both backends round-trip data the same way.
     Expired calls are dropped as later writes come in, which keeps memory
-    bounded over a long campaign without a sweeper thread.
+    bounded over a long campaign without a sweeper thread; ``max_calls``
+    bounds it against a flood of new call ids inside one TTL.
     """
 
-    def __init__(self, ttl_seconds: float, lease_seconds: float = 0.0,
+    def __init__(self, ttl_seconds: float, lease_seconds: float = 0.0, *, max_calls: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ttl_seconds, lease_seconds)
+        self.max_calls = max_calls
         self._clock = clock
         self._mutex = threading.Lock()
         self._sessions = _ExpiringMap(ttl_seconds)
@@ -78,7 +107,7 @@ class MemoryStore(SessionStore):
             self._sessions.drop_expired(self._clock())
             return len(self._sessions.entries)
 
-    def _acquire(self, call_id: str, wait: float) -> CallRecord:
+    def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord:
         with self._mutex:
             call_lock = self._locks.get(call_id)
             if call_lock is None:
@@ -87,12 +116,28 @@ class MemoryStore(SessionStore):
         if not call_lock.lock.acquire(timeout=wait):
             self._forget_lock(call_id, call_lock)
             raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
-        return CallRecord(self, call_id, self.peek(call_id), call_lock)
-
-    def _write(self, record: CallRecord, data: dict, release: bool) -> None:
-        text = json.dumps(data, separators=(",", ":"))
         with self._mutex:
-            self._sessions.put(record.call_id, text, self._clock())
+            entry = self._sessions.get(call_id, self._clock())
+            text = entry.value if entry else None
+            seen = bool(entry and digest and digest in entry.events)
+        return CallRecord(self, call_id, json.loads(text) if text is not None else None, call_lock, seen)
+
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        try:
+            with self._mutex:
+                now = self._clock()
+                is_new = self._sessions.get(record.call_id, now) is None
+                if is_new and self.max_calls and len(self._sessions.entries) >= self.max_calls:
+                    raise StoreFull(f"this process already holds {self.max_calls} live calls (MAX_LIVE_CALLS)")
+                entry = self._sessions.put(record.call_id, text, now)
+                if digest:
+                    _remember(entry, digest)
+        except StoreFull:
+            if release:
+                self._release(record)
+                record.released = True
+            raise
         if release:
             self._release(record)
 
@@ -115,18 +160,37 @@ class MemoryStore(SessionStore):
             if call_lock.users == 0:
                 del self._locks[call_id]
 
+    def _mark(self, call_id: str, digest: str) -> bool:
+        with self._mutex:
+            entry = self._sessions.get(call_id, self._clock())
+            if entry is None:
+                return True  # nothing to remember it in: the call is not (or no longer) known
+            if digest in entry.events:
+                return False
+            _remember(entry, digest)
+            return True
+
     def peek(self, call_id: str) -> dict | None:
         with self._mutex:
-            text = self._sessions.get(call_id, self._clock())
+            entry = self._sessions.get(call_id, self._clock())
+            text = entry.value if entry else None
         return json.loads(text) if text is not None else None
+
+    def touch(self, call_id: str) -> bool:
+        with self._mutex:
+            return self._sessions.touch(call_id, self._clock())
 
     def set_alias(self, name: str, value: str) -> None:
         with self._mutex:
             self._aliases.put(name, value, self._clock())
 
-    def get_alias(self, name: str) -> str | None:
+    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
         with self._mutex:
-            return self._aliases.get(name, self._clock())
+            now = self._clock()
+            if refresh:
+                self._aliases.touch(name, now)
+            entry = self._aliases.get(name, now)
+            return entry.value if entry else None
 
     def ping(self) -> None:
         return None

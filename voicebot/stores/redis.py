@@ -1,11 +1,13 @@
 """Sessions in Redis: any worker of any instance can serve any event of any call.
 
-Keys are ``<prefix>:call:{<call id>}:session`` and ``...:lock``. The braces
-are a Redis Cluster hash tag: both keys of a call land on the same slot, so
-the Lua scripts below, which touch both, work on a cluster too. A sorted set
+Keys are ``<prefix>:call:{<call id>}:session``, ``...:lock`` and ``...:events``
+(digests of the event ids handled, for dropping redeliveries). The braces
+are a Redis Cluster hash tag: a call's keys land on the same slot, so
+the Lua scripts below, which touch them together, work on a cluster too. A sorted set
 ``<prefix>:active`` (call id -> last activity) answers "how many calls are
 live"; it is written in the same round trip as the session, by pipeline
-rather than inside the script, because on a cluster it lives on another slot.
+rather than inside the script, because on a cluster it lives on another slot,
+and expired calls are pruned from it now and then on the same round trip.
 
 The lock follows redis-py's ``redis/lock.py``: a random token set with NX and
 a lease (PX), released only by its holder (token checked in Lua). A worker
@@ -27,29 +29,37 @@ from typing import Any, Callable, Iterator
 import redis
 
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
-from .base import CallRecord, SessionStore
+from .base import MAX_EVENTS_PER_CALL, CallRecord, SessionStore
 
-# KEYS: lock, session. ARGV: token, lease ms.
-# Returns {1, session or false} when the lock was taken, {0, lock pttl} when not.
+# KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
+# Returns {1, session or false, seen} when the lock was taken, {0, lock pttl} when not.
 _ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('get', KEYS[2])}
+  local seen = 0
+  if ARGV[3] ~= '' and redis.call('zscore', KEYS[3], ARGV[3]) then seen = 1 end
+  return {1, redis.call('get', KEYS[2]), seen}
 end
 return {0, redis.call('pttl', KEYS[1])}
 """
 
-# KEYS: lock, session. ARGV: token, session json, ttl ms, release (1/0).
+# KEYS: lock, session, events. ARGV: token, session json, ttl ms, release (1/0),
+# lease ms, event digest or '', now ms, most events kept.
 _WRITE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
-if ARGV[4] == '1' then redis.call('del', KEYS[1]) end
+if ARGV[6] ~= '' then
+  redis.call('zadd', KEYS[3], ARGV[7], ARGV[6])
+  redis.call('zremrangebyrank', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
+end
+redis.call('pexpire', KEYS[3], ARGV[3])
+if ARGV[4] == '1' then redis.call('del', KEYS[1]) else redis.call('pexpire', KEYS[1], ARGV[5]) end
 return 1
 """
 
-# KEYS: lock, session. ARGV: token.
+# KEYS: lock, session, events. ARGV: token.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('del', KEYS[2], KEYS[1])
+return redis.call('del', KEYS[2], KEYS[1], KEYS[3])
 """
 
 # KEYS: lock. ARGV: token, lease ms.
@@ -64,10 +74,20 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
 """
 
+# KEYS: events. ARGV: event digest, now ms, ttl ms, most events kept. 1 if new.
+_MARK = """
+local added = redis.call('zadd', KEYS[1], 'NX', ARGV[2], ARGV[1])
+redis.call('zremrangebyrank', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('pexpire', KEYS[1], ARGV[3])
+return added
+"""
+
 # Waiting for a busy call polls: start fast (a short turn frees the lock
 # soon), back off to a ceiling so many waiters do not hammer Redis.
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.025
+# One write in this many also prunes expired calls from the active index.
+_PRUNE_EVERY = 64
 
 
 @contextmanager
@@ -116,22 +136,24 @@ class RedisStore(SessionStore):
         self._delete_script = client.register_script(_DELETE)
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
+        self._mark_script = client.register_script(_MARK)
 
     def _keys(self, call_id: str) -> list[str]:
         base = f"{self.prefix}:call:{{{call_id}}}"
-        return [base + ":lock", base + ":session"]
+        return [base + ":lock", base + ":session", base + ":events"]
 
-    def _acquire(self, call_id: str, wait: float) -> CallRecord:
+    def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord:
         keys = self._keys(call_id)
         token = os.urandom(16).hex()
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         while True:
             with redis_errors():
-                taken, value = self._acquire_script(keys=keys, args=[token, self._lease_ms])
+                answer = self._acquire_script(keys=keys, args=[token, self._lease_ms, digest or ""])
+            taken, value = answer[0], answer[1]
             if taken:
                 data = json.loads(value) if value is not None else None
-                return CallRecord(self, call_id, data, token)
+                return CallRecord(self, call_id, data, token, seen=bool(answer[2]))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
@@ -153,12 +175,14 @@ class RedisStore(SessionStore):
                 raise result
         return result
 
-    def _write(self, record: CallRecord, data: dict, release: bool) -> None:
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None:
         text = json.dumps(data, separators=(",", ":"))
+        now = time.time()
         written = self._with_active(
             self._write_script, self._keys(record.call_id),
-            [record.token, text, self._ttl_ms, 1 if release else 0],
-            lambda pipe: pipe.zadd(self._active_key, {record.call_id: time.time()}),
+            [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
+             int(now * 1000), MAX_EVENTS_PER_CALL],
+            lambda pipe: self._note_active(pipe, record.call_id, now),
         )
         if not written:
             record.released = True
@@ -169,6 +193,29 @@ class RedisStore(SessionStore):
             renewed = self._renew_script(keys=self._keys(record.call_id)[:1], args=[record.token, self._lease_ms])
         if not renewed:
             raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
+
+    def _note_active(self, pipe, call_id: str, now: float) -> None:
+        pipe.zadd(self._active_key, {call_id: now})
+        if random.randrange(_PRUNE_EVERY) == 0:
+            pipe.zremrangebyscore(self._active_key, "-inf", now - self.ttl_seconds)
+
+    def _mark(self, call_id: str, digest: str) -> bool:
+        with redis_errors():
+            return bool(self._mark_script(keys=self._keys(call_id)[2:],
+                                          args=[digest, int(time.time() * 1000), self._ttl_ms,
+                                                MAX_EVENTS_PER_CALL]))
+
+    def touch(self, call_id: str) -> bool:
+        _, session, events = self._keys(call_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.pexpire(session, self._ttl_ms)
+        pipe.pexpire(events, self._ttl_ms)
+        with redis_errors():
+            known = bool(pipe.execute()[0])
+        if known:
+            with redis_errors():
+                self.client.zadd(self._active_key, {call_id: time.time()}, xx=True)
+        return known
 
     def _delete(self, record: CallRecord) -> None:
         deleted = self._with_active(self._delete_script, self._keys(record.call_id), [record.token],
@@ -190,9 +237,10 @@ class RedisStore(SessionStore):
         with redis_errors():
             self.client.set(f"{self.prefix}:alias:{name}", value, px=self._ttl_ms)
 
-    def get_alias(self, name: str) -> str | None:
+    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
+        key = f"{self.prefix}:alias:{name}"
         with redis_errors():
-            value = self.client.get(f"{self.prefix}:alias:{name}")
+            value = self.client.getex(key, px=self._ttl_ms) if refresh else self.client.get(key)
         return value.decode() if value is not None else None
 
     def active_calls(self) -> int:
