@@ -25,6 +25,10 @@ class StoreUnavailable(StoreError):
     """The session store cannot be reached; a retry later may succeed."""
 
 
+class StoreFull(StoreUnavailable):
+    """The in-memory store holds as many live calls as it may; a new one must wait for others to end."""
+
+
 class CallBusy(StoreError):
     """Another turn of the same call held its lock for longer than we may wait."""
 
@@ -58,11 +62,28 @@ class VoipbinError(VoicebotError):
 
 
 class VoipbinUnavailable(VoipbinError):
-    """Unreachable, timed out or a 5xx: the same request may succeed later."""
+    """Unreachable, timed out, rate limited or a 5xx: the same request may succeed later.
+
+    ``maybe_done`` is True when the request reached VoIPBin and may have taken
+    effect although no answer says so (a read timeout, a 5xx): repeating it
+    could do it twice.
+    """
+
+    def __init__(self, message: str, *, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done
+
+
+class VoipbinRateLimited(VoipbinUnavailable):
+    """429: the customer's request rate is over VoIPBin's limit; nothing was done."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class VoipbinRejected(VoipbinError):
-    """A 4xx: the request itself was refused (bad key, unknown id, call not live)."""
+    """A 4xx: the request itself was refused (bad key, unknown id, call not live, already exists)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)

@@ -1,0 +1,36 @@
+"""A request's time budget: every wait inside one webhook comes out of it.
+
+A platform stops waiting for a webhook's answer after a fixed time (VoIPBin
+and Twilio: 15 s) and sends the event again. Each lock wait, model call and
+REST request of a webhook is therefore capped by what is left of the
+request's budget, not only by its own setting, so they add up to less.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+class Deadline:
+    __slots__ = ("at", "_clock")
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.at = clock() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self._clock())
+
+    def cap(self, seconds: float, *, keep: float = 0.0) -> float:
+        """``seconds``, or less if the budget (keeping ``keep`` seconds for later steps) runs out first."""
+        return max(0.0, min(seconds, self.remaining() - keep))
+
+    def allows(self, seconds: float) -> bool:
+        """True when ``seconds`` more still fit in the budget."""
+        return self.remaining() >= seconds
+
+
+def unbounded() -> Deadline:
+    """For work no platform is waiting on (a CLI command, a test)."""
+    return Deadline(3600.0)
