@@ -1,11 +1,25 @@
-"""A stand-in for VoIPBin on loopback: its REST API for speech, and its signed webhook sender.
+"""A stand-in for VoIPBin on loopback: its REST API, its signed webhook sender, its flow runner.
 
-The REST side is strict where VoIPBin is: the access key is required, ids it
-did not hand out are 404, a transcribe or speaking needs a call that is
-``progressing``, a say needs non-empty text on a live speaking. It records
-what was said in which call, so a test or the simulator can check that each
-call heard replies made from its own turns only. The sender signs events as
-VoIPBin does and wraps them in its ``{"type", "data"}`` envelope.
+It answers the way VoIPBin's code does (read from its monorepo, see
+``../shared/voipbin-api.md``), not the way its docs say:
+
+- the access key as the ``accesskey`` query parameter or cookie, 401 otherwise;
+- errors as ``{"error": {"status", "reason", "message", "request_id"}}``;
+- ``POST /transcribes`` 200; a second progressing transcribe of the same call
+  and language 409; ``GET /transcribes?reference_type=call&reference_id=``;
+- ``POST /speakings`` 201, created ``active``; a second active session on the
+  call 500; ``GET /speakings`` lists the whole account, newest first;
+- ``say`` / ``flush`` 404 once a session is not active or its stream is gone;
+- ``PUT /customer`` requires all seven fields and writes every one;
+- lists as ``{"result": [...], "next_page_token": ...}``;
+- a hang-up stops the call's transcribes and speakings.
+
+Faults a test can ask for, per action (the last path segment): ``fail_next``
+(500, nothing done), ``hang_next`` (no answer, nothing done), ``lose_answer``
+(done, then no answer), ``rate_limit_next`` (429 with ``Retry-After``);
+``latency`` delays every request; ``rate_limit`` turns on VoIPBin's per-customer
+token bucket. Events go out as VoIPBin sends them: compact Go JSON, signed,
+retried on 5xx or a transport error up to three attempts, 1 s apart.
 """
 
 from __future__ import annotations
@@ -13,10 +27,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -24,22 +39,68 @@ import requests
 from ..loopback import JSONHandler, LoopbackServer
 from .signing import HEADER, sign
 
+CUSTOMER_ID = "5e4a0680-804e-11ec-8477-2fea5968d85b"
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+CUSTOMER_FIELDS = ("name", "detail", "email", "phone_number", "address", "webhook_method", "webhook_uri")
+
 _ROUTES = [
-    (re.compile(r"^/v1\.0/transcribes$"), "create_transcribe"),
-    (re.compile(r"^/v1\.0/transcribes/([^/]+)/stop$"), "stop_transcribe"),
-    (re.compile(r"^/v1\.0/speakings$"), "create_speaking"),
-    (re.compile(r"^/v1\.0/speakings/([^/]+)/(say|flush|stop)$"), "speaking_action"),
+    ("POST", re.compile(r"^/transcribes$"), "create_transcribe"),
+    ("GET", re.compile(r"^/transcribes$"), "list_transcribes"),
+    ("POST", re.compile(r"^/transcribes/([^/]+)/stop$"), "stop_transcribe"),
+    ("POST", re.compile(r"^/speakings$"), "create_speaking"),
+    ("GET", re.compile(r"^/speakings$"), "list_speakings"),
+    ("POST", re.compile(r"^/speakings/([^/]+)/(say|flush|stop)$"), "speaking_action"),
+    ("GET", re.compile(r"^/calls/([^/]+)$"), "get_call"),
+    ("POST", re.compile(r"^/calls/([^/]+)/hangup$"), "hangup_call"),
+    ("GET", re.compile(r"^/customer$"), "get_customer"),
+    ("PUT", re.compile(r"^/customer$"), "put_customer"),
+    ("GET", re.compile(r"^/numbers$"), "list_numbers"),
+    ("PUT", re.compile(r"^/numbers/([^/]+)/flow_ids$"), "put_number_flows"),
+    ("GET", re.compile(r"^/flows$"), "list_flows"),
+    ("POST", re.compile(r"^/flows$"), "create_flow"),
+    ("PUT", re.compile(r"^/flows/([^/]+)$"), "put_flow"),
 ]
+
+_REASONS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
+            429: "RATE_LIMITED", 500: "INTERNAL_ERROR"}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason or _REASONS.get(status, "ERROR")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def go_json(value: Any) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, HTML characters and U+2028/9 escaped, UTF-8."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode()
+
+
+class _Bucket:
+    """VoIPBin's per-customer limit: about 16.7 requests/s, bursts of 33."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> float:
+        """0 when a request may go, else the seconds until it may."""
+        now_ = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now_ - self.stamp) * self.rate)
+        self.stamp = now_
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class FakeVoipbin(LoopbackServer):
@@ -58,14 +119,27 @@ class FakeVoipbin(LoopbackServer):
         self.access_key = access_key
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
-        self.calls: dict[str, str] = {}  # call id -> status
+        self.calls: dict[str, dict] = {}
         self.transcribes: dict[str, dict] = {}
-        self._live_transcribe: dict[str, str] = {}  # call id -> transcribe id
         self.speakings: dict[str, dict] = {}
         self.said: dict[str, list[str]] = defaultdict(list)  # call id -> texts, in order
         self.flushed: list[str] = []  # speaking ids
-        self.fail_next: dict[str, int] = defaultdict(int)  # action -> how many to answer 500
-        self.hang_next: dict[str, int] = defaultdict(int)  # action -> how many to leave unanswered
+        self.hung_up_by_api: list[str] = []  # call ids
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every authorized request
+        self.fail_next: dict[str, int] = defaultdict(int)
+        self.hang_next: dict[str, int] = defaultdict(int)
+        self.lose_answer: dict[str, int] = defaultdict(int)
+        self.rate_limit_next: dict[str, int] = defaultdict(int)
+        self.retry_after = 1
+        self.latency = 0.0
+        self.rate_limit: _Bucket | None = None
+        self.customer = {"id": CUSTOMER_ID, "name": "Example Co", "detail": "support line",
+                         "email": "ops@example.com", "phone_number": "+15550001111",
+                         "address": "1 Main St", "webhook_method": "POST", "webhook_uri": "",
+                         "webhook_secret": webhook_secret, "tm_create": now()}
+        self.numbers: dict[str, dict] = {}
+        self.flows: dict[str, dict] = {}
+        self.writes: list[str] = []  # "PUT /customer" etc., for idempotency checks
         self._sender = requests.Session()
 
     @property
@@ -76,126 +150,281 @@ class FakeVoipbin(LoopbackServer):
         super().stop()
         self._sender.close()
 
+    def limit_rate(self, rate: float = 50 / 3, burst: int = 33) -> None:
+        self.rate_limit = _Bucket(rate, burst)
+
     # -- the platform's side of a call ---------------------------------------
 
-    def answer_call(self, call_id: str | None = None) -> str:
+    def answer_call(self, call_id: str | None = None, *, direction: str = "incoming",
+                    caller: str = "+15551230000", callee: str = "+15559870000") -> str:
         """A call that has been answered (``progressing``): transcribes and speakings may start."""
         call_id = call_id or str(uuid.uuid4())
         with self.lock:
-            self.calls[call_id] = "progressing"
+            call = self.calls.get(call_id) or call_event_data(call_id, "progressing", caller, callee, direction)
+            call["status"] = "progressing"
+            self.calls[call_id] = call
         return call_id
 
-    def hang_up(self, call_id: str) -> None:
+    def hang_up(self, call_id: str, by: str = "remote") -> dict:
+        """The call ends: VoIPBin stops its transcribes and speakings with it."""
         with self.lock:
-            self.calls[call_id] = "hangup"
+            return self._end_call(call_id, by)
+
+    def _end_call(self, call_id: str, by: str) -> dict:
+        call = self.calls.setdefault(call_id, call_event_data(call_id, "hangup"))
+        call.update(status="hangup", hangup_by=by, hangup_reason="normal", tm_hangup=now())
+        for transcribe in self.transcribes.values():
+            if transcribe["reference_id"] == call_id:
+                transcribe["status"] = "done"
+        for speaking in self.speakings.values():
+            if speaking["reference_id"] == call_id:
+                speaking["status"] = "stopped"
+        return dict(call)
+
+    def add_number(self, number: str, call_flow_id: str = NIL_UUID) -> dict:
+        with self.lock:
+            entry = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "number": number,
+                     "call_flow_id": call_flow_id, "message_flow_id": NIL_UUID, "name": number,
+                     "detail": "", "status": "active", "tm_create": now()}
+            self.numbers[entry["id"]] = entry
+            return entry
+
+    def kill_stream(self, speaking_id: str) -> None:
+        """The text-to-speech server restarted: the session says 'active' but says nothing more."""
+        with self.lock:
+            self.speakings[speaking_id]["stream_alive"] = False
 
     def transcribe_of(self, call_id: str) -> str | None:
-        """The id of the live transcribe voicebot started on ``call_id``."""
+        """The id of the progressing transcribe on ``call_id``."""
         with self.lock:
-            return self._live_transcribe.get(call_id)
+            live = [t for t in self.transcribes.values()
+                    if t["reference_id"] == call_id and t["status"] == "progressing"]
+            return live[-1]["id"] if live else None
+
+    def live(self, kind: str, call_id: str) -> list[dict]:
+        """The call's progressing transcribes (``kind="transcribes"``) or active speakings."""
+        with self.lock:
+            table, status = ((self.transcribes, "progressing") if kind == "transcribes"
+                             else (self.speakings, "active"))
+            return [dict(item) for item in table.values()
+                    if item["reference_id"] == call_id and item["status"] == status]
+
+    # -- sending events and fetch requests, as VoIPBin does -------------------
 
     def send(self, url: str, event_type: str, data: dict, *, secret: str | None = None,
-             timeout: float = 35.0) -> requests.Response:
-        """Deliver one event as VoIPBin does: enveloped, signed, with a 30 s-ish client timeout."""
-        body = json.dumps({"type": event_type, "data": data}).encode()
-        headers = {"Content-Type": "application/json",
-                   HEADER: sign(body, self.webhook_secret if secret is None else secret)}
-        return self._sender.post(url, data=body, headers=headers, timeout=timeout)
+             method: str = "POST", timeout: float = 15.0) -> requests.Response:
+        """Deliver one event once: enveloped, compact Go JSON, signed; 15 s for the answer's headers."""
+        body = go_json({"type": event_type, "data": data})
+        headers = {"Content-Type": "application/json"}
+        secret = self.webhook_secret if secret is None else secret
+        if secret:
+            headers[HEADER] = sign(body, secret)
+        return self._sender.request(method, url, data=body, headers=headers, timeout=(10, timeout))
+
+    def deliver(self, url: str, event_type: str, data: dict, *, method: str = "POST",
+                timeout: float = 15.0) -> requests.Response | None:
+        """VoIPBin's retry loop: up to 3 attempts, 1 s apart, only on a 5xx or a transport error."""
+        answer = None
+        for attempt in range(3):
+            if attempt:
+                time.sleep(1.0)
+            try:
+                answer = self.send(url, event_type, data, method=method, timeout=timeout)
+            except requests.RequestException:
+                answer = None
+                continue
+            if answer.status_code < 500:
+                return answer
+        return answer
+
+    def fetch(self, url: str, call_id: str, activeflow_id: str | None = None, *,
+              method: str = "POST", timeout: float = 3.0) -> requests.Response:
+        """The ``fetch`` flow action's request: unsigned, ``{"activeflow_id", "reference_id"}``."""
+        body = go_json({"activeflow_id": activeflow_id or str(uuid.uuid4()), "reference_id": call_id})
+        return self._sender.request(method, url, data=body, timeout=(10, timeout),
+                                    headers={"Content-Type": "application/json; charset=utf-8"})
 
     # -- handling REST requests ------------------------------------------------
 
-    def handle_api(self, method: str, path: str, query: dict, body: Any) -> tuple[int, dict]:
-        if query.get("accesskey", [""])[0] != self.access_key:
-            raise ApiError(401, "unauthorized")
-        if method != "POST":
-            raise ApiError(405, "method not allowed")
-        for pattern, name in _ROUTES:
+    def authorized(self, query: dict, cookie: str) -> bool:
+        cookies = dict(part.strip().split("=", 1) for part in cookie.split(";") if "=" in part)
+        return self.access_key in (query.get("accesskey", [""])[0], cookies.get("accesskey"))
+
+    def handle_api(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
+        for route_method, pattern, name in _ROUTES:
             match = pattern.match(path)
-            if match:
-                if not isinstance(body, dict):
+            if match and route_method == method:
+                if method in ("POST", "PUT") and not isinstance(body, dict):
                     raise ApiError(400, "body must be a JSON object")
-                return getattr(self, "_" + name)(body, *match.groups())
+                with self.lock:
+                    return getattr(self, "_" + name)(body, query, *match.groups())
         raise ApiError(404, "not found")
 
-    def _fault(self, action: str) -> str | None:
+    def fault(self, action: str) -> str | None:
         with self.lock:
-            for kind, counts in (("hang", self.hang_next), ("fail", self.fail_next)):
+            for kind, counts in (("hang", self.hang_next), ("fail", self.fail_next),
+                                 ("lose", self.lose_answer), ("limit", self.rate_limit_next)):
                 if counts[action] > 0:
                     counts[action] -= 1
                     return kind
+            if self.rate_limit is not None:
+                wait = self.rate_limit.take()
+                if wait:
+                    self.retry_after = max(1, int(wait + 0.999))
+                    return "limit"
         return None
 
-    def _live_call(self, body: dict) -> str:
+    def _call_for(self, body: dict) -> dict:
         if body.get("reference_type") != "call":
             raise ApiError(400, "reference_type must be call")
         call_id = body.get("reference_id")
         if self.auto_answer and isinstance(call_id, str) and call_id not in self.calls:
-            self.calls[call_id] = "progressing"
-        if call_id not in self.calls:
+            self.calls[call_id] = call_event_data(call_id, "progressing")
+        call = self.calls.get(call_id)
+        if call is None:
             raise ApiError(404, "call not found")
-        if self.calls[call_id] != "progressing":
-            raise ApiError(400, "call is not progressing")
+        if call["status"] not in ("dialing", "ringing", "progressing"):
+            raise ApiError(400, "the call is not live", "FAILED_PRECONDITION")
         if not isinstance(body.get("language"), str) or not body["language"]:
             raise ApiError(400, "language is required")
-        return call_id
+        return call
 
-    def _create_transcribe(self, body: dict) -> tuple[int, dict]:
-        with self.lock:
-            call_id = self._live_call(body)
-            if body.get("direction") not in ("in", "out", "both"):
-                raise ApiError(400, "direction must be in, out or both")
-            transcribe_id = str(uuid.uuid4())
-            self.transcribes[transcribe_id] = {"call_id": call_id, "status": "progressing",
-                                               "direction": body["direction"]}
-            self._live_transcribe[call_id] = transcribe_id
+    def _create_transcribe(self, body: dict, query: dict) -> tuple[int, dict]:
+        call = self._call_for(body)
+        direction = body.get("direction") or "both"
+        if direction not in ("in", "out", "both"):
+            raise ApiError(400, "direction must be in, out or both")
+        for other in self.transcribes.values():
+            if (other["reference_id"] == call["id"] and other["language"] == body["language"]
+                    and other["status"] == "progressing"):
+                raise ApiError(409, "the call already has a progressing transcribe",
+                               "TRANSCRIBE_ALREADY_PROGRESSING")
+        transcribe = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "reference_type": "call",
+                      "reference_id": call["id"], "status": "progressing", "language": body["language"],
+                      "direction": direction, "tm_create": now(), "tm_update": now(), "tm_delete": None}
+        self.transcribes[transcribe["id"]] = transcribe
         if self.echo:
-            print(f"[{call_id}] transcribing the caller: transcribe_id {transcribe_id}", flush=True)
-        return 200, {"id": transcribe_id, "reference_type": "call", "reference_id": call_id,
-                     "status": "progressing", "language": body["language"],
-                     "direction": body["direction"], "tm_create": _now()}
+            print(f"[{call['id']}] transcribing the caller: transcribe_id {transcribe['id']}", flush=True)
+        return 200, dict(transcribe)
 
-    def _stop_transcribe(self, body: dict, transcribe_id: str) -> tuple[int, dict]:
-        with self.lock:
-            if transcribe_id not in self.transcribes:
-                raise ApiError(404, "transcribe not found")
-            self.transcribes[transcribe_id]["status"] = "done"
-            call_id = self.transcribes[transcribe_id]["call_id"]
-            if self._live_transcribe.get(call_id) == transcribe_id:
-                del self._live_transcribe[call_id]
-        return 200, {"id": transcribe_id, "status": "done"}
+    def _list_transcribes(self, body: Any, query: dict) -> tuple[int, dict]:
+        wanted = {k: query[k][0] for k in ("reference_type", "reference_id") if k in query}
+        items = [dict(t) for t in self.transcribes.values() if all(t.get(k) == v for k, v in wanted.items())]
+        return 200, _page(items, query)
 
-    def _create_speaking(self, body: dict) -> tuple[int, dict]:
-        with self.lock:
-            call_id = self._live_call(body)
-            if body.get("direction", "out") not in ("in", "out", "both"):
-                raise ApiError(400, "direction must be in, out or both")
-            speaking_id = str(uuid.uuid4())
-            self.speakings[speaking_id] = {"call_id": call_id, "status": "initiating",
-                                           "language": body["language"], "provider": body.get("provider"),
-                                           "voice_id": body.get("voice_id")}
-        return 201, {"id": speaking_id, "status": "initiating", "reference_id": call_id}
+    def _stop_transcribe(self, body: dict, query: dict, transcribe_id: str) -> tuple[int, dict]:
+        transcribe = self.transcribes.get(transcribe_id)
+        if transcribe is None:
+            raise ApiError(404, "transcribe not found")
+        transcribe["status"] = "done"
+        return 200, dict(transcribe)
 
-    def _speaking_action(self, body: dict, speaking_id: str, action: str) -> tuple[int, dict]:
-        with self.lock:
-            speaking = self.speakings.get(speaking_id)
-            if speaking is None:
-                raise ApiError(404, "speaking not found")
-            if speaking["status"] == "stopped" and action != "stop":
-                raise ApiError(400, "speaking is stopped")
-            if action == "say":
-                text = body.get("text")
-                if not isinstance(text, str) or not text.strip():
-                    raise ApiError(400, "text is required")
-                if self.calls.get(speaking["call_id"]) != "progressing":
-                    raise ApiError(400, "call is not progressing")
-                self.said[speaking["call_id"]].append(text)
-                if self.echo:
-                    print(f"[{speaking['call_id']}] bot says: {text}", flush=True)
-            elif action == "flush":
-                self.flushed.append(speaking_id)
-            else:
-                speaking["status"] = "stopped"
-        return 200, {"id": speaking_id, "status": speaking["status"]}
+    def _create_speaking(self, body: dict, query: dict) -> tuple[int, dict]:
+        call = self._call_for(body)
+        direction = body.get("direction", "out")
+        if direction not in ("in", "out", "both"):
+            raise ApiError(400, "direction must be in, out or both")
+        if any(s["reference_id"] == call["id"] and s["status"] == "active" for s in self.speakings.values()):
+            # streaming-manager fails to open a second stream on the call: a plain 500.
+            raise ApiError(500, "could not create the speaking")
+        speaking = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "reference_type": "call",
+                    "reference_id": call["id"], "language": body["language"],
+                    "provider": body.get("provider", ""), "voice_id": body.get("voice_id", ""),
+                    "direction": direction, "status": "active", "tm_create": now(), "tm_update": now()}
+        self.speakings[speaking["id"]] = {**speaking, "stream_alive": True}
+        return 201, speaking
+
+    def _list_speakings(self, body: Any, query: dict) -> tuple[int, dict]:
+        items = [{k: v for k, v in s.items() if k != "stream_alive"} for s in self.speakings.values()]
+        return 200, _page(list(reversed(items)), query)
+
+    def _speaking_action(self, body: dict, query: dict, speaking_id: str, action: str) -> tuple[int, dict]:
+        speaking = self.speakings.get(speaking_id)
+        if speaking is None:
+            raise ApiError(404, "speaking not found")
+        if action == "stop":
+            speaking["status"] = "stopped"
+        elif speaking["status"] != "active" or not speaking["stream_alive"]:
+            raise ApiError(404, "the speaking is not active")
+        elif action == "say":
+            text = body.get("text")
+            if not isinstance(text, str) or not text.strip() or len(text.encode()) > 5000:
+                raise ApiError(400, "text must be non-empty and at most 5000 bytes")
+            self.said[speaking["reference_id"]].append(text)
+            if self.echo:
+                print(f"[{speaking['reference_id']}] bot says: {text}", flush=True)
+        else:
+            self.flushed.append(speaking_id)
+        return 200, {k: v for k, v in speaking.items() if k != "stream_alive"}
+
+    def _get_call(self, body: Any, query: dict, call_id: str) -> tuple[int, dict]:
+        if call_id not in self.calls:
+            raise ApiError(404, "call not found")
+        return 200, dict(self.calls[call_id])
+
+    def _hangup_call(self, body: dict, query: dict, call_id: str) -> tuple[int, dict]:
+        if call_id not in self.calls:
+            raise ApiError(404, "call not found")
+        self.hung_up_by_api.append(call_id)
+        return 200, self._end_call(call_id, "local")
+
+    def _get_customer(self, body: Any, query: dict) -> tuple[int, dict]:
+        return 200, dict(self.customer)
+
+    def _put_customer(self, body: dict, query: dict) -> tuple[int, dict]:
+        missing = [f for f in CUSTOMER_FIELDS if not isinstance(body.get(f), str)]
+        if missing:
+            raise ApiError(400, f"missing fields: {', '.join(missing)}")
+        if body["webhook_method"] not in ("POST", "PUT", "GET", "DELETE"):
+            raise ApiError(400, "webhook_method must be POST, PUT, GET or DELETE")
+        self.customer.update({f: body[f] for f in CUSTOMER_FIELDS})
+        self.writes.append("PUT /customer")
+        return 200, dict(self.customer)
+
+    def _list_numbers(self, body: Any, query: dict) -> tuple[int, dict]:
+        return 200, _page([dict(n) for n in self.numbers.values()], query)
+
+    def _put_number_flows(self, body: dict, query: dict, number_id: str) -> tuple[int, dict]:
+        number = self.numbers.get(number_id)
+        if number is None:
+            raise ApiError(404, "number not found")
+        number["call_flow_id"] = body.get("call_flow_id") or NIL_UUID
+        number["message_flow_id"] = body.get("message_flow_id") or NIL_UUID
+        self.writes.append(f"PUT /numbers/{number_id}/flow_ids")
+        return 200, dict(number)
+
+    def _list_flows(self, body: Any, query: dict) -> tuple[int, dict]:
+        return 200, _page([dict(f) for f in self.flows.values()], query)
+
+    def _create_flow(self, body: dict, query: dict) -> tuple[int, dict]:
+        flow = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "type": "flow", "tm_create": now()}
+        flow.update(_flow_fields(body))
+        self.flows[flow["id"]] = flow
+        self.writes.append("POST /flows")
+        return 200, dict(flow)
+
+    def _put_flow(self, body: dict, query: dict, flow_id: str) -> tuple[int, dict]:
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            raise ApiError(404, "flow not found")
+        flow.update(_flow_fields(body))
+        self.writes.append(f"PUT /flows/{flow_id}")
+        return 200, dict(flow)
+
+
+def _flow_fields(body: dict) -> dict:
+    actions = body.get("actions")
+    if not isinstance(actions, list) or not all(isinstance(a, dict) and a.get("type") for a in actions):
+        raise ApiError(400, "actions must be a list of actions with a type")
+    return {"name": str(body.get("name", "")), "detail": str(body.get("detail", "")),
+            "actions": [{"id": str(uuid.uuid4()), "next_id": NIL_UUID, **a} for a in actions]}
+
+
+def _page(items: list[dict], query: dict) -> dict:
+    size = int(query.get("page_size", ["100"])[0])
+    start = int(query.get("page_token", ["0"])[0] or 0)
+    page = items[start:start + size]
+    return {"result": page, "next_page_token": str(start + size) if start + size < len(items) else ""}
 
 
 class _Handler(JSONHandler):
@@ -204,22 +433,43 @@ class _Handler(JSONHandler):
     def _dispatch(self, method: str) -> None:
         raw = self.read_body()
         url = urlsplit(self.path)
-        action = url.path.rsplit("/", 1)[-1]
-        fault = self.server._fault(action)
+        query = parse_qs(url.query)
+        if not url.path.startswith("/v1.0/"):
+            return self._error(ApiError(404, "not found"))
+        if not self.server.authorized(query, self.headers.get("Cookie", "")):
+            return self._error(ApiError(401, "unauthorized"))
+        if self.server.latency:
+            self.server.pause(self.server.latency)
+        path = url.path[len("/v1.0"):]
+        action = path.rsplit("/", 1)[-1]
+        fault = self.server.fault(action)
         if fault == "hang":
             self.server.pause(60)
             self.close_connection = True
-            return
+            return None
         if fault == "fail":
-            return self.send_json(500, {"message": "internal error"})
+            return self._error(ApiError(500, "internal error"))
+        if fault == "limit":
+            return self._error(ApiError(429, "too many requests"), **{"Retry-After": str(self.server.retry_after)})
+        with self.server.lock:
+            self.server.requests.append((method, path + ("?" + url.query if url.query else "")))
         try:
             body = json.loads(raw) if raw else {}
-            status, payload = self.server.handle_api(method, url.path, parse_qs(url.query), body)
+            status, payload = self.server.handle_api(method, path, query, body)
         except ValueError:
-            status, payload = 400, {"message": "body is not JSON"}
+            return self._error(ApiError(400, "body is not JSON"))
         except ApiError as exc:
-            status, payload = exc.status, {"message": str(exc)}
+            return self._error(exc)
+        if fault == "lose":  # done, but the answer never arrives
+            self.server.pause(60)
+            self.close_connection = True
+            return None
         self.send_json(status, payload)
+        return None
+
+    def _error(self, exc: ApiError, **headers: str) -> None:
+        self.send_json(exc.status, {"error": {"status": exc.status, "reason": exc.reason, "message": str(exc),
+                                              "request_id": str(uuid.uuid4())}}, **headers)
 
     def do_POST(self) -> None:
         self._dispatch("POST")
@@ -227,36 +477,118 @@ class _Handler(JSONHandler):
     def do_GET(self) -> None:
         self._dispatch("GET")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
-# -- event bodies, shaped like VoIPBin's -----------------------------------------
 
-def call_event_data(call_id: str, status: str, caller: str = "+15551230000",
-                    callee: str = "+15559870000") -> dict:
-    address = {"type": "tel", "target_name": "", "name": "", "detail": ""}
-    return {
-        "id": call_id, "customer_id": "5e4a0680-804e-11ec-8477-2fea5968d85b",
+# -- event bodies, shaped like VoIPBin's (empty address fields and unset times omitted) --
+
+def _address(target: str) -> dict:
+    kind = "sip" if "@" in target else "tel"
+    return {"type": kind, "target": target}
+
+
+def call_event_data(call_id: str, status: str, caller: str = "+15551230000", callee: str = "+15559870000",
+                    direction: str = "incoming") -> dict:
+    data = {
+        "id": call_id, "customer_id": CUSTOMER_ID, "owner_type": "", "owner_id": NIL_UUID,
         "flow_id": str(uuid.uuid4()), "activeflow_id": str(uuid.uuid4()), "type": "flow",
-        "status": status, "direction": "incoming",
-        "source": {**address, "target": caller}, "destination": {**address, "target": callee},
-        "tm_create": _now(), "tm_update": _now(),
+        "master_call_id": NIL_UUID, "chained_call_ids": [], "recording_id": NIL_UUID, "recording_ids": [],
+        "groupcall_id": NIL_UUID, "source": _address(caller), "destination": _address(callee),
+        "status": status, "action": {"id": NIL_UUID, "next_id": NIL_UUID, "type": ""},
+        "direction": direction, "mute_direction": "", "hangup_by": "", "hangup_reason": "",
+        "tm_create": now(), "tm_update": now(),
     }
+    if status == "progressing":
+        data["tm_progressing"] = now()
+    if status == "hangup":
+        data.update(hangup_by="remote", hangup_reason="normal", tm_hangup=now())
+    return data
 
 
 def transcript_event_data(transcribe_id: str, message: str, direction: str = "in",
                           transcript_id: str | None = None) -> dict:
     return {
-        "id": transcript_id or str(uuid.uuid4()), "customer_id": "5e4a0680-804e-11ec-8477-2fea5968d85b",
+        "id": transcript_id or str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
         "transcribe_id": transcribe_id, "direction": direction, "message": message,
-        "tm_transcript": "0001-01-01T00:00:08.99184Z", "tm_create": _now(),
+        "tm_transcript": "0001-01-01T00:00:08.99184Z", "tm_create": now(),
     }
+
+
+def transcribe_event_data(transcribe: dict) -> dict:
+    return {**transcribe, "customer_id": CUSTOMER_ID, "tm_delete": None}
 
 
 def speech_event_data(transcribe_id: str, direction: str = "in") -> dict:
     return {
-        "id": str(uuid.uuid4()), "customer_id": "5e4a0680-804e-11ec-8477-2fea5968d85b",
+        "id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
         "streaming_id": str(uuid.uuid4()), "transcribe_id": transcribe_id, "direction": direction,
-        "tm_event": _now(), "tm_create": _now(),
+        "tm_event": now(), "tm_create": now(),
     }
+
+
+class FlowRunner:
+    """Runs a call's flow as VoIPBin's flow-manager does, for the actions voicebot uses.
+
+    ``fetch`` pushes the answer's actions to run next; ``answer`` makes the
+    call progressing (and sends ``call_progressing``); ``sleep`` waits
+    (``time_scale`` shortens it for tests); ``hangup`` ends the call; ``connect``
+    is recorded. When the flow runs out of actions, VoIPBin hangs up the call.
+    """
+
+    def __init__(self, voipbin: FakeVoipbin, webhook_url: str, actions: list[dict], *,
+                 time_scale: float = 0.001, max_steps: int = 200,
+                 on_step: Callable[[dict], None] | None = None) -> None:
+        self.voipbin = voipbin
+        self.webhook_url = webhook_url
+        self.queue = [dict(a) for a in actions]
+        self.time_scale = time_scale
+        self.max_steps = max_steps
+        self.on_step = on_step
+        self.ran: list[str] = []
+        self.connected: list[dict] = []
+        self.ended_because = ""
+
+    def run(self, call_id: str) -> str:
+        """Run until the call ends or ``max_steps``; why it stopped."""
+        with self.voipbin.lock:
+            self.voipbin.calls.setdefault(call_id, call_event_data(call_id, "ringing"))
+        for _ in range(self.max_steps):
+            if self.voipbin.calls[call_id]["status"] == "hangup":
+                return self._end("hung up")
+            if not self.queue:
+                self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
+                return self._end("the flow ran out of actions")
+            action = self.queue.pop(0)
+            self.ran.append(action["type"])
+            if self.on_step:
+                self.on_step(action)
+            option = action.get("option") or {}
+            if action["type"] == "fetch":
+                try:
+                    answer = self.voipbin.fetch(option["event_url"], call_id, method=option.get("event_method", "POST"))
+                    pushed = answer.json() if answer.status_code == 200 else None
+                except (requests.RequestException, ValueError):
+                    pushed = None
+                if not isinstance(pushed, list):
+                    self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
+                    return self._end("fetch failed: the flow stopped")
+                self.queue = pushed + self.queue
+            elif action["type"] == "answer":
+                self.voipbin.answer_call(call_id)
+                self.voipbin.deliver(self.webhook_url, "call_progressing", dict(self.voipbin.calls[call_id]))
+            elif action["type"] == "sleep":
+                time.sleep(option.get("duration", 0) / 1000 * self.time_scale)
+            elif action["type"] == "hangup":
+                self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
+                return self._end("hangup action")
+            elif action["type"] == "connect":
+                self.connected.append(option)
+        return self._end("still up after max_steps")
+
+    def _end(self, why: str) -> str:
+        self.ended_because = why
+        return why
 
 
 def serve(host: str, port: int, access_key: str) -> None:
