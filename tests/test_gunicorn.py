@@ -37,6 +37,7 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
         "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret,
         "VOIPBIN_ACCESS_KEY": voipbin.access_key,
         "VOIPBIN_API_URL": voipbin.api_url,
+        "VOIPBIN_NUMBERS": "+15559870000",
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "16",
         "LOG_LEVEL": "INFO",

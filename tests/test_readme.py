@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from voicebot.config import SETTINGS
+from voicebot.config import SETTINGS, markdown_table
 
 from .support import ROOT
 
@@ -14,6 +14,11 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_in_the_configuration_table():
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.M))
     assert documented == {s.name for s in SETTINGS}
+
+
+def test_the_configuration_table_is_the_one_the_settings_write():
+    """Regenerate with: python -c 'from voicebot.config import markdown_table; print(markdown_table())'"""
+    assert markdown_table() in README
 
 
 def test_the_test_command_installs_the_test_extra_and_runs_pytest():

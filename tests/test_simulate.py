@@ -67,7 +67,8 @@ def test_a_seed_campaign_passes(fake_llm, capsys, tmp_path):
 def test_a_voipbin_campaign_passes(fake_llm, capsys):
     port = free_port()
     app = create_app(app_config(fake_llm, VOIPBIN_WEBHOOK_SECRET="sim-secret", VOIPBIN_ACCESS_KEY="sim-key",
-                                VOIPBIN_API_URL=f"http://127.0.0.1:{port}/v1.0"))
+                                VOIPBIN_API_URL=f"http://127.0.0.1:{port}/v1.0",
+                                VOIPBIN_NUMBERS=("+15559870000",)))
     served = ServedApp(app)
     try:
         status, out = run_cli([served.url, "--contract", "voipbin", "--calls", "10", "--turns", "3",

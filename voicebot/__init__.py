@@ -37,10 +37,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
 
     store = build_store(app.config)
     llm = build_llm(app.config)
-    conversation = Conversation(store, llm, ConversationSettings.from_config(app.config))
-    app.extensions["voicebot"] = conversation
+    settings = ConversationSettings.from_config(app.config)
+    # One namespace per contract: a call id sent to one can never reach a call of the other.
+    app.extensions["voicebot"] = Conversation(store, llm, settings, namespace="article")
     _announce(app, store, llm)
-    _attach_voipbin(app, conversation)
+    _attach_voipbin(app, Conversation(store, llm, settings, namespace="voipbin"))
 
     from . import errors, ops
     from .webhooks import seed, voipbin
@@ -66,16 +67,33 @@ def _attach_voipbin(app: "Flask", conversation: "Conversation") -> None:
     if reason:
         log.info(reason)
         return
-    if not cfg["VOIPBIN_WEBHOOK_SECRET"]:
-        log.warning("/webhook/voipbin accepts UNSIGNED events (VOIPBIN_ALLOW_UNSIGNED=1): "
-                    "anyone who finds the URL can drive calls; for local trials only")
-    from .voipbin.bridge import VoipbinBridge, VoipbinSettings
+    from .exceptions import ConfigError
+    from .voipbin.bridge import RESPONSE_BUDGET, VoipbinBridge, VoipbinSettings
     from .voipbin.client import VoipbinClient
 
     client = VoipbinClient(cfg["VOIPBIN_API_URL"], cfg["VOIPBIN_ACCESS_KEY"],
                            read_timeout=cfg["VOIPBIN_TIMEOUT_SECONDS"])
-    app.extensions["voipbin"] = VoipbinBridge(conversation, client, VoipbinSettings.from_config(cfg))
-    log.info("/webhook/voipbin is on, speaking through %s", cfg["VOIPBIN_API_URL"])
+    # A turn is: a short lock wait, the model, one say. VoIPBin sends the
+    # event again if that takes longer than it waits.
+    turn = cfg["LLM_TIMEOUT_SECONDS"] + client.connect_timeout + client.read_timeout + 1.0
+    if turn > RESPONSE_BUDGET:
+        raise ConfigError(
+            f"LLM_TIMEOUT_SECONDS ({cfg['LLM_TIMEOUT_SECONDS']:g}) + VOIPBIN_TIMEOUT_SECONDS "
+            f"({cfg['VOIPBIN_TIMEOUT_SECONDS']:g}) + 2 s must be at most {RESPONSE_BUDGET:g} s: VoIPBin "
+            "waits 15 s for an answer and sends the event again after that")
+    bridge = VoipbinBridge(conversation, client, VoipbinSettings.from_config(cfg))
+    app.extensions["voipbin"] = bridge
+    if not cfg["VOIPBIN_WEBHOOK_SECRET"]:
+        log.warning("/webhook/voipbin accepts UNSIGNED events (VOIPBIN_ALLOW_UNSIGNED=1): "
+                    "anyone who finds the URL can drive calls; for local trials only")
+    numbers = ", ".join(sorted(bridge.settings.numbers)) or "no number (VOIPBIN_NUMBERS is empty)"
+    fetch = ("and calls handed over by /webhook/voipbin/fetch" if cfg["VOIPBIN_FETCH_TOKEN"]
+             else "and no call by fetch (VOIPBIN_FETCH_TOKEN is empty)")
+    log.info("/webhook/voipbin is on, speaking through %s; answering incoming calls to %s, %s",
+             cfg["VOIPBIN_API_URL"], numbers, fetch)
+    if not bridge.settings.numbers and not cfg["VOIPBIN_FETCH_TOKEN"]:
+        log.warning("/webhook/voipbin will answer no call: set VOIPBIN_NUMBERS or VOIPBIN_FETCH_TOKEN "
+                    "(`voicebot voipbin setup` does both)")
 
 
 def _announce(app: "Flask", store, llm) -> None:

@@ -44,10 +44,11 @@ def _simulate(args: argparse.Namespace) -> int:
         voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
                               webhook_secret=args.secret).start()
         print(f"fake VoIPBin listening on {voipbin.api_url}: start voicebot with VOIPBIN_API_URL={voipbin.api_url} "
-              f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret>", file=sys.stderr)
+              f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret> "
+              f"VOIPBIN_NUMBERS={args.number}", file=sys.stderr)
     campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
                         think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
-                        secret=args.secret, voipbin=voipbin, progress=progress_printer())
+                        secret=args.secret, voipbin=voipbin, number=args.number, progress=progress_printer())
     try:
         summary = campaign.run()
     finally:
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--voipbin-listen", default="127.0.0.1:8766",
                      help="where the built-in fake VoIPBin listens (voipbin contract)")
     sim.add_argument("--access-key", default="test-access-key", help="VOIPBIN_ACCESS_KEY it accepts")
+    sim.add_argument("--number", default="+15559870000",
+                     help="the number the simulated calls dial: one of the server's VOIPBIN_NUMBERS (voipbin contract)")
     sim.set_defaults(run=_simulate)
 
     args, extra = parser.parse_known_args(argv)

@@ -58,6 +58,10 @@ def _redis_url(value: str) -> str:
     return value
 
 
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -72,6 +76,16 @@ class Setting:
     parse: Callable[[str], Any]
     meaning: str
     secret: bool = False
+    shown: str | None = None  # the default as the README shows it, where the value itself would not do
+
+    def default_text(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, bool):
+            return "1" if self.default else "0"
+        if self.default in ("", ()):
+            return "(empty)"
+        return str(self.default)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -89,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GREETING", "Hello! How can I help you today?", _text,
             "What the bot says when a call starts."),
     Setting("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, _text,
-            "The model's instructions."),
+            "The model's instructions.", shown="a brief, plain-spoken support agent"),
     Setting("FALLBACK_REPLY", "Sorry, I'm having trouble right now. Could you say that again?", _text,
             "Said when the model fails or misses its deadline."),
     Setting("MAX_REPLY_CHARS", 300, _positive_int,
@@ -109,10 +123,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
     Setting("LOCK_LEASE_SECONDS", 0.0, float,
             "How long a turn may hold its call's lock before it is presumed dead. "
-            "0: LLM_TIMEOUT_SECONDS + 2."),
+            "0: LLM_TIMEOUT_SECONDS + 2.", shown="0 (derived)"),
     Setting("LOCK_WAIT_SECONDS", 0.0, float,
             "How long a turn waits for a busy call before answering 503. "
-            "0: the lease + 1, so a dead worker's lock always runs out first."),
+            "0: the lease + 1, so a dead worker's lock always runs out first. Never longer than the "
+            "webhook's time budget allows.", shown="0 (derived)"),
     Setting("VOIPBIN_WEBHOOK_SECRET", "", _text,
             "The customer's `webhook_secret`: every VoIPBin event must carry its signature "
             "(401 otherwise). Unset: `/webhook/voipbin` stays off unless VOIPBIN_ALLOW_UNSIGNED=1.",
@@ -122,6 +137,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOIPBIN_ACCESS_KEY", "", _text,
             "VoIPBin access key for its REST API (speech out). `/webhook/voipbin` stays off without it.",
             secret=True),
+    Setting("VOIPBIN_NUMBERS", (), _list,
+            "Comma-separated numbers whose incoming calls the bot answers (matched against the call's "
+            "`destination.target`). Calls handed over by `/webhook/voipbin/fetch` are answered too; "
+            "every other call of the account is left alone."),
+    Setting("VOIPBIN_FETCH_TOKEN", "", _text,
+            "Secret in the URL of VoIPBin's `fetch` flow action (`/webhook/voipbin/fetch?token=...`). "
+            "Unset: that endpoint is off.",
+            secret=True),
+    Setting("VOIPBIN_FETCH_INTERVAL_SECONDS", 10.0, _positive_float,
+            "How often a call handed over by `fetch` asks voicebot for its next flow actions "
+            "(each answer ends with `sleep` and `fetch` again, which keeps the call up)."),
     Setting("VOIPBIN_API_URL", "https://api.voipbin.net/v1.0", _text, "VoIPBin REST API base URL."),
     Setting("VOIPBIN_LANGUAGE", "en-US", _text, "Language of transcription and speech."),
     Setting("VOIPBIN_TTS_PROVIDER", "", _text,
@@ -129,18 +155,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOIPBIN_VOICE_ID", "", _text, "Voice of the speaking session. Unset: the provider's default."),
     Setting("VOIPBIN_BARGE_IN", True, _flag,
             "1: when the caller starts talking over the bot, drop what it was still going to say."),
-    Setting("VOIPBIN_TIMEOUT_SECONDS", 4.0, _positive_float,
-            "Read timeout of VoIPBin REST calls (connect: 1 s)."),
+    Setting("VOIPBIN_TIMEOUT_SECONDS", 3.0, _positive_float,
+            "Read timeout of one VoIPBin REST call (connect: 1 s). With the model's deadline it must fit "
+            "in the 13 s voicebot gives itself of the 15 s VoIPBin waits for an answer."),
     Setting("LOG_LEVEL", "INFO", _log_level,
             "DEBUG also logs what callers and the bot said; other levels never do."),
     Setting("PORT", 8000, _positive_int, "TCP port gunicorn binds on 0.0.0.0."),
     Setting("WEB_CONCURRENCY", 0, int,
-            "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2)."),
+            "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2).",
+            shown="0 (derived)"),
     Setting("WEB_THREADS", 32, _positive_int,
             "Threads per worker: concurrent turns one worker can hold while the model thinks."),
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's configuration table, written from SETTINGS."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{s.name}` | {s.default_text()} | {s.meaning} |" for s in SETTINGS]
+    return "\n".join(rows)
 SECRETS = frozenset(s.name for s in SETTINGS if s.secret)
 
 

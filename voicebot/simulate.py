@@ -135,7 +135,8 @@ class _HTTPConnection:
 class Campaign:
     def __init__(self, urls: list[str], *, contract: str = "seed", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
-                 secret: str = "", voipbin: Any = None, progress: Callable[[str], None] | None = None) -> None:
+                 secret: str = "", voipbin: Any = None, number: str = "+15559870000",
+                 progress: Callable[[str], None] | None = None) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.contract = contract
         self.calls = calls
@@ -146,6 +147,7 @@ class Campaign:
         self.history = history
         self.secret = secret
         self.voipbin = voipbin  # a FakeVoipbin that receives the speech (VoIPBin contract)
+        self.number = number  # the number called (VoIPBin contract): one of the server's VOIPBIN_NUMBERS
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:6]
         self.tally = Tally()
@@ -207,7 +209,8 @@ class Campaign:
 
     async def _open(self, connections: list[_HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
-            event = {"type": "call_progressing", "data": call_event_data(call_id, "progressing")}
+            event = {"type": "call_progressing",
+                     "data": call_event_data(call_id, "progressing", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
         else:
             await self._post(connections, "/webhook/call-started",
@@ -237,7 +240,7 @@ class Campaign:
 
     async def _close(self, connections: list[_HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
-            event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup")}
+            event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
         else:
             await self._post(connections, "/webhook/transcript", {"type": "call.ended", "call_id": call_id},

@@ -1,32 +1,48 @@
 """VoIPBin's events, turned into the conversation core's calls and VoIPBin's REST requests.
 
 VoIPBin does not read a reply from the webhook response: it sends every event
-of the customer to one URL, and the backend speaks by calling its REST API.
-Per call: on ``call_progressing`` open the session, start transcribing the
-caller and a speaking session, say the greeting; on each ``transcript_created``
+of the account to one URL, and the backend speaks by calling its REST API.
+
+Which calls are voicebot's: incoming calls to ``VOIPBIN_NUMBERS``, and calls
+handed to it by the ``fetch`` flow action (which opens their session). Every
+other call, transcription and transcript of the account is acknowledged and
+left alone, logged at DEBUG only.
+
+Per call: on ``call_progressing`` set up, step by step, a transcription of
+the caller, a speaking session and the greeting; on each ``transcript_created``
 from the caller take a turn and ``say`` the reply; on ``call_hangup`` stop
-what runs and end the session. VoIPBin retries on 5xx and delivers
-concurrently, so handlers are idempotent: redelivered transcripts are known
-by their id, set-up by what the call's channel already holds.
+what runs and end the session. VoIPBin retries on 5xx, on no answer within
+15 s, and delivers concurrently, so every step is idempotent: set-up records
+each step as it completes and adopts what VoIPBin already has (after a 409,
+a duplicate-session 500 or an answer that never came), and a reply that may
+have reached VoIPBin is never said again.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..conversation import Conversation
-from ..exceptions import NotYetKnown, VoipbinError, VoipbinRejected
+from ..conversation import Checkpoint, Conversation, Renew
+from ..deadline import Deadline
+from ..exceptions import (InvalidEvent, VoipbinError, VoipbinRateLimited, VoipbinRejected,
+                          VoipbinUnavailable)
 from ..validation import identifier, optional_text
 from .client import VoipbinClient
 
 log = logging.getLogger(__name__)
 
+# VoIPBin waits 15 s for a webhook's response headers, then sends the event
+# again; 2 s of that are kept for the network, the store and the response.
+RESPONSE_BUDGET = 13.0
 # How fast TTS speaks, to tell whether the bot is still talking when the
 # caller starts to (no "speaking finished" event reaches the webhook).
 SPEECH_CHARS_PER_SECOND = 15.0
+# A SIP caller is "user@domain" and can be long; kept whole up to this.
+MAX_CALLER_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,8 @@ class VoipbinSettings:
     voice_id: str
     barge_in: bool
     max_transcript_chars: int
+    numbers: frozenset[str]
+    fetch_interval: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "VoipbinSettings":
@@ -51,7 +69,14 @@ class VoipbinSettings:
             voice_id=config["VOIPBIN_VOICE_ID"],
             barge_in=config["VOIPBIN_BARGE_IN"],
             max_transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
+            numbers=frozenset(normalize_number(n) for n in config["VOIPBIN_NUMBERS"]),
+            fetch_interval=config["VOIPBIN_FETCH_INTERVAL_SECONDS"],
         )
+
+
+def normalize_number(number: str) -> str:
+    """'+1 (555) 123-4567' and '+15551234567' are one number; a SIP address is kept as it is."""
+    return number.strip() if "@" in number else re.sub(r"[\s().-]", "", number)
 
 
 def _transcribe_alias(transcribe_id: str) -> str:
@@ -65,7 +90,9 @@ class VoipbinBridge:
         self.client = client
         self.settings = settings
         self.clock = clock
-        self._handlers: dict[str, Callable[[dict], str | Outcome]] = {
+        # Kept out of the model's share of a turn's budget: one say.
+        self.speech_seconds = client.connect_timeout + client.read_timeout
+        self._handlers: dict[str, Callable[[dict, Deadline], str | Outcome]] = {
             "call_progressing": self.call_answered,
             "transcribe_created": self.transcribe_created,
             "transcript_created": self.transcript,
@@ -73,129 +100,186 @@ class VoipbinBridge:
             "call_hangup": self.call_hung_up,
         }
 
-    def handle(self, event_type: str, data: dict) -> Outcome:
+    def handle(self, event_type: str, data: dict, deadline: Deadline) -> Outcome:
         """Handle one event."""
         handler = self._handlers.get(event_type)
         if handler is None:
             # Answering 4xx or 5xx would only make VoIPBin log or retry.
             return Outcome("ignored")
-        outcome = handler(data)
+        outcome = handler(data, deadline)
         return outcome if isinstance(outcome, Outcome) else Outcome(outcome)
+
+    # -- whose call is it --------------------------------------------------------
+
+    def _owned(self, data: dict, call_id: str) -> bool:
+        """An incoming call to one of our numbers, or a call our fetch endpoint took (it has a session)."""
+        destination = data.get("destination")
+        target = destination.get("target") if isinstance(destination, dict) else None
+        if (data.get("direction") == "incoming" and isinstance(target, str)
+                and normalize_number(target) in self.settings.numbers):
+            return True
+        return self.conversation.channel(call_id) is not None
 
     # -- call life --------------------------------------------------------------
 
-    def call_answered(self, data: dict) -> str:
+    def call_answered(self, data: dict, deadline: Deadline) -> str:
         call_id = identifier(data, "id")
-        source = data.get("source")
-        caller = optional_text(source, "target", 64) if isinstance(source, dict) else None
-        greeting = self.conversation.settings.greeting
-
-        def attach(channel: dict) -> None:
-            if channel.get("speaking_id"):
-                return  # set up by an earlier delivery of this event
-            started: list[Callable[[], None]] = []
-            try:
-                speaking_id = self._open_speaking(call_id, channel)
-                started.append(lambda: self.client.stop_speaking(speaking_id))
-                if channel.get("flow_managed"):
-                    return  # the flow (see flow_actions) greets and transcribes
-                transcribe_id = self.client.start_transcribe(call_id, self.settings.language)
-                started.append(lambda: self.client.stop_transcribe(transcribe_id))
-                channel["transcribe_id"] = transcribe_id
-                self.conversation.store.set_alias(_transcribe_alias(transcribe_id), call_id)
-                self._say(speaking_id, greeting, channel)
-            except Exception:
-                # The event will be retried (or the call is gone): leave nothing running.
-                for undo in started:
-                    _quietly(undo, call_id)
-                raise
-
-        if self.conversation.start_call(call_id, caller, attach=attach) is None:
+        if not self._owned(data, call_id):
+            log.debug("call_progressing of a call that is not voicebot's call_id=%s", call_id)
             return "ignored"
-        return "answered"
 
-    def call_hung_up(self, data: dict) -> str:
+        def set_up(channel: dict, checkpoint: Checkpoint) -> None:
+            channel["answered"] = True
+            self._ensure_transcribe(call_id, channel, checkpoint, deadline)
+            self._ensure_speaking(call_id, channel, checkpoint, deadline)
+            checkpoint()
+            if not channel.get("greeted"):
+                self._say(call_id, channel, self.conversation.settings.greeting, checkpoint, deadline)
+                channel["greeted"] = True
+
+        try:
+            started = self.conversation.start_call(call_id, _caller(data), attach=set_up, deadline=deadline)
+        except VoipbinRejected as exc:
+            # Asking again will be refused the same way (the call has gone, a wrong key).
+            log.error("call not set up call_id=%s: %s", call_id, exc)
+            return "not_set_up"
+        return "answered" if started is not None else "ignored"
+
+    def call_hung_up(self, data: dict, deadline: Deadline) -> str:
         call_id = identifier(data, "id")
+        if not self._owned(data, call_id):
+            log.debug("call_hangup of a call that is not voicebot's call_id=%s", call_id)
+            return "ignored"
+        log.info("call hung up call_id=%s hangup_by=%s hangup_reason=%s", call_id,
+                 _word(data.get("hangup_by")), _word(data.get("hangup_reason")))
 
         def detach(channel: dict) -> None:
+            # VoIPBin ends them with the call too; asking makes sure, and costs nothing twice.
             if channel.get("transcribe_id"):
-                _quietly(lambda: self.client.stop_transcribe(channel["transcribe_id"]), call_id)
+                _quietly(lambda: self.client.stop_transcribe(channel["transcribe_id"], deadline=deadline), call_id)
             if channel.get("speaking_id"):
-                _quietly(lambda: self.client.stop_speaking(channel["speaking_id"]), call_id)
+                _quietly(lambda: self.client.stop_speaking(channel["speaking_id"], deadline=deadline), call_id)
 
-        self.conversation.end_call(call_id, detach=detach, final=True)
+        self.conversation.end_call(call_id, detach=detach, final=True, deadline=deadline)
         return "ended"
 
-    def flow_actions(self, call_id: str) -> list[dict]:
-        """For the ``fetch`` flow action: answer, greet and transcribe through the flow itself."""
-        managed_here = []
+    def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict]:
+        """The answer to the ``fetch`` flow action: the call is voicebot's, and stays up.
 
-        def attach(channel: dict) -> None:
-            if channel.get("transcribe_id"):
-                managed_here.append(True)  # call_progressing came first and set everything up
-            else:
-                channel["flow_managed"] = True
+        The first fetch of a call opens its session (so the ``call_progressing``
+        that follows is taken as voicebot's) and answers it. Every answer ends
+        with ``sleep`` then ``fetch`` again: VoIPBin hangs up a call whose flow
+        runs out of actions, and each fetch is the moment the bot can push
+        new actions into the call (queued with ``queue_actions``).
+        """
+        loop = [{"type": "sleep", "option": {"duration": int(self.settings.fetch_interval * 1000)}},
+                {"type": "fetch", "option": {"event_url": loop_url, "event_method": "POST"}}]
+        if self.conversation.ended(call_id):
+            return []  # the call has hung up: nothing more to run
+        channel = self.conversation.channel(call_id)
+        if channel is None:
+            self.conversation.start_call(call_id, attach=lambda ch, _: ch.setdefault("owner", "fetch"),
+                                         deadline=deadline)
+            log.info("call handed over by fetch call_id=%s", call_id)
+            return [{"type": "answer"}, *loop]
+        self._keep_alive(call_id, channel)
+        if channel.get("actions"):
+            queued = self.conversation.with_channel(call_id, lambda ch: ch.pop("actions", []),
+                                                    wait=deadline.cap(1.0)) or []
+            if any(a.get("type") in ("hangup", "connect") for a in queued):
+                return queued  # the bot's part of the call ends here
+            return [*queued, *loop]
+        return loop
 
-        greeting = self.conversation.start_call(call_id, attach=attach)
-        if greeting is None or managed_here:
-            return []
-        language = self.settings.language
-        return [
-            {"type": "answer"},
-            {"type": "talk", "option": {"text": greeting, "language": language}},
-            {"type": "transcribe_start", "option": {"language": language, "direction": "in"}},
-        ]
+    def queue_actions(self, call_id: str, actions: list[dict], *, wait: float) -> bool:
+        """Flow actions for the call's next fetch (a hand-off, a hang-up); False for a call not known."""
+        def queue(channel: dict) -> bool:
+            channel.setdefault("actions", []).extend(actions)
+            return True
+
+        return bool(self.conversation.with_channel(call_id, queue, wait=wait))
+
+    def _keep_alive(self, call_id: str, channel: dict) -> None:
+        """A call can last hours with long silences: its session and transcribe link stay while it is up."""
+        self.conversation.keep_alive(call_id)
+        if channel.get("transcribe_id"):
+            self.conversation.store.get_alias(_transcribe_alias(channel["transcribe_id"]), refresh=True)
 
     # -- transcription ----------------------------------------------------------
 
-    def transcribe_created(self, data: dict) -> str:
-        """Learn which call a transcribe belongs to, also for ones a flow started."""
+    def transcribe_created(self, data: dict, deadline: Deadline) -> str:
+        """Learn which call a transcribe belongs to: ours is linked, an extra one on our call is stopped."""
         if data.get("reference_type") != "call":
             return "ignored"
         transcribe_id = identifier(data, "id")
         call_id = identifier(data, "reference_id")
-        self.conversation.store.set_alias(_transcribe_alias(transcribe_id), call_id)
-        return "recorded"
+        channel = self.conversation.channel(call_id)
+        if channel is None:
+            log.debug("transcribe_created on a call that is not voicebot's transcribe_id=%s", transcribe_id)
+            return "ignored"
+        if channel.get("transcribe_id") == transcribe_id:
+            self._link(transcribe_id, call_id)
+            return "recorded"
 
-    def transcript(self, data: dict) -> str | Outcome:
+        def adopt_or_stop(channel: dict) -> str:
+            if not channel.get("transcribe_id"):
+                # Our POST /transcribes lost its answer: this is its transcribe.
+                channel["transcribe_id"] = transcribe_id
+                self._link(transcribe_id, call_id)
+                return "recorded"
+            if channel["transcribe_id"] == transcribe_id:
+                return "recorded"
+            log.warning("a second transcribe on call_id=%s: stopping %s", call_id, transcribe_id)
+            _quietly(lambda: self.client.stop_transcribe(transcribe_id, deadline=deadline), call_id)
+            return "stopped_extra"
+
+        return self.conversation.with_channel(call_id, adopt_or_stop, wait=deadline.cap(5.0)) or "ignored"
+
+    def transcript(self, data: dict, deadline: Deadline) -> str | Outcome:
         if data.get("direction") != "in":
             return "ignored"  # the bot's own speech, heard back: answering it talks to itself
         event_id = identifier(data, "id")
         transcribe_id = identifier(data, "transcribe_id")
-        text = optional_text(data, "message", self.settings.max_transcript_chars)
-        if text is None:
-            return "ignored"
         call_id = self._call_of(transcribe_id)
         if call_id is None:
-            raise NotYetKnown(f"transcribe {transcribe_id} is not linked to a call (yet)")
+            log.debug("transcript of a transcribe that is not voicebot's transcribe_id=%s", transcribe_id)
+            return "ignored"
+        text = _transcript_text(data, self.settings.max_transcript_chars)
+        if text is None:
+            return "ignored"
 
-        def deliver(reply: str, channel: dict) -> None:
-            speaking_id = channel.get("speaking_id") or self._open_speaking(call_id, channel)
-            self._say(speaking_id, reply, channel)
+        def deliver(reply: str, channel: dict, renew: Renew) -> None:
+            self._say(call_id, channel, reply, renew, deadline)
 
         try:
-            turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver)
+            turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver,
+                                               deadline=deadline, deliver_seconds=self.speech_seconds)
         except VoipbinRejected as exc:
-            # Retrying would be refused the same way (the call is gone, say);
+            # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.
             log.error("reply not said call_id=%s: %s", call_id, exc)
             return "not_said"
         if turn is None:
             return "ignored"
-        return Outcome("duplicate" if turn.duplicate else "said", turn.llm_seconds)
+        if turn.duplicate:
+            return Outcome("duplicate")
+        return Outcome("said" if turn.recorded else "said_not_recorded", turn.llm_seconds)
 
-    def caller_started_talking(self, data: dict) -> str:
+    def caller_started_talking(self, data: dict, deadline: Deadline) -> str:
         """Barge-in: the caller talks over the bot, so drop what it still had to say."""
         if not self.settings.barge_in or data.get("direction") != "in":
             return "ignored"
         call_id = self._call_of(identifier(data, "transcribe_id"))
         channel = self.conversation.channel(call_id) if call_id else None
-        if not channel or not channel.get("speaking_id"):
+        if not call_id or not channel or not channel.get("speaking_id"):
             return "ignored"
+        event_id = data.get("id")
+        if isinstance(event_id, str) and event_id and not self.conversation.mark_event(call_id, event_id):
+            return "duplicate"
         if channel.get("speaking_until", 0) <= self.clock():
             return "not_speaking"
         try:
-            self.client.flush(channel["speaking_id"])
+            self.client.flush(channel["speaking_id"], deadline=deadline)
         except VoipbinError as exc:
             # Too late to matter by the time a retry came: log and move on.
             log.warning("barge-in flush failed call_id=%s: %s", call_id, exc)
@@ -203,21 +287,141 @@ class VoipbinBridge:
         log.info("barge-in call_id=%s: flushed", call_id)
         return "flushed"
 
-    # -- helpers ------------------------------------------------------------------
+    # -- set-up steps, each idempotent ---------------------------------------------
 
-    def _call_of(self, transcribe_id: str) -> str | None:
-        return self.conversation.store.get_alias(_transcribe_alias(transcribe_id))
+    def _ensure_transcribe(self, call_id: str, channel: dict, checkpoint: Checkpoint, deadline: Deadline) -> None:
+        if channel.get("transcribe_id"):
+            return
+        checkpoint()
+        try:
+            transcribe_id = self.client.start_transcribe(call_id, self.settings.language, deadline=deadline)
+        except VoipbinRejected as exc:
+            if exc.status != 409:
+                raise
+            # TRANSCRIBE_ALREADY_PROGRESSING: an earlier attempt's transcribe finished after all.
+            checkpoint()
+            transcribe_id = self._find_transcribe(call_id, deadline)
+            if transcribe_id is None:
+                raise VoipbinUnavailable(f"{exc}; and none is listed yet") from None
+        except VoipbinRateLimited:
+            raise
+        except VoipbinUnavailable as exc:
+            if not exc.maybe_done:
+                raise
+            checkpoint()
+            found = self._find_transcribe(call_id, deadline)
+            if found is None:
+                raise
+            transcribe_id = found
+        channel["transcribe_id"] = transcribe_id
+        self._link(transcribe_id, call_id)
+        checkpoint()
 
-    def _open_speaking(self, call_id: str, channel: dict) -> str:
-        channel["speaking_id"] = self.client.start_speaking(
-            call_id, self.settings.language, self.settings.tts_provider, self.settings.voice_id)
-        return channel["speaking_id"]
+    def _find_transcribe(self, call_id: str, deadline: Deadline) -> str | None:
+        """The call's progressing transcribe in our language; extra ones are stopped."""
+        live = [t for t in self.client.transcribes_of(call_id, deadline=deadline)
+                if t.get("status") == "progressing" and t.get("language") in (None, self.settings.language)
+                and isinstance(t.get("id"), str)]
+        live.sort(key=lambda t: str(t.get("tm_create", "")))
+        for extra in live[1:]:
+            _quietly(lambda: self.client.stop_transcribe(extra["id"], deadline=deadline), call_id)
+        return live[0]["id"] if live else None
 
-    def _say(self, speaking_id: str, text: str, channel: dict) -> None:
-        self.client.say(speaking_id, text)
+    def _ensure_speaking(self, call_id: str, channel: dict, renew: Renew, deadline: Deadline, *,
+                         dead: str = "") -> str:
+        if channel.get("speaking_id"):
+            return channel["speaking_id"]
+        renew()
+        try:
+            speaking_id = self.client.start_speaking(call_id, self.settings.language, self.settings.tts_provider,
+                                                     self.settings.voice_id, deadline=deadline)
+        except VoipbinRateLimited:
+            raise
+        except VoipbinUnavailable as exc:
+            # A 500 is what VoIPBin answers to a second active session: an
+            # earlier attempt's may have been created after all.
+            if not exc.maybe_done:
+                raise
+            renew()
+            found = self._find_speaking(call_id, deadline, dead)
+            if found is None:
+                raise
+            speaking_id = found
+        channel["speaking_id"] = speaking_id
+        return speaking_id
+
+    def _find_speaking(self, call_id: str, deadline: Deadline, dead: str) -> str | None:
+        live = [s for s in self.client.speakings_of(call_id, deadline=deadline)
+                if s.get("status") == "active" and isinstance(s.get("id"), str) and s["id"] != dead]
+        return live[0]["id"] if live else None
+
+    def _say(self, call_id: str, channel: dict, text: str, renew: Renew, deadline: Deadline) -> None:
+        """Say ``text`` into the call once: a dead session is replaced, a say that may have landed is not repeated."""
+        speaking_id = self._ensure_speaking(call_id, channel, renew, deadline)
+        try:
+            try:
+                renew()
+                self.client.say(speaking_id, text, deadline=deadline)
+            except VoipbinRejected as exc:
+                if exc.status != 404:
+                    raise
+                # The session is gone (its text-to-speech stream died): a new one says it.
+                log.warning("speaking session gone call_id=%s: opening a new one", call_id)
+                renew()
+                _quietly(lambda: self.client.stop_speaking(speaking_id, deadline=deadline), call_id)
+                channel.pop("speaking_id", None)
+                speaking_id = self._ensure_speaking(call_id, channel, renew, deadline, dead=speaking_id)
+                renew()
+                self.client.say(speaking_id, text, deadline=deadline)
+        except VoipbinRateLimited:
+            raise
+        except VoipbinUnavailable as exc:
+            if not exc.maybe_done:
+                raise
+            # It reached VoIPBin and may well be playing: saying it again could
+            # make the caller hear it twice, so it counts as said.
+            log.warning("say unconfirmed call_id=%s (%s): counted as said, not repeated", call_id, exc)
         # Queued speech plays after what is still playing.
         starts = max(self.clock(), channel.get("speaking_until", 0))
         channel["speaking_until"] = starts + len(text) / SPEECH_CHARS_PER_SECOND
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _link(self, transcribe_id: str, call_id: str) -> None:
+        self.conversation.store.set_alias(_transcribe_alias(transcribe_id), call_id)
+
+    def _call_of(self, transcribe_id: str) -> str | None:
+        # Each use restarts the link's TTL: a long call keeps it.
+        return self.conversation.store.get_alias(_transcribe_alias(transcribe_id), refresh=True)
+
+
+def _caller(data: dict) -> str | None:
+    source = data.get("source")
+    target = source.get("target") if isinstance(source, dict) else None
+    if not isinstance(target, str) or not target.strip():
+        return None
+    return _printable(target.strip())[:MAX_CALLER_CHARS]
+
+
+def _transcript_text(data: dict, max_chars: int) -> str | None:
+    """What the caller said; a very long utterance is cut rather than refused (VoIPBin would not resend it)."""
+    message = data.get("message")
+    if message is None or message == "":
+        return None
+    if not isinstance(message, str):
+        raise InvalidEvent("'message' must be a string")
+    text = _printable(message).strip()
+    if not text:
+        return None
+    return optional_text({"message": text[:max_chars]}, "message", max_chars)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _word(value: object) -> str:
+    return value if isinstance(value, str) and value.isidentifier() else "-"
 
 
 def _quietly(action: Callable[[], None], call_id: str) -> None:
@@ -226,4 +430,3 @@ def _quietly(action: Callable[[], None], call_id: str) -> None:
         action()
     except VoipbinError as exc:
         log.warning("clean-up failed call_id=%s: %s", call_id, exc)
-
