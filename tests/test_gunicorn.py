@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +37,8 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
         "VOIPBIN_ACCESS_KEY": voipbin.access_key,
         "VOIPBIN_API_URL": voipbin.api_url,
         "VOIPBIN_NUMBERS": "+15559870000",
+        "VOIPBIN_FETCH_TOKEN": "fetch-token",
+        "VOIPBIN_TIMEOUT_SECONDS": "1",
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "16",
         "LOG_LEVEL": "INFO",
@@ -45,11 +46,6 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
     yield gunicorn
     gunicorn.stop()
     fake_llm.record = True
-
-
-def served_by_both_workers(server) -> bool:
-    """Each log line names its process; both workers must have taken turns."""
-    return len(set(re.findall(r"\[(\d+)\] voicebot\.conversation: turn", server.log()))) == 2
 
 
 def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
@@ -92,8 +88,8 @@ def test_fifty_simultaneous_calls_never_bleed_across_two_workers(server):
     with ThreadPoolExecutor(CALLS) as pool:
         list(pool.map(call, range(CALLS)))
 
+    # Which worker takes a connection is the kernel's choice, so that is not asserted.
     assert problems == []
-    assert served_by_both_workers(server), server.log()[-2000:]
     # Both workers' counts, added up by prometheus_client's multi-process mode.
     exposition = requests.get(server.url + "/metrics", timeout=10).text
     turns = CALLS * TURNS + 2 * len(range(0, CALLS, 5))
@@ -132,7 +128,58 @@ def test_voipbin_calls_at_once_each_hear_only_their_own_turns(server, voipbin):
             *("Heard " + " ".join(markers[: n + 1]) + "." for n in range(3)),
         ]
     assert all(t["status"] == "done" for t in voipbin.transcribes.values())
-    assert served_by_both_workers(server), server.log()[-2000:]
+
+
+def test_voipbin_redeliveries_at_once_set_each_call_up_once(server, voipbin):
+    """A slow API, answers lost after the work was done, and each call_progressing delivered
+    three times at once (VoIPBin delivers concurrently and retries): per call, one transcribe,
+    one speaking session, one greeting."""
+    url = server.url + "/webhook/voipbin"
+    voipbin.latency = 0.2
+    voipbin.lose_answer["transcribes"] = 3
+    voipbin.lose_answer["speakings"] = 3
+    calls = [voipbin.answer_call() for _ in range(10)]
+
+    def call(call_id: str) -> list[int]:
+        with ThreadPoolExecutor(3) as pool:
+            statuses = list(pool.map(lambda _: voipbin.deliver(url, "call_progressing", voipbin.calls[call_id]),
+                                     range(3)))
+        return [s.status_code if s is not None else 0 for s in statuses]
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        outcomes = list(pool.map(call, calls))
+    assert all(200 in statuses for statuses in outcomes), outcomes
+    for call_id in calls:
+        assert len(voipbin.live("transcribes", call_id)) == 1, call_id
+        assert len(voipbin.live("speakings", call_id)) == 1, call_id
+        assert voipbin.said[call_id] == ["Hello! How can I help you today?"], call_id
+
+
+def test_voipbin_calls_handed_over_by_fetch_stay_up(server, voipbin):
+    """VoIPBin's flow runner against the fetch loop: answered, greeted, conversing, never hung up."""
+    from voicebot.voipbin.fake import FlowRunner
+
+    webhook = server.url + "/webhook/voipbin"
+    flow = [{"type": "fetch", "option": {"event_url": server.url + "/webhook/voipbin/fetch?token=fetch-token",
+                                         "event_method": "POST"}}]
+
+    def run(n: int) -> tuple[str, list[str]]:
+        call_id = f"fetched-{n}-{os.getpid()}"
+        said = []
+
+        def on_step(action):
+            if action["type"] == "sleep" and voipbin.transcribe_of(call_id):
+                data = transcript_event_data(voipbin.transcribe_of(call_id), f"mk{n}x{len(said)}")
+                said.append(voipbin.deliver(webhook, "transcript_created", data).json()["status"])
+
+        runner = FlowRunner(voipbin, webhook, flow, max_steps=24, on_step=on_step)
+        return runner.run(call_id), said
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(run, range(5)))
+    for why, said in results:
+        assert why == "still up after max_steps"
+        assert said and set(said) == {"said"}
 
 
 def test_in_memory_store_with_two_workers_refuses_to_start(tmp_path):

@@ -16,7 +16,6 @@ import pytest
 
 from voicebot import create_app
 from voicebot.exceptions import ConfigError
-from voicebot.voipbin import bridge as bridge_module
 from voicebot.voipbin.fake import (FakeVoipbin, FlowRunner, call_event_data, go_json, speech_event_data,
                                    transcribe_event_data, transcript_event_data)
 from voicebot.voipbin.signing import HEADER, sign

@@ -176,6 +176,8 @@ def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{s.name}` | {s.default_text()} | {s.meaning} |" for s in SETTINGS]
     return "\n".join(rows)
+
+
 SECRETS = frozenset(s.name for s in SETTINGS if s.secret)
 
 
