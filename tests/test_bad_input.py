@@ -40,6 +40,16 @@ CASES = [
     ("POST", STARTED, {"type": "transcript", "call_id": "victim"}, None, 400, "'type' must be one of"),
     ("POST", STARTED, {"caller_num": "+1555"}, None, 400, "'call_id' is missing"),
     ("POST", TRANSCRIPT, {"call_id": "victim", "transcript": "x" * 70_000}, None, 413, "too large"),
+    ("POST", TRANSCRIPT, b'{"call_id": "victim", "transcript": "hi \\ud800"}', "application/json", 400,
+     "'transcript' is not valid Unicode text"),
+    ("POST", TRANSCRIPT, b'{"call_id": "victim", "transcript": "\\udfff\\ud800 x"}', "application/json", 400,
+     "not valid Unicode text"),
+    ("POST", TRANSCRIPT, b'{"call_id": "vict\\ud800im", "transcript": "hi"}', "application/json", 400,
+     "'call_id' is not valid Unicode text"),
+    ("POST", TRANSCRIPT, b'{"call_id": "victim", "transcript": "hi", "caller_num": "\\ud83d"}', "application/json",
+     400, "'caller_num' is not valid Unicode text"),
+    ("POST", TRANSCRIPT, b'{"call_id": "victim", "transcript": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     "application/json", 400, "nested too deeply"),
     ("GET", TRANSCRIPT, None, None, 405, "not allowed"),
     ("PUT", STARTED, None, None, 405, "not allowed"),
     ("DELETE", TRANSCRIPT, None, None, 405, "not allowed"),
@@ -78,3 +88,24 @@ def test_body_cap_is_configurable(make_app):
     response = client.post(TRANSCRIPT, json={"call_id": "c", "transcript": "x" * 100})
     assert response.status_code == 413
     assert response.get_json()["error"] == "request_entity_too_large"
+
+
+def test_a_valid_surrogate_pair_is_a_character_like_any_other(client):
+    response = client.post(TRANSCRIPT, data=b'{"call_id": "c", "transcript": "mk1 \\ud83d\\ude00"}',
+                           content_type="application/json")
+    assert response.status_code == 200 and response.get_json()["response"] == "Heard mk1."
+
+
+def test_a_chunked_body_over_the_cap_is_refused_not_cut(make_app):
+    """Werkzeug checks Content-Length only; a chunked body has none."""
+    import io
+
+    client = make_app(MAX_BODY_BYTES=100).test_client()
+    body = b'{"call_id": "c", "transcript": "mk1"}' + b" " * 200  # valid JSON once cut at 100 bytes
+    response = client.post(TRANSCRIPT, input_stream=io.BytesIO(body),
+                           environ_overrides={"wsgi.input_terminated": True},
+                           headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
+    assert response.status_code == 413
+    ok = client.post(TRANSCRIPT, input_stream=io.BytesIO(body[:90]), environ_overrides={"wsgi.input_terminated": True},
+                     headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
+    assert ok.status_code == 200

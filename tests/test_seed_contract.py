@@ -125,4 +125,3 @@ def test_simultaneous_transcripts_of_one_call_take_turns(client):
     assert len(first) == 2 and first[0] == "mk0"
     assert second == first + [({"mkX", "mkY"} - {first[1]}).pop()]
     assert heard(say(client, "c", "mkZ")) == second + ["mkZ"]
-

@@ -15,12 +15,24 @@ def required_text(body: dict[str, Any], field: str, max_chars: int) -> str:
         raise InvalidEvent(f"'{field}' is missing")
     if not isinstance(value, str):
         raise InvalidEvent(f"'{field}' must be a string")
+    if not _is_unicode_text(value):
+        # A lone surrogate ("\\ud800") is valid JSON but no character: kept, it
+        # would make every later request of the call fail to encode.
+        raise InvalidEvent(f"'{field}' is not valid Unicode text")
     value = value.strip()
     if not value:
         raise InvalidEvent(f"'{field}' is empty")
     if len(value) > max_chars:
         raise InvalidEvent(f"'{field}' is longer than {max_chars} characters")
     return value
+
+
+def _is_unicode_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def identifier(body: dict[str, Any], field: str) -> str:

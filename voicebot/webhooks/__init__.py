@@ -6,18 +6,46 @@ import json
 import time
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..exceptions import InvalidEvent
 
 
+def raw_body() -> bytes:
+    """The request's bytes, at most MAX_BODY_BYTES (413 above), whether sized or chunked.
+
+    Werkzeug checks the limit against Content-Length only; a chunked body has
+    none, and its stream just stops at the limit, which would hand on a cut
+    body as if it were whole.
+    """
+    if "raw_body" in g:
+        return g.raw_body
+    limit = current_app.config["MAX_BODY_BYTES"]
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        data = request.get_data(cache=True)
+    elif request.environ.get("wsgi.input_terminated"):
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+    else:
+        data = b""
+    g.raw_body = data
+    return data
+
+
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, whatever Content-Type the sender set."""
-    raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH, from Werkzeug
+    raw = raw_body()
     if not raw.strip():
         raise InvalidEvent("the body is empty; send a JSON object")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise InvalidEvent("the body is nested too deeply") from None
     except ValueError:
         raise InvalidEvent("the body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -7,12 +7,12 @@ import logging
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from ..deadline import Deadline
+from ..deadline import RESPONSE_BUDGET, Deadline
 from ..errors import json_error
 from ..validation import identifier, json_object, required_text
-from ..voipbin.bridge import RESPONSE_BUDGET, VoipbinBridge
+from ..voipbin.bridge import VoipbinBridge
 from ..voipbin.signing import HEADER, verify
-from . import json_body, start_timing, with_llm_timing
+from . import json_body, raw_body, start_timing, with_llm_timing
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def events():
         return _off()
     secret = current_app.config["VOIPBIN_WEBHOOK_SECRET"]
     # The signature covers the raw bytes: check it before parsing anything.
-    if secret and not verify(request.get_data(cache=True), request.headers.get(HEADER), secret):
+    if secret and not verify(raw_body(), request.headers.get(HEADER), secret):
         log.warning("VoIPBin event refused: missing or wrong %s", HEADER)
         return json_error(401, "invalid_signature", f"missing or wrong {HEADER}")
     body = json_body()
