@@ -44,7 +44,7 @@ def test_environment_is_read_and_parsed(monkeypatch, fake_llm):
 
 def test_no_key_means_the_offline_responder(caplog):
     app = create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": ""})
-    assert isinstance(app.extensions["voicebot"].llm, OfflineResponder)
+    assert isinstance(app.extensions["voicebot"].llm.inner, OfflineResponder)
     reply = app.test_client().post("/webhook/transcript", json={"call_id": "c", "transcript": "Hello."})
     assert "offline" in reply.get_json()["response"]
 

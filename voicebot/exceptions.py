@@ -53,6 +53,10 @@ class LLMRejected(LLMError):
     """The model's API refused the request (4xx): retrying the same request will not help."""
 
 
+class LLMKeyRejected(LLMRejected):
+    """401/403: the API key is wrong, revoked or lacks access; every call will fail until it is fixed."""
+
+
 class NotYetKnown(VoicebotError):
     """An event refers to something not recorded yet (events arrive out of order); a retry may find it."""
 

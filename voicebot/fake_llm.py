@@ -7,7 +7,8 @@ the real API takes. Its replies echo the markers (words starting with ``mk``)
 of every user message it was sent, in order, so a caller can check that a
 reply was made from exactly its own call's history. It can be made slow
 (``latency``, ``jitter``), overloaded (``fail_rate``: 529) or hanging
-(``hang_rate``).
+(``hang_rate``) or trickle its answer a few bytes at a time (``trickle``,
+seconds between pieces), which no per-read timeout catches.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class FakeMessagesAPI(LoopbackServer):
         self.fail_rate = fail_rate
         self.hang_rate = hang_rate
         self.hang_seconds = hang_seconds
+        self.trickle = 0.0
         self.record = record
         self.requests: list[dict] = []
         self.peers: list[tuple[str, int]] = []  # the client address of each recorded request
@@ -127,7 +129,7 @@ class FakeMessagesAPI(LoopbackServer):
     def reset(self) -> None:
         """Back to a fast, healthy API with no recorded requests."""
         with self._mutex:
-            self.latency = self.jitter = self.fail_rate = self.hang_rate = 0.0
+            self.latency = self.jitter = self.fail_rate = self.hang_rate = self.trickle = 0.0
             self.requests.clear()
             self.peers.clear()
 
@@ -186,7 +188,20 @@ class _Handler(JSONHandler):
             return
         if body.get("stream"):
             return self._stream(body, text)
+        if self.server.trickle:
+            return self._trickle(_message(body, text))
         self._send_json(200, _message(body, text))
+
+    def _trickle(self, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for start in range(0, len(data), 8):
+            self.wfile.write(data[start:start + 8])
+            self.wfile.flush()
+            self.server.pause(self.server.trickle)
 
     def _stream(self, body: dict, text: str) -> None:
         self.send_response(200)

@@ -20,4 +20,6 @@ def build_llm(config: Mapping[str, Any]) -> LLM:
         model=config["LLM_MODEL"],
         max_tokens=config["LLM_MAX_TOKENS"],
         base_url=config["ANTHROPIC_BASE_URL"] or None,
+        # Turns in flight in one worker, and as many abandoned past their deadline.
+        max_concurrency=2 * config["WEB_THREADS"],
     )

@@ -1,13 +1,16 @@
-"""Replies from Claude through the official anthropic SDK."""
+"""Replies from Claude through the official anthropic SDK, within a wall-clock deadline."""
 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Sequence
 
 import anthropic
 
-from ..exceptions import LLMError, LLMRejected, LLMTimeout, LLMUnavailable
+from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from .base import LLM, Message
 
 # The SDK's errors, most specific first, and what each means to a turn.
@@ -16,6 +19,8 @@ from .base import LLM, Message
 _ERRORS: tuple[tuple[type[Exception], type[LLMError]], ...] = (
     (anthropic.APITimeoutError, LLMTimeout),
     (anthropic.APIConnectionError, LLMUnavailable),
+    (anthropic.AuthenticationError, LLMKeyRejected),
+    (anthropic.PermissionDeniedError, LLMKeyRejected),
     (anthropic.RateLimitError, LLMUnavailable),
     (anthropic.InternalServerError, LLMUnavailable),  # 5xx, 529 overloaded
     (anthropic.APIStatusError, LLMRejected),
@@ -26,8 +31,8 @@ _ERRORS: tuple[tuple[type[Exception], type[LLMError]], ...] = (
 class AnthropicLLM(LLM):
     name = "anthropic"
 
-    def __init__(self, *, api_key: str, model: str, max_tokens: int,
-                 base_url: str | None = None, client: anthropic.Anthropic | None = None) -> None:
+    def __init__(self, *, api_key: str, model: str, max_tokens: int, base_url: str | None = None,
+                 client: anthropic.Anthropic | None = None, max_concurrency: int = 64) -> None:
         self.model = model
         self.max_tokens = max_tokens
         self._client = client or anthropic.Anthropic(
@@ -39,16 +44,36 @@ class AnthropicLLM(LLM):
         # Message costs about a fifth of the SDK's CPU per call, and a turn
         # needs only the text blocks.
         self._create = self._client.messages.with_raw_response.create
+        self._max_concurrency = max_concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Made on first use, in the worker process (a pool's threads do not survive a fork).
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="llm")
+            return self._pool
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float) -> str:
+        """The SDK's timeout bounds each read, not the call: a model that trickles its
+        answer, or a slow DNS lookup, would hold the turn far past it. The call
+        runs on a pool thread and the turn waits for it ``timeout`` seconds of
+        wall time at most; a call left behind ends by itself on the SDK's timeout.
+        """
+        if timeout <= 0.01:
+            raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
+        future = self._executor().submit(self._call, system, list(messages), timeout)
         try:
-            response = self._create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=system,
-                messages=list(messages),
-                timeout=timeout,
-            )
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
+
+    def _call(self, system: str, messages: list[Message], timeout: float) -> str:
+        try:
+            response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
+                                    messages=messages, timeout=timeout)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
@@ -65,4 +90,6 @@ class AnthropicLLM(LLM):
         return "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()

@@ -1,0 +1,80 @@
+"""Whether the model's API is refusing our key: loud in the log, counted, and shown by /readyz.
+
+A wrong or revoked ``ANTHROPIC_API_KEY`` otherwise only makes every caller
+hear the fallback line. The state is kept in the session store, so every
+worker and instance reports it, until a call to the model succeeds again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Sequence
+
+from .. import metrics
+from ..exceptions import LLMKeyRejected, StoreError
+from ..stores import SessionStore
+from .base import LLM, Message
+
+log = logging.getLogger(__name__)
+
+_FLAG = "health:llm-key"
+# How often a worker that has not seen the rejection itself looks at the shared flag.
+_RECHECK_SECONDS = 5.0
+
+
+class LLMHealth:
+    def __init__(self, store: SessionStore, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.clock = clock
+        self._seen_rejected = False
+        self._checked_at = float("-inf")
+
+    def key_rejected(self, detail: str) -> None:
+        log.error("the model's API rejected ANTHROPIC_API_KEY (%s): every caller hears FALLBACK_REPLY until "
+                  "it is fixed; /readyz answers 503 meanwhile", detail)
+        metrics.ERRORS.labels("llm_key_rejected").inc()
+        self._seen_rejected = True
+        self._set("rejected")
+
+    def succeeded(self) -> None:
+        if not self._seen_rejected and self.clock() - self._checked_at < _RECHECK_SECONDS:
+            return
+        self._checked_at = self.clock()
+        if self._seen_rejected or self.rejected():
+            self._seen_rejected = False
+            self._set("ok")
+            log.info("the model's API accepts ANTHROPIC_API_KEY again")
+
+    def rejected(self) -> bool:
+        try:
+            return self.store.get_alias(_FLAG) == "rejected"
+        except StoreError:
+            return self._seen_rejected
+
+    def _set(self, value: str) -> None:
+        try:
+            self.store.set_alias(_FLAG, value)
+        except StoreError:
+            pass  # the store being down is reported by /readyz already
+
+
+class MonitoredLLM(LLM):
+    """An adapter that tells LLMHealth how each call went."""
+
+    def __init__(self, llm: LLM, health: LLMHealth) -> None:
+        self.inner = llm
+        self.health = health
+        self.name = llm.name
+
+    def reply(self, system: str, messages: Sequence[Message], timeout: float) -> str:
+        try:
+            text = self.inner.reply(system, messages, timeout)
+        except LLMKeyRejected as exc:
+            self.health.key_rejected(str(exc))
+            raise
+        self.health.succeeded()
+        return text
+
+    def close(self) -> None:
+        self.inner.close()
