@@ -8,23 +8,28 @@ from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
-from .exceptions import (CallBusy, InvalidEvent, NotYetKnown, StoreError, StoreUnavailable, VoicebotError,
-                         VoipbinError, VoipbinRejected, VoipbinUnavailable)
+from .exceptions import (CallBusy, InvalidEvent, LockLost, NotYetKnown, StoreError, StoreFull, StoreUnavailable,
+                         VoicebotError, VoipbinError, VoipbinRejected, VoipbinUnavailable)
 
 log = logging.getLogger(__name__)
 
 # voicebot's errors that reach a view, most specific first, and how each is
-# answered. 5xx are the ones a webhook sender (VoIPBin retries on 5xx only)
-# may usefully retry; a 4xx tells it not to.
-_STATUS = {
-    InvalidEvent: (400, "invalid_event"),
-    VoipbinRejected: (424, "voipbin_rejected"),
-    CallBusy: (503, "call_busy"),
-    StoreUnavailable: (503, "store_unavailable"),
-    StoreError: (503, "store_error"),  # e.g. a lease that ran out mid-turn: the turn was not saved
-    NotYetKnown: (503, "not_yet_known"),
-    VoipbinUnavailable: (503, "voipbin_unavailable"),
-    VoipbinError: (502, "voipbin_error"),
+# answered: status, error word, and the message a stranger may read (None:
+# the exception's own, which names nothing internal). 5xx are the ones a
+# webhook sender (VoIPBin retries on 5xx only) may usefully retry; a 4xx tells
+# it not to. Hosts, ports and vendor texts stay in the log.
+_STATUS: dict[type[VoicebotError], tuple[int, str, str | None]] = {
+    InvalidEvent: (400, "invalid_event", None),
+    VoipbinRejected: (424, "voipbin_rejected", "VoIPBin's API refused the request; sending it again will not help"),
+    CallBusy: (503, "call_busy", "another turn of this call is still in progress; try again shortly"),
+    LockLost: (503, "turn_not_recorded", "the turn ran past its hold on the call and was not recorded; "
+                                         "send it again"),
+    StoreFull: (503, "too_many_calls", "this instance holds as many calls as it may; try again shortly"),
+    StoreUnavailable: (503, "store_unavailable", "the session store is unavailable; try again shortly"),
+    StoreError: (503, "store_error", "the session store failed; try again shortly"),
+    NotYetKnown: (503, "not_yet_known", None),
+    VoipbinUnavailable: (503, "voipbin_unavailable", "VoIPBin's API did not answer; send the event again"),
+    VoipbinError: (502, "voipbin_error", "VoIPBin's API gave an answer voicebot could not use"),
 }
 
 
@@ -47,13 +52,14 @@ def _http_error(exc: HTTPException):
 
 
 def _voicebot_error(exc: VoicebotError):
-    for kind, (status, error) in _STATUS.items():
+    for kind, (status, error, public) in _STATUS.items():
         if isinstance(exc, kind):
             if status >= 500 or isinstance(exc, VoipbinError):
                 log.warning("%s call_id=%s: %s", error, g.get("call_id", "-"), exc)
+            message = str(exc) if public is None else public
             if status >= 500:
-                return json_error(status, error, str(exc), **{"Retry-After": "1"})
-            return json_error(status, error, str(exc))
+                return json_error(status, error, message, **{"Retry-After": "1"})
+            return json_error(status, error, message)
     return _unexpected(exc)
 
 

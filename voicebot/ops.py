@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import metrics
+from .errors import json_error
 from .exceptions import StoreError
+from .webhooks.access import bearer_matches
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
 
@@ -23,11 +29,20 @@ def readyz():
     try:
         store.ping()
     except StoreError as exc:
-        return jsonify(status="unavailable", store=type(store).__name__, message=str(exc)), 503
-    return jsonify(status="ready", store=type(store).__name__)
+        # The error names hosts and ports: the log may say so, a stranger may not.
+        log.warning("readyz: the session store does not answer: %s", exc)
+        return jsonify(status="unavailable", reason="session store"), 503
+    llm_health = current_app.extensions["llm_health"]
+    if llm_health.rejected():
+        return jsonify(status="unavailable", reason="model key rejected"), 503
+    return jsonify(status="ready")
 
 
 @bp.get("/metrics")
 def prometheus_metrics():
+    token = current_app.config["METRICS_TOKEN"]
+    if token and not bearer_matches(request, token):
+        return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
+                          **{"WWW-Authenticate": "Bearer"})
     body, content_type = metrics.render(current_app.extensions["voicebot"].store)
     return Response(body, content_type=content_type)

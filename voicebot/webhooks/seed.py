@@ -7,17 +7,33 @@ call on ``{"type": "call.ended"}``.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, g, jsonify, request
 
 from ..conversation import Conversation
-from ..exceptions import InvalidEvent
+from ..deadline import RESPONSE_BUDGET, Deadline
+from ..errors import json_error
+from ..exceptions import InvalidEvent, LockLost
 from ..validation import identifier, optional_text, required_text
 from . import json_body, start_timing, with_llm_timing
+from .access import bearer_matches, is_local
 
 bp = Blueprint("seed", __name__, url_prefix="/webhook")
 bp.before_request(start_timing)
 
 MAX_CALLER_CHARS = 64
+
+
+@bp.before_request
+def check_access():
+    token = current_app.config["WEBHOOK_TOKEN"]
+    if token:
+        if not bearer_matches(request, token):
+            return json_error(401, "unauthorized", "send Authorization: Bearer <WEBHOOK_TOKEN>",
+                              **{"WWW-Authenticate": "Bearer"})
+    elif not is_local(request):
+        return json_error(403, "forbidden", "these endpoints answer only requests made on this machine "
+                                            "until WEBHOOK_TOKEN is set")
+    return None
 
 
 def _conversation() -> Conversation:
@@ -42,7 +58,7 @@ def call_started():
     _event_type(body, ("call.started",), "call.started")
     call_id = _call_id(body)
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
-    return jsonify(greeting=_conversation().start_call(call_id, caller))
+    return jsonify(greeting=_conversation().start_call(call_id, caller, deadline=Deadline(RESPONSE_BUDGET)))
 
 
 @bp.post("/transcript")
@@ -52,9 +68,13 @@ def transcript():
     call_id = _call_id(body)
     conversation = _conversation()
     if kind == "call.ended":
-        conversation.end_call(call_id)
+        conversation.end_call(call_id, deadline=Deadline(RESPONSE_BUDGET))
         return jsonify(status="ended")
     text = required_text(body, "transcript", current_app.config["MAX_TRANSCRIPT_CHARS"])
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
-    turn = conversation.take_turn(call_id, text, caller)
+    turn = conversation.take_turn(call_id, text, caller, deadline=Deadline(RESPONSE_BUDGET))
+    if not turn.recorded:
+        # Another turn of the call may have run meanwhile; this reply would
+        # answer a history that no longer exists.
+        raise LockLost("the turn ran past its lease and was not recorded; send it again")
     return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)
