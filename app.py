@@ -1,5 +1,14 @@
 """The WSGI entry point: ``gunicorn app:app`` and ``flask --app app run``."""
 
-from voicebot import create_app
+import sys
 
-app = create_app()
+from voicebot import create_app
+from voicebot.exceptions import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as exc:
+    # One line naming the setting, not a traceback (gunicorn's own start path
+    # checks the same settings first; this is for ``flask run``).
+    sys.stderr.write(f"voicebot refuses to start: {exc}\n")
+    sys.exit(2)

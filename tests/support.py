@@ -101,22 +101,28 @@ def pid_of_connection(pids: list[int], local_port: int, remote_port: int) -> int
     return None
 
 
-class Gunicorn:
-    """``gunicorn app:app`` as a user runs it, from the repository, on a free port."""
+def procfile_command() -> list[str]:
+    """The Procfile's web command, run with this interpreter, as a platform runs it."""
+    line = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip()
+    return ["sh", "-c", "exec " + line.replace("python ", f"{sys.executable} ", 1)]
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+
+class Gunicorn:
+    """``gunicorn app:app`` as a user runs it, from the repository, on a free port
+    (or another command that starts it, such as the Procfile's)."""
+
+    def __init__(self, env: dict[str, str], *args: str, command: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "PORT": str(self.port)}
-        self.args = args
+        self.command = command or [sys.executable, "-m", "gunicorn", *args, "app:app"]
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
     def start(self, log_path: Path, ready: bool = True) -> "Gunicorn":
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *self.args, "app:app"],
-            cwd=ROOT, env=self.env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            self.command, cwd=ROOT, env=self.env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         )
         if ready:
             wait_for(lambda: self._alive() and requests.get(self.url + "/readyz", timeout=1).ok,
@@ -143,3 +149,74 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class TLSProxy:
+    """TLS in front of a plain TCP server (a real Redis), with a self-signed certificate.
+
+    Stands in for a managed Redis behind TLS, such as Heroku's, whose
+    certificate no system CA signed.
+    """
+
+    def __init__(self, backend_port: int) -> None:
+        import ssl
+
+        import trustme
+
+        self.backend_port = backend_port
+        self.port = free_port()
+        ca = trustme.CA()
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(self.context)
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._stop = False
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "TLSProxy":
+        import threading
+
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(raw,), daemon=True).start()
+
+    def _relay(self, raw: socket.socket) -> None:
+        import threading
+
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except OSError:  # the client refused our certificate
+            raw.close()
+            return
+        backend = socket.create_connection(("127.0.0.1", self.backend_port))
+
+        def pump(source, sink):
+            try:
+                while chunk := source.recv(65536):
+                    sink.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    try:
+                        end.close()
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(backend, client), daemon=True).start()
+        pump(client, backend)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._listener.close()

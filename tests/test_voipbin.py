@@ -603,7 +603,8 @@ def test_finding_14_a_long_call_keeps_its_transcribe_link(voipbin, fake_llm, red
 
 
 def test_finding_15_a_slow_api_sets_up_once_with_the_lease_renewed(make_voipbin_app, voipbin):
-    client = make_voipbin_app(VOIPBIN_TIMEOUT_SECONDS=2.0, LOCK_LEASE_SECONDS=1.0).test_client()
+    client = make_voipbin_app(VOIPBIN_TIMEOUT_SECONDS=2.0, LLM_TIMEOUT_SECONDS=0.4,
+                              LOCK_LEASE_SECONDS=1.0).test_client()
     voipbin.latency = 0.6  # three requests: longer than the lease without renewals
     call_id = voipbin.answer_call()
     assert post_event(client, "call_progressing", voipbin.calls[call_id]).status_code == 200

@@ -7,6 +7,16 @@ import sys
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from . import config
+    from .exceptions import ConfigError
+
+    # Before gunicorn is imported: it reads WEB_CONCURRENCY itself, as it loads,
+    # and a bad value would end in its traceback instead of this one line.
+    try:
+        config.load()
+    except ConfigError as exc:
+        print(f"voicebot refuses to start: {exc}", file=sys.stderr)
+        return 2
     from gunicorn.app.wsgiapp import run
 
     # The same settings as `gunicorn app:app` from the repository, but usable
@@ -63,6 +73,14 @@ def _voipbin_setup(args: argparse.Namespace) -> int:
     print(f"VOIPBIN_WEBHOOK_SECRET={result.webhook_secret}")
     print(f"VOIPBIN_FETCH_TOKEN={result.fetch_token}")
     print(f"VOIPBIN_NUMBERS={','.join(result.numbers)}")
+    return 0
+
+
+def _nginx_config(args: argparse.Namespace) -> int:
+    from .deploy import nginx_config
+
+    print(nginx_config(args.server_name, args.port, listen=args.listen, cert=args.tls_cert, key=args.tls_key),
+          end="")
     return 0
 
 
@@ -141,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="a number of the account whose calls the bot answers (repeat, or comma-separate)")
     setup.add_argument("--dry-run", action="store_true", help="print what would change and write nothing")
     setup.set_defaults(run=_voipbin_setup)
+
+    nginx = commands.add_parser(
+        "nginx-config", help="print the nginx site that keeps slow clients away from voicebot on a VM",
+        description="Prints an nginx server block for voicebot listening on 127.0.0.1:PORT. "
+                    "Save it as /etc/nginx/sites-enabled/voicebot and raise worker_connections as it says.")
+    nginx.add_argument("--server-name", required=True, help="the public host name, e.g. bot.example.com")
+    nginx.add_argument("--port", type=int, default=8000, help="voicebot's PORT on this machine (default: 8000)")
+    nginx.add_argument("--listen", default="443", help="what nginx listens on (default: 443)")
+    nginx.add_argument("--tls-cert", default="", help="certificate file, e.g. certbot's fullchain.pem")
+    nginx.add_argument("--tls-key", default="", help="its private key file, e.g. certbot's privkey.pem")
+    nginx.set_defaults(run=_nginx_config)
 
     sim = commands.add_parser("simulate", help="play concurrent calls against voicebot URLs and check isolation")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
+from .deadline import RESPONSE_BUDGET
 from .exceptions import ConfigError
 
 # The newest Haiku that the pinned anthropic SDK lists: fast and cheap enough
@@ -36,6 +38,27 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -55,7 +78,24 @@ def _flag(value: str) -> bool:
 def _redis_url(value: str) -> str:
     if value and not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    if value.startswith(("redis://", "rediss://")):
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        if not parts.hostname:
+            raise ValueError("has no host")
     return value
+
+
+def redacted(value: str) -> str:
+    """A URL with its password masked: ``redis://:***@host:6379/0``."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "(unreadable)"
+    if not parts.password:
+        return value
+    user = parts.username or ""
+    return value.replace(f"{user}:{parts.password}@", f"{user}:***@", 1)
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -96,6 +136,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Namespace of every Redis key voicebot writes."),
     Setting("REDIS_TIMEOUT_SECONDS", 2.0, _positive_float,
             "Connect and socket timeout for Redis commands."),
+    Setting("REDIS_TLS_VERIFY", True, _flag,
+            "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
+            "self-signed one (Heroku Redis uses those), still encrypted."),
+    Setting("MAX_LIVE_CALLS", 5000, _positive_int,
+            "In-memory store only: the most calls one process holds at once (each up to ~45 KB); a new "
+            "call past it is answered 503 with `Retry-After`. With Redis, bound memory with its `maxmemory`."),
     Setting("SESSION_TTL_SECONDS", 1800, _positive_int,
             "A call idle this long is forgotten; every event restarts the clock."),
     Setting("MAX_HISTORY_TURNS", 20, _positive_int,
@@ -121,13 +167,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
     Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
             "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
-    Setting("LOCK_LEASE_SECONDS", 0.0, float,
+    Setting("LOCK_LEASE_SECONDS", 0.0, _non_negative_float,
             "How long a turn may hold its call's lock before it is presumed dead. "
             "0: LLM_TIMEOUT_SECONDS + 2.", shown="0 (derived)"),
-    Setting("LOCK_WAIT_SECONDS", 0.0, float,
+    Setting("LOCK_WAIT_SECONDS", 0.0, _non_negative_float,
             "How long a turn waits for a busy call before answering 503. "
             "0: the lease + 1, so a dead worker's lock always runs out first. Never longer than the "
             "webhook's time budget allows.", shown="0 (derived)"),
+    Setting("WEBHOOK_TOKEN", "", _text,
+            "Bearer token the article's endpoints (`/webhook/call-started`, `/webhook/transcript`) require "
+            "(`Authorization: Bearer <token>`). Unset: they answer only requests made on this machine, "
+            "for a local trial.",
+            secret=True),
+    Setting("METRICS_TOKEN", "", _text,
+            "Bearer token `/metrics` requires. Unset: `/metrics` is open; keep it off the public internet.",
+            secret=True),
     Setting("VOIPBIN_WEBHOOK_SECRET", "", _text,
             "The customer's `webhook_secret`: every VoIPBin event must carry its signature "
             "(401 otherwise). Unset: `/webhook/voipbin` stays off unless VOIPBIN_ALLOW_UNSIGNED=1.",
@@ -160,8 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
             "in the 13 s voicebot gives itself of the 15 s VoIPBin waits for an answer."),
     Setting("LOG_LEVEL", "INFO", _log_level,
             "DEBUG also logs what callers and the bot said; other levels never do."),
-    Setting("PORT", 8000, _positive_int, "TCP port gunicorn binds on 0.0.0.0."),
-    Setting("WEB_CONCURRENCY", 0, int,
+    Setting("PORT", 8000, _port,
+            "TCP port gunicorn listens on, on 127.0.0.1 (the Procfile binds 0.0.0.0, as platforms need)."),
+    Setting("WEB_CONCURRENCY", 0, _non_negative_int,
             "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2).",
             shown="0 (derived)"),
     Setting("WEB_THREADS", 32, _positive_int,
@@ -192,9 +247,34 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
             found[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            shown = "(hidden)" if setting.secret else repr(raw)
-            raise ConfigError(f"{setting.name}={shown} is not valid: {exc}") from None
+            shown = "(hidden)" if setting.secret else repr(redacted(raw))
+            reason = str(exc) if str(exc).startswith(("must", "has")) else "must be a number"
+            raise ConfigError(f"{setting.name}={shown} is not valid: {reason}") from None
     return found
+
+
+def load(environ: Mapping[str, str] | None = None, overlay: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting: defaults, then the environment, then ``overlay``; checked as a whole."""
+    settings = {**DEFAULTS, **from_environ(environ), **(overlay or {})}
+    check(settings)
+    return settings
+
+
+def check(settings: Mapping[str, Any]) -> None:
+    """Refuse settings that only fail later, in the middle of a call."""
+    lease, llm = settings["LOCK_LEASE_SECONDS"], settings["LLM_TIMEOUT_SECONDS"]
+    if lease and lease <= llm + 0.5:
+        raise ConfigError(f"LOCK_LEASE_SECONDS ({lease:g}) must be longer than LLM_TIMEOUT_SECONDS ({llm:g}) "
+                          "plus half a second: a turn must never outlive its hold on the call")
+    if llm + 1.0 > RESPONSE_BUDGET:
+        raise ConfigError(f"LLM_TIMEOUT_SECONDS ({llm:g}) must leave a second of the {RESPONSE_BUDGET:g} s "
+                          "a webhook may take (platforms wait 15 s, then send the event again)")
+    voipbin_turn = llm + 1.0 + settings["VOIPBIN_TIMEOUT_SECONDS"] + 1.0
+    if settings["VOIPBIN_ACCESS_KEY"] and voipbin_turn > RESPONSE_BUDGET:
+        raise ConfigError(
+            f"LLM_TIMEOUT_SECONDS ({llm:g}) + VOIPBIN_TIMEOUT_SECONDS ({settings['VOIPBIN_TIMEOUT_SECONDS']:g}) "
+            f"+ 2 s must be at most {RESPONSE_BUDGET:g} s: VoIPBin waits 15 s for an answer and sends the "
+            "event again after that")
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+# VoIPBin and Twilio wait 15 s for a webhook's response headers, then send the
+# event again; 2 s of that are kept for the network, the store and the response.
+PLATFORM_WAIT_SECONDS = 15.0
+RESPONSE_BUDGET = PLATFORM_WAIT_SECONDS - 2.0
+
 
 class Deadline:
     __slots__ = ("at", "_clock")

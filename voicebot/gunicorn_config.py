@@ -25,11 +25,24 @@ Measured with bench/campaign.py on 2 cores, Redis, 2 workers:
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import shutil
 import sys
 import tempfile
+
+from voicebot import config as _config  # noqa: E402
+from voicebot.exceptions import ConfigError as _ConfigError  # noqa: E402
+
+# Every start path (voicebot serve, gunicorn app:app, the Procfile) reads this
+# file first: a bad setting ends it here, in one line naming the variable,
+# before anything is made that would be left behind.
+try:
+    _settings = _config.load()
+except _ConfigError as _exc:
+    sys.stderr.write(f"voicebot refuses to start: {_exc}\n")
+    sys.exit(2)
 
 # prometheus_client decides at import whether it runs multi-process: the
 # directory must be in the environment before any worker imports it.
@@ -37,13 +50,16 @@ _fast_tmp = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voicebot-metrics-", dir=_fast_tmp)
+    _master_pid = os.getpid()
+    # Also when gunicorn gives up before its on_exit hook (a port in use, say);
+    # workers are forks of this process and run atexit too, hence the pid.
+    atexit.register(lambda: os.getpid() == _master_pid and shutil.rmtree(
+        os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True))
 
-from voicebot import config as _config  # noqa: E402
-from voicebot.exceptions import ConfigError as _ConfigError  # noqa: E402
-
-_settings = {**_config.DEFAULTS, **_config.from_environ()}
-
-bind = f"0.0.0.0:{_settings['PORT']}"
+# Loopback unless told otherwise: on a VM a buffering proxy (nginx) sits in
+# front; platforms that route to the process (Heroku, Railway) get
+# --bind 0.0.0.0:$PORT from the Procfile.
+bind = f"127.0.0.1:{_settings['PORT']}"
 workers = _config.worker_count(_settings)
 worker_class = "gthread"
 threads = _settings["WEB_THREADS"]
@@ -100,8 +116,6 @@ def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
         server.log.error("more than one worker with the in-memory store would split calls; "
                          "set REDIS_URL first. Going back to 1 worker.")
         server.num_workers = 1
-
-
 
 
 def post_worker_init(worker) -> None:

@@ -16,13 +16,14 @@ def build_store(config: Mapping[str, Any]) -> SessionStore:
     ttl = config["SESSION_TTL_SECONDS"]
     lease = lock_lease_seconds(config)
     if not config["REDIS_URL"]:
-        return MemoryStore(ttl, lease)
+        return MemoryStore(ttl, lease, max_calls=config["MAX_LIVE_CALLS"])
     return RedisStore(
         config["REDIS_URL"],
         ttl_seconds=ttl,
         lease_seconds=lease,
         prefix=config["REDIS_PREFIX"],
         timeout=config["REDIS_TIMEOUT_SECONDS"],
+        tls_verify=config["REDIS_TLS_VERIFY"],
         # Every thread of the worker may hold a connection, plus room for
         # health checks.
         max_connections=config["WEB_THREADS"] + 4,

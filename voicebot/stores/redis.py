@@ -101,12 +101,14 @@ def redis_errors() -> Iterator[None]:
         raise StoreError(f"Redis error: {exc}") from exc
 
 
-def connect(url: str, *, timeout: float, max_connections: int) -> redis.Redis:
+def connect(url: str, *, timeout: float, max_connections: int, tls_verify: bool = True) -> redis.Redis:
     """One client (and so one connection pool) for this process.
 
     A blocking pool makes threads wait for a free connection instead of
-    failing when every connection is busy.
+    failing when every connection is busy. ``tls_verify=False`` (with
+    ``rediss://``) accepts a self-signed certificate, as Heroku Redis has.
     """
+    tls = {"ssl_cert_reqs": "none"} if url.startswith("rediss://") and not tls_verify else {}
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -114,6 +116,7 @@ def connect(url: str, *, timeout: float, max_connections: int) -> redis.Redis:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
+        **tls,
     )
     return redis.Redis(connection_pool=pool)
 
@@ -122,10 +125,11 @@ class RedisStore(SessionStore):
     """Takes a ready client, or a URL to build one from (like cachelib's RedisCache)."""
 
     def __init__(self, client: redis.Redis | str, *, ttl_seconds: float, lease_seconds: float,
-                 prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64) -> None:
+                 prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64,
+                 tls_verify: bool = True) -> None:
         super().__init__(ttl_seconds, lease_seconds)
         if isinstance(client, str):
-            client = connect(client, timeout=timeout, max_connections=max_connections)
+            client = connect(client, timeout=timeout, max_connections=max_connections, tls_verify=tls_verify)
         self.client = client
         self.prefix = prefix
         self._active_key = f"{prefix}:active"

@@ -35,9 +35,6 @@ from .client import VoipbinClient
 
 log = logging.getLogger(__name__)
 
-# VoIPBin waits 15 s for a webhook's response headers, then sends the event
-# again; 2 s of that are kept for the network, the store and the response.
-RESPONSE_BUDGET = 13.0
 # How fast TTS speaks, to tell whether the bot is still talking when the
 # caller starts to (no "speaking finished" event reaches the webhook).
 SPEECH_CHARS_PER_SECOND = 15.0

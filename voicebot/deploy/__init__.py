@@ -1,0 +1,17 @@
+"""Deployment files that ship with voicebot: the nginx configuration for a VM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf")
+
+
+def nginx_config(server_name: str, port: int, *, listen: str = "443", cert: str = "", key: str = "") -> str:
+    """The nginx site for voicebot on 127.0.0.1:``port``; TLS when ``cert`` and ``key`` are given."""
+    if cert and key:
+        listening = f"listen {listen} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};"
+    else:
+        listening = f"listen {listen};"
+    return (NGINX_TEMPLATE.read_text().replace("@LISTEN@", listening)
+            .replace("@SERVER_NAME@", server_name).replace("@PORT@", str(port)))
