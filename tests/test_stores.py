@@ -269,3 +269,13 @@ def test_the_memory_store_caps_live_calls():
     with store.locked("d", 1) as record:  # room again once a call ended
         record.save({"n": 1}, release=True)
     assert store._locks == {}
+
+
+def test_the_redis_active_index_is_pruned_as_calls_start(redis_store, redis_url, redis_prefix):
+    """Expired calls leave the index without anyone scraping /metrics."""
+    client = redis.Redis.from_url(redis_url)
+    client.zadd(f"{redis_prefix}:active", {"long-gone": time.time() - 3600})
+    with redis_store.locked("new-call", 1) as record:
+        record.save({"n": 1}, release=True)
+    assert client.zrange(f"{redis_prefix}:active", 0, -1) == [b"new-call"]
+    client.close()

@@ -6,8 +6,8 @@ are a Redis Cluster hash tag: a call's keys land on the same slot, so
 the Lua scripts below, which touch them together, work on a cluster too. A sorted set
 ``<prefix>:active`` (call id -> last activity) answers "how many calls are
 live"; it is written in the same round trip as the session, by pipeline
-rather than inside the script, because on a cluster it lives on another slot,
-and expired calls are pruned from it now and then on the same round trip.
+rather than inside the script, because on a cluster it lives on another slot;
+each call's first write also prunes the calls that expired, in that round trip.
 
 The lock follows redis-py's ``redis/lock.py``: a random token set with NX and
 a lease (PX), released only by its holder (token checked in Lua). A worker
@@ -86,8 +86,6 @@ return added
 # soon), back off to a ceiling so many waiters do not hammer Redis.
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.025
-# One write in this many also prunes expired calls from the active index.
-_PRUNE_EVERY = 64
 
 
 @contextmanager
@@ -182,11 +180,12 @@ class RedisStore(SessionStore):
     def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None:
         text = json.dumps(data, separators=(",", ":"))
         now = time.time()
+        new_call = record.data is None
         written = self._with_active(
             self._write_script, self._keys(record.call_id),
             [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
              int(now * 1000), MAX_EVENTS_PER_CALL],
-            lambda pipe: self._note_active(pipe, record.call_id, now),
+            lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
         )
         if not written:
             record.released = True
@@ -198,9 +197,9 @@ class RedisStore(SessionStore):
         if not renewed:
             raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
 
-    def _note_active(self, pipe, call_id: str, now: float) -> None:
+    def _note_active(self, pipe, call_id: str, now: float, new_call: bool) -> None:
         pipe.zadd(self._active_key, {call_id: now})
-        if random.randrange(_PRUNE_EVERY) == 0:
+        if new_call:  # calls start all the time: the index stays tidy without /metrics
             pipe.zremrangebyscore(self._active_key, "-inf", now - self.ttl_seconds)
 
     def _mark(self, call_id: str, digest: str) -> bool:
