@@ -12,3 +12,9 @@ except ConfigError as exc:
     # checks the same settings first; this is for ``flask run``).
     sys.stderr.write(f"voicebot refuses to start: {exc}\n")
     sys.exit(2)
+
+if "gunicorn" not in sys.modules:
+    # flask run: no worker hook starts the background work (gunicorn's post_worker_init does).
+    from voicebot.records import background
+
+    background.start(app)

@@ -220,3 +220,84 @@ class TLSProxy:
     def stop(self) -> None:
         self._stop = True
         self._listener.close()
+
+
+class RecordReceiver:
+    """A CALL_REPORT_URL on loopback that checks signatures and keeps records by id.
+
+    ``down`` answers 503; ``hold`` keeps that many requests waiting without an
+    answer (a receiver that hangs), releasing them at ``release()``.
+    """
+
+    def __init__(self, secret: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.secret = secret
+        self.down = False
+        self.hold = 0
+        self.held_peers: list[int] = []
+        self.received: list[dict] = []  # every delivery, duplicates included
+        self.bad_signatures = 0
+        self.refused = 0  # answered 503 while down
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import hashlib
+                import hmac
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    hold = receiver.hold > 0
+                    if hold:
+                        receiver.hold -= 1
+                        receiver.held_peers.append(self.client_address[1])
+                if hold:
+                    receiver._release.wait(60)
+                    self.close_connection = True
+                    return
+                if receiver.down:
+                    with receiver._lock:
+                        receiver.refused += 1
+                    return self._answer(503)
+                expected = "sha256=" + hmac.new(receiver.secret.encode(), body, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+                    with receiver._lock:
+                        receiver.bad_signatures += 1
+                    return self._answer(401)
+                record = json.loads(body)
+                assert self.headers.get("X-Voicebot-Record-Id") == record["id"]
+                with receiver._lock:
+                    receiver.received.append(record)
+                self._answer(200)
+
+            def _answer(self, status):
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def by_id(self) -> dict[str, dict]:
+        with self._lock:
+            return {r["id"]: r for r in self.received}
+
+    def release(self) -> None:
+        self._release.set()
+
+    def stop(self) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()

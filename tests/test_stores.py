@@ -10,6 +10,9 @@ import redis
 
 from voicebot.exceptions import CallBusy, LockLost, StoreUnavailable
 from voicebot.stores import MemoryStore, RedisStore
+from voicebot.stores.base import REAP_GRACE_SECONDS
+
+GRACE_MS = REAP_GRACE_SECONDS * 1000
 
 
 @pytest.fixture
@@ -32,6 +35,9 @@ def test_memory_ttl_slides_with_every_write_and_then_expires():
     with store.locked("c", 1) as record:
         assert record.data == {"n": 2}
     clock[0] = 200
+    reaped = []
+    assert store.reap(lambda call_id, session, lines: reaped.append((call_id, session))) == 1
+    assert reaped == [("c", {"n": 2})]  # expired, and handed on for its record first
     with store.locked("c", 1) as record:
         assert record.data is None
 
@@ -66,7 +72,7 @@ def test_redis_keys_are_namespaced_hash_tagged_and_expire(redis_store, redis_url
     client = redis.Redis.from_url(redis_url)
     key = f"{redis_prefix}:call:{{abc-123}}:session"
     assert client.exists(key)
-    assert 59_000 < client.pttl(key) <= 60_000
+    assert 59_000 + GRACE_MS < client.pttl(key) <= 60_000 + GRACE_MS  # kept a while for the reaper
     assert not client.exists(f"{redis_prefix}:call:{{abc-123}}:lock")
     client.close()
 
@@ -212,7 +218,7 @@ def test_event_ids_are_stored_as_fixed_size_digests(redis_store, redis_url, redi
     client = redis.Redis.from_url(redis_url)
     (member,) = client.zrange(f"{redis_prefix}:call:{{c}}:events", 0, -1)
     assert len(member) == 16
-    assert 59_000 < client.pttl(f"{redis_prefix}:call:{{c}}:events") <= 60_000
+    assert 59_000 + GRACE_MS < client.pttl(f"{redis_prefix}:call:{{c}}:events") <= 60_000 + GRACE_MS
     client.close()
 
 
@@ -234,12 +240,12 @@ def test_redis_touch_and_alias_refresh(redis_store, redis_url, redis_prefix):
         record.save({"n": 1}, release=True)
     client.pexpire(f"{redis_prefix}:call:{{c}}:session", 1000)
     assert redis_store.touch("c")
-    assert client.pttl(f"{redis_prefix}:call:{{c}}:session") > 59_000
+    assert client.pttl(f"{redis_prefix}:call:{{c}}:session") > 59_000 + GRACE_MS
     assert not redis_store.touch("unknown")
     redis_store.set_alias("link", "c")
     client.pexpire(f"{redis_prefix}:alias:link", 1000)
     assert redis_store.get_alias("link", refresh=True) == "c"
-    assert client.pttl(f"{redis_prefix}:alias:link") > 59_000
+    assert client.pttl(f"{redis_prefix}:alias:link") > 59_000 + GRACE_MS
     client.close()
 
 
@@ -274,7 +280,7 @@ def test_the_memory_store_caps_live_calls():
 def test_the_redis_active_index_is_pruned_as_calls_start(redis_store, redis_url, redis_prefix):
     """Expired calls leave the index without anyone scraping /metrics."""
     client = redis.Redis.from_url(redis_url)
-    client.zadd(f"{redis_prefix}:active", {"long-gone": time.time() - 3600})
+    client.zadd(f"{redis_prefix}:active", {"long-gone": time.time() - 60 - GRACE_MS / 1000 - 1})
     with redis_store.locked("new-call", 1) as record:
         record.save({"n": 1}, release=True)
     assert client.zrange(f"{redis_prefix}:active", 0, -1) == [b"new-call"]

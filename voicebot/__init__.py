@@ -33,16 +33,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     configure_logging(app.config["LOG_LEVEL"])
 
     from .llm.health import LLMHealth, MonitoredLLM
+    from .records import build_outbox
 
     store = build_store(app.config)
+    records = build_outbox(app.config)
+    app.extensions["records"] = records
     health = LLMHealth(store)
     llm = MonitoredLLM(build_llm(app.config), health)
     app.extensions["llm_health"] = health
     settings = ConversationSettings.from_config(app.config)
     # One namespace per contract: a call id sent to one can never reach a call of the other.
-    app.extensions["voicebot"] = Conversation(store, llm, settings, namespace="article")
+    app.extensions["voicebot"] = Conversation(store, llm, settings, namespace="article", records=records)
     _announce(app, store, llm)
-    _attach_voipbin(app, Conversation(store, llm, settings, namespace="voipbin"))
+    _attach_voipbin(app, Conversation(store, llm, settings, namespace="voipbin", records=records))
 
     from . import errors, ops
     from .webhooks import seed, voipbin

@@ -76,6 +76,60 @@ def _voipbin_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str) -> float:
+    """'90m', '2h', '7d', an ISO date or time (UTC unless it says), or epoch seconds."""
+    import re
+    import time
+    from datetime import datetime, timezone
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match:
+        return time.time() - float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give e.g. 2h, 7d, 2026-11-24 or 2026-11-24T08:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _calls_export(args: argparse.Namespace) -> int:
+    import json
+
+    from . import config
+    from .exceptions import ConfigError, StoreError
+    from .records import build_outbox
+
+    try:
+        settings = config.load()
+    except ConfigError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 2
+    if not settings["REDIS_URL"]:
+        print("voicebot: with the in-memory store, records live in the serving process only; set REDIS_URL "
+              "(or CALL_REPORT_URL) to keep them where this command can read them", file=sys.stderr)
+        return 2
+    outbox = build_outbox(settings)
+    out = open(args.output, "w") if args.output else sys.stdout
+    count = 0
+    try:
+        for record in outbox.export(args.since):
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            count += 1
+    except StoreError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        outbox.close()
+        if args.output:
+            out.close()
+    print(f"{count} record(s)", file=sys.stderr)
+    return 0
+
+
 def _nginx_config(args: argparse.Namespace) -> int:
     from .deploy import nginx_config
 
@@ -159,6 +213,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="a number of the account whose calls the bot answers (repeat, or comma-separate)")
     setup.add_argument("--dry-run", action="store_true", help="print what would change and write nothing")
     setup.set_defaults(run=_voipbin_setup)
+
+    calls = commands.add_parser("calls", help="end-of-call records").add_subparsers(
+        dest="calls_command", required=True)
+    export = calls.add_parser("export", help="write the kept end-of-call records as JSON lines",
+                              description="Reads the records kept in Redis (REDIS_URL, REDIS_PREFIX) for "
+                                          "CALL_RECORD_RETENTION_SECONDS and writes one JSON object per line.")
+    export.add_argument("--since", type=_since, default=0.0,
+                        help="only records made since: 90m, 2h, 7d, 2026-11-24, 2026-11-24T08:00Z (default: all)")
+    export.add_argument("--output", help="a file to write (default: standard output)")
+    export.set_defaults(run=_calls_export)
 
     nginx = commands.add_parser(
         "nginx-config", help="print the nginx site that keeps slow clients away from voicebot on a VM",

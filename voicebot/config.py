@@ -163,6 +163,25 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("ANTHROPIC_BASE_URL", "", _text,
             "Messages API base URL (a proxy, or a local fake in tests). Unset: Anthropic's."),
+    Setting("TRANSFER_NUMBER", "", _text,
+            "Where the humans are: with it set, the model may hand a caller to a person (`transfer_call`). "
+            "Unset: it can only end calls (`end_call`)."),
+    Setting("GOODBYE_LINE", "Thank you for calling. Goodbye!", _text,
+            "Said when the model ends the call without words of its own."),
+    Setting("TRANSFER_LINE", "Please hold while I connect you with a person.", _text,
+            "Said when the model hands the call to a person without words of its own."),
+    Setting("CALL_REPORT_URL", "", _text,
+            "Where each end-of-call record is POSTed (JSON, signed), at least once. Unset: records are "
+            "only kept (`voicebot calls export`)."),
+    Setting("CALL_REPORT_SECRET", "", _text,
+            "Key of the records' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
+            "with CALL_REPORT_URL.", secret=True),
+    Setting("CALL_REPORT_RETRY_SECONDS", 86400.0, _positive_float,
+            "How long a record's delivery is retried (backing off from 1 s to 5 min) before it is given up "
+            "(it stays in the archive)."),
+    Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, _positive_float,
+            "How long records are kept for `voicebot calls export` (with Redis; in memory, while the "
+            "process lives)."),
     Setting("LLM_MODEL", DEFAULT_MODEL, _text, "Claude model for replies."),
     Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
     Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
@@ -269,6 +288,12 @@ def check(settings: Mapping[str, Any]) -> None:
     if llm + 1.0 > RESPONSE_BUDGET:
         raise ConfigError(f"LLM_TIMEOUT_SECONDS ({llm:g}) must leave a second of the {RESPONSE_BUDGET:g} s "
                           "a webhook may take (platforms wait 15 s, then send the event again)")
+    if settings["CALL_REPORT_URL"]:
+        if not settings["CALL_REPORT_URL"].startswith(("http://", "https://")):
+            raise ConfigError("CALL_REPORT_URL must be an http(s) URL")
+        if not settings["CALL_REPORT_SECRET"]:
+            raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a "
+                              "receiver checks")
     voipbin_turn = llm + 1.0 + settings["VOIPBIN_TIMEOUT_SECONDS"] + 1.0
     if settings["VOIPBIN_ACCESS_KEY"] and voipbin_turn > RESPONSE_BUDGET:
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""The conversation core: one isolated, serialized history per call.
+"""The conversation core: one isolated, serialized history per call, and its record when it ends.
 
 It knows nothing of HTTP or of any webhook contract; each contract's views
 translate their events into ``start_call``, ``take_turn`` and ``end_call``.
@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
 from . import metrics
 from .config import lock_wait_seconds
 from .deadline import Deadline, unbounded
 from .exceptions import CallBusy, LLMError, LockLost, StoreError
-from .llm import LLM, Message
+from .llm import LLM, Message, Reply
+from .records import Outbox, build_record
+from .records.record import iso
 from .speakable import make_speakable
 from .stores import CallRecord, SessionStore
+from .tools import END_CALL, TRANSFER_CALL, Action, Tool, lifecycle_prompt, lifecycle_tools
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ class ConversationSettings:
     max_reply_chars: int
     llm_timeout: float
     lock_wait: float
+    transfer_number: str = ""
+    goodbye_line: str = "Thank you for calling. Goodbye!"
+    transfer_line: str = "Please hold while I connect you with a person."
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ConversationSettings":
@@ -46,6 +52,9 @@ class ConversationSettings:
             max_reply_chars=config["MAX_REPLY_CHARS"],
             llm_timeout=config["LLM_TIMEOUT_SECONDS"],
             lock_wait=lock_wait_seconds(config),
+            transfer_number=config["TRANSFER_NUMBER"],
+            goodbye_line=config["GOODBYE_LINE"],
+            transfer_line=config["TRANSFER_LINE"],
         )
 
 
@@ -56,38 +65,58 @@ class Turn:
     duplicate: bool = False  # this event was handled before; nothing was done again
     llm_seconds: float = 0.0  # time spent waiting on the model
     recorded: bool = True  # False: the call's lease ran out and the turn was not saved
+    action: Action | None = None  # the model ended the call or asked for a transfer
 
 
-# A contract's own per-call state (ids on the telephony platform, say) lives
-# in the session under "channel" and is handed to these hooks, which run
-# under the call's lock. Each gets a ``Renew`` to call before every step that
-# may take a while (a REST request), so the lease outlives the hook. In
-# ``attach`` it is a checkpoint: it also saves the channel as it is now, so a
-# long set-up keeps what it has done even if a later step fails. Otherwise a
-# hook that raises leaves the session as it was.
-Renew = Callable[[], None]
-Checkpoint = Renew
-Attach = Callable[[dict, Checkpoint], None]
-Deliver = Callable[[str, dict, Renew], None]
+@dataclass
+class CallContext:
+    """What a contract's hook gets, under the call's lock.
+
+    ``channel`` is the contract's own per-call state (ids on the telephony
+    platform, say), saved with the session. Call ``renew`` before every step
+    that may take a while (a REST request), so the lease outlives the hook; in
+    ``attach`` it is a checkpoint that also saves the channel as it is now, so
+    a long set-up keeps what it has done even if a later step fails.
+    Otherwise a hook that raises leaves the session as it was. ``said`` puts a
+    line the bot spoke into the call's transcript.
+    """
+
+    channel: dict
+    renew: Callable[[], None]
+    lines: list[dict] = field(default_factory=list)
+
+    def said(self, text: str) -> None:
+        self.lines.append(_line("bot", text))
+
+
+Attach = Callable[[CallContext], None]
+Deliver = Callable[[str, CallContext], None]
 Detach = Callable[[dict], None]
 
 
 def new_session(call_id: str, caller: str | None) -> dict:
-    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0,
-            "messages": [], "channel": {}}
+    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0, "fallbacks": 0,
+            "messages": [], "channel": {}, "actions": []}
+
+
+def _line(speaker: str, text: str, **extra: Any) -> dict:
+    return {"at": iso(time.time()), "speaker": speaker, "text": text, **extra}
 
 
 class Conversation:
     def __init__(self, store: SessionStore, llm: LLM, settings: ConversationSettings,
-                 namespace: str = "") -> None:
+                 namespace: str = "", records: Outbox | None = None) -> None:
         self.store = store
         self.llm = llm
         self.settings = settings
         self.namespace = namespace
+        self.records = records
+        self.tools: list[Tool] = lifecycle_tools(settings.transfer_number)
         # The greeting was said before the first message the model sees; the
         # Messages API wants the history to open with the caller, so the
         # greeting travels in the system prompt.
-        self._system = f'{settings.system_prompt}\n\nYou opened this call by saying: "{settings.greeting}"'
+        self._system = (f"{settings.system_prompt}\n\n{lifecycle_prompt(settings.transfer_number)}\n\n"
+                        f'You opened this call by saying: "{settings.greeting}"')
 
     def key(self, call_id: str) -> str:
         """The call's name in the store, inside this contract's namespace."""
@@ -100,11 +129,12 @@ class Conversation:
         return wait
 
     def start_call(self, call_id: str, caller: str | None = None, *, attach: Attach | None = None,
-                   deadline: Deadline | None = None) -> str | None:
+                   greet: bool = True, deadline: Deadline | None = None) -> str | None:
         """Open the call's session (a live call keeps its history) and return the greeting.
 
-        ``attach`` may set up the call's channel first. None when the call has
-        already ended for good (see ``end_call(final=True)``).
+        ``attach`` may set up the call's channel first; with ``greet`` the
+        greeting goes into the transcript once (the caller hears it now). None
+        when the call has already ended for good (see ``end_call(final=True)``).
         """
         started = time.monotonic()
         deadline = deadline or unbounded()
@@ -120,17 +150,22 @@ class Conversation:
                 metrics.CALLS.labels("started").inc()
             elif caller and not session.get("caller"):
                 session["caller"] = caller
+            context = CallContext(session["channel"], lambda: record.save(session))
             if attach is not None:
-                attach(session["channel"], lambda: record.save(session))
-            record.save(session, release=True)
+                attach(context)
+            if greet and not session.get("greeted"):
+                session["greeted"] = True
+                context.said(self.settings.greeting)
+            record.save(session, release=True, lines=context.lines)
         log.info("call started call_id=%s resumed=%s lock_wait_ms=%.1f total_ms=%.1f",
                  call_id, resumed, record.lock_wait * 1000, (time.monotonic() - started) * 1000)
         return self.settings.greeting
 
     def take_turn(self, call_id: str, text: str, caller: str | None = None, *,
                   event_id: str | None = None, deliver: Deliver | None = None,
-                  deadline: Deadline | None = None, deliver_seconds: float = 0.0) -> Turn | None:
-        """Add what the caller said, ask the model, add and return its reply.
+                  deadline: Deadline | None = None, deliver_seconds: float = 0.0,
+                  allow_transfer: bool = True) -> Turn | None:
+        """Add what the caller said, ask the model, add and return its reply (and any action).
 
         The call's lock is held from read to write, so two turns of one call
         run one after the other and each sees the other's words. With
@@ -158,27 +193,31 @@ class Conversation:
             if session is None:
                 session = new_session(call_id, caller)
                 metrics.CALLS.labels("started").inc()
-            turn = self._converse(session, text, deadline.cap(self.settings.llm_timeout, keep=deliver_seconds))
+            tools = [t for t in self.tools if allow_transfer or t.name != TRANSFER_CALL]
+            turn = self._converse(session, text, deadline.cap(self.settings.llm_timeout, keep=deliver_seconds),
+                                  tools)
+            context = CallContext(session["channel"], record.renew,
+                                  [_line("caller", text), _line("bot", turn.reply, fallback=turn.fallback)])
             if deliver is not None:
-                deliver(turn.reply, session["channel"], record.renew)
-            recorded = self._save_turn(record, session, event_id, delivered=deliver is not None)
+                deliver(turn.reply, context)
+            recorded = self._save_turn(record, session, event_id, context.lines, delivered=deliver is not None)
         total = time.monotonic() - started
         outcome = "fallback" if turn.fallback else "reply"
         metrics.TURNS.labels(outcome).inc()
         metrics.TURN_SECONDS.observe(total)
         metrics.LLM_SECONDS.observe(turn.llm_seconds)
         metrics.LOCK_WAIT_SECONDS.observe(record.lock_wait)
-        log.info("turn call_id=%s turn=%d outcome=%s lock_wait_ms=%.1f llm_ms=%.1f total_ms=%.1f",
-                 call_id, session["turns"], outcome, record.lock_wait * 1000, turn.llm_seconds * 1000,
-                 total * 1000)
+        log.info("turn call_id=%s turn=%d outcome=%s action=%s lock_wait_ms=%.1f llm_ms=%.1f total_ms=%.1f",
+                 call_id, session["turns"], outcome, turn.action.type if turn.action else "-",
+                 record.lock_wait * 1000, turn.llm_seconds * 1000, total * 1000)
         log.debug("turn call_id=%s heard=%r said=%r", call_id, text, turn.reply)
         if not recorded:
-            return Turn(turn.reply, turn.fallback, llm_seconds=turn.llm_seconds, recorded=False)
+            return Turn(turn.reply, turn.fallback, llm_seconds=turn.llm_seconds, recorded=False, action=turn.action)
         return turn
 
-    def end_call(self, call_id: str, *, detach: Detach | None = None, final: bool = False,
-                 deadline: Deadline | None = None) -> bool:
-        """Forget the call. False if it was not known.
+    def end_call(self, call_id: str, *, reason: str = "ended", details: dict[str, Any] | None = None,
+                 detach: Detach | None = None, final: bool = False, deadline: Deadline | None = None) -> bool:
+        """Forget the call, after making its end-of-call record. False if it was not known.
 
         Without ``final`` a later event with the same id starts afresh (the
         article's contract). With it, a tombstone (an alias) stays for the
@@ -192,13 +231,29 @@ class Conversation:
             known = session is not None
             if known:
                 metrics.CALLS.labels("ended").inc()
-            if known and detach is not None:
-                detach(session["channel"])
+                if detach is not None:
+                    detach(session["channel"])
+                # Kept before it is forgotten: a crash in between makes it twice, with one id.
+                self._keep_record(call_id, session, self.store.lines(key), reason, details)
             if final:
                 self.store.set_alias(_tombstone(key), "1")
             record.delete()
-        log.info("call ended call_id=%s known=%s", call_id, known)
+        log.info("call ended call_id=%s known=%s reason=%s", call_id, known, reason)
         return known
+
+    def expired(self, key: str, session: dict, lines: list[dict]) -> None:
+        """The reaper's handler: a call idle for the session TTL gets its record too."""
+        call_id = key.split(":", 1)[1] if self.namespace else key
+        log.info("call expired call_id=%s: no event for the session TTL", call_id)
+        self._keep_record(call_id, session, lines, "expired", None)
+
+    def _keep_record(self, call_id: str, session: dict, lines: list[dict], reason: str,
+                     details: dict[str, Any] | None) -> None:
+        if self.records is None:
+            return
+        self.records.add(build_record(platform=self.namespace or "voicebot", call_id=call_id, session=session,
+                                      lines=lines, end_reason=reason, details=details))
+        metrics.RECORDS.labels("made").inc()
 
     def mark_event(self, call_id: str, event_id: str) -> bool:
         """Remember an event handled outside a turn (no lock); False if it was handled before."""
@@ -228,9 +283,10 @@ class Conversation:
     def _ended(self, key: str) -> bool:
         return self.store.get_alias(_tombstone(key)) is not None
 
-    def _save_turn(self, record: CallRecord, session: dict, event_id: str | None, delivered: bool) -> bool:
+    def _save_turn(self, record: CallRecord, session: dict, event_id: str | None, lines: list[dict],
+                   delivered: bool) -> bool:
         try:
-            record.save(session, release=True, event_id=event_id)
+            record.save(session, release=True, event_id=event_id, lines=lines)
         except LockLost:
             # Another turn of the call may have run meanwhile: this one's
             # history would overwrite it, so it is dropped, and said so.
@@ -247,30 +303,81 @@ class Conversation:
             return False
         return True
 
-    def _converse(self, session: dict, text: str, llm_timeout: float) -> Turn:
+    def _converse(self, session: dict, text: str, llm_timeout: float, tools: list[Tool]) -> Turn:
         history: list[Message] = session["messages"]
-        history.append({"role": "user", "content": text})
+        _add_caller_words(history, text)
         asked = time.monotonic()
+        answer = Reply("")
         try:
-            reply = make_speakable(self.llm.reply(self._system, history, llm_timeout),
-                                   self.settings.max_reply_chars)
-            fallback = not reply
-            if fallback:
-                log.warning("llm gave nothing speakable call_id=%s", session["call_id"])
-                metrics.FALLBACKS.labels("unspeakable").inc()
+            answer = self.llm.reply(self._system, history, llm_timeout, tools)
+            reply = make_speakable(answer.text, self.settings.max_reply_chars)
         except LLMError as exc:
             log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
             metrics.FALLBACKS.labels(type(exc).__name__).inc()
-            reply, fallback = "", True
+            reply = ""
         llm_seconds = time.monotonic() - asked
+        offered = {t.name for t in tools}
+        action, results = None, []
+        for use in answer.tool_uses:
+            if use.name == END_CALL and END_CALL in offered and action is None:
+                action = Action("hangup", reason=str(use.input.get("reason", ""))[:200])
+                result = "The call ends once your goodbye has been heard."
+            elif use.name == TRANSFER_CALL and TRANSFER_CALL in offered and action is None:
+                action = Action("transfer", to=self.settings.transfer_number,
+                                reason=str(use.input.get("reason", ""))[:200])
+                result = "The caller is being connected to a person."
+            else:
+                result = f"{use.name} was not done: only one call action per reply, and only the tools offered."
+            results.append({"type": "tool_result", "tool_use_id": use.id, "content": result})
+        fallback = not reply and action is None
         if fallback:
+            if not answer.tool_uses and answer.text:
+                log.warning("llm gave nothing speakable call_id=%s", session["call_id"])
+                metrics.FALLBACKS.labels("unspeakable").inc()
             reply = self.settings.fallback_reply
+            session["fallbacks"] = session.get("fallbacks", 0) + 1
+        elif not reply:
+            reply = self.settings.goodbye_line if action.type == "hangup" else self.settings.transfer_line
         # What the caller heard goes into the history, fallback included, so
-        # the roles keep alternating and the model knows what was said.
-        history.append({"role": "assistant", "content": reply})
-        del history[: max(0, len(history) - 2 * self.settings.max_history_turns)]
+        # the roles keep alternating and the model knows what was said; a
+        # tool_use is always answered by its tool_result.
+        if answer.tool_uses:
+            history.append({"role": "assistant",
+                            "content": [{"type": "text", "text": reply}, *(u.block() for u in answer.tool_uses)]})
+            history.append({"role": "user", "content": results})
+        else:
+            history.append({"role": "assistant", "content": reply})
+        _trim(history, 2 * self.settings.max_history_turns)
         session["turns"] += 1
-        return Turn(reply, fallback, llm_seconds=llm_seconds)
+        if action is not None:
+            session.setdefault("actions", []).append({"at": iso(time.time()), **action.as_dict(),
+                                                      "reason": action.reason})
+        return Turn(reply, fallback, llm_seconds=llm_seconds, action=action)
+
+
+def _add_caller_words(history: list[Message], text: str) -> None:
+    """A new user message, or the words added after the tool results the last one holds."""
+    if history and history[-1]["role"] == "user" and isinstance(history[-1]["content"], list):
+        history[-1]["content"].append({"type": "text", "text": text})
+    else:
+        history.append({"role": "user", "content": text})
+
+
+def _trim(history: list[Message], keep: int) -> None:
+    """Keep about the last ``keep`` messages, opening with the caller and no orphaned tool_result."""
+    del history[: max(0, len(history) - keep)]
+    while history:
+        first = history[0]
+        if first["role"] != "user":
+            del history[0]
+            continue
+        if isinstance(first["content"], list):
+            words = [b for b in first["content"] if b.get("type") != "tool_result"]
+            if not words:
+                del history[0]
+                continue
+            first["content"] = words
+        break
 
 
 def _tombstone(key: str) -> str:

@@ -9,6 +9,11 @@ reply was made from exactly its own call's history. It can be made slow
 (``latency``, ``jitter``), overloaded (``fail_rate``: 529) or hanging
 (``hang_rate``) or trickle its answer a few bytes at a time (``trickle``,
 seconds between pieces), which no per-read timeout catches.
+
+Offered the call tools, it uses them as a model would: ``end_call`` when the
+caller's last words say goodbye, ``transfer_call`` when they ask for a human,
+with real ``tool_use`` blocks; and it refuses, as the real API does, a history
+where a ``tool_use`` is not answered by a ``tool_result`` in the next message.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from .loopback import JSONHandler, LoopbackServer
 
 MARKER = re.compile(r"\bmk[0-9A-Za-z]+\b")
 DEFAULT_REPLY = "I can help with that. Could you give me a bit more detail?"
+_GOODBYE = re.compile(r"\b(good ?bye|bye)\b", re.I)
+_PERSON = re.compile(r"\b(human|person|agent|representative)\b", re.I)
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 _TOP_LEVEL_FIELDS = frozenset({
     "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
@@ -48,6 +56,54 @@ def _text_of(message: dict) -> str:
     if isinstance(content, str):
         return content
     return " ".join(block.get("text", "") for block in content if block.get("type") == "text")
+
+
+def tool_to_use(body: dict) -> str | None:
+    """The call tool a model would use on the caller's last words, if it was offered."""
+    offered = {t.get("name") for t in body.get("tools") or []}
+    last = _text_of(body["messages"][-1]) if body["messages"][-1]["role"] == "user" else ""
+    if "transfer_call" in offered and _PERSON.search(last):
+        return "transfer_call"
+    if "end_call" in offered and _GOODBYE.search(last):
+        return "end_call"
+    return None
+
+
+def _blocks(message: dict) -> list[dict]:
+    content = message.get("content")
+    return content if isinstance(content, list) else []
+
+
+def _validate_tools(body: dict) -> None:
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest("tools: Input should be a valid list")
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not _TOOL_NAME.match(str(tool.get("name", ""))):
+                raise InvalidRequest(f"tools.{index}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
+            schema = tool.get("input_schema")
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                raise InvalidRequest(f"tools.{index}.input_schema: Input should be an object schema")
+    messages = body["messages"]
+    uses_tools = any(b.get("type") in ("tool_use", "tool_result") for m in messages for b in _blocks(m))
+    if uses_tools and not tools:
+        raise InvalidRequest("Requests which include `tool_use` or `tool_result` blocks must define tools.")
+    for index, message in enumerate(messages):
+        used = [b.get("id") for b in _blocks(message) if b.get("type") == "tool_use"]
+        answered = [b.get("tool_use_id") for b in _blocks(message) if b.get("type") == "tool_result"]
+        before = [b.get("id") for b in _blocks(messages[index - 1]) if b.get("type") == "tool_use"] if index else []
+        if answered and (message["role"] != "user" or set(answered) - set(before)):
+            raise InvalidRequest(f"messages.{index}.content: unexpected `tool_use_id` found in `tool_result` "
+                                 "blocks. Each `tool_result` block must have a corresponding `tool_use` block "
+                                 "in the previous message.")
+        if used and message["role"] == "assistant" and index < len(messages) - 1:
+            following = messages[index + 1]
+            results = {b.get("tool_use_id") for b in _blocks(following) if b.get("type") == "tool_result"}
+            if following["role"] != "user" or set(used) - results:
+                raise InvalidRequest(f"messages.{index + 1}: `tool_use` ids were found without `tool_result` "
+                                     "blocks immediately after. Each `tool_use` block must have a "
+                                     "corresponding `tool_result` block in the next message.")
 
 
 def validate(body: Any) -> None:
@@ -94,8 +150,13 @@ def validate(body: Any) -> None:
                 if block["type"] == "text" and not str(block.get("text", "")).strip():
                     raise InvalidRequest(f"messages.{index}.content: text content blocks must "
                                          "contain non-whitespace text")
+                if block["type"] == "tool_use" and (message["role"] != "assistant" or not block.get("id")
+                                                    or not isinstance(block.get("input"), dict)):
+                    raise InvalidRequest(f"messages.{index}.content: tool_use blocks need an id and an input "
+                                         "object, in an assistant message")
         else:
             raise InvalidRequest(f"messages.{index}.content: Input should be a string or a list")
+    _validate_tools(body)
 
 
 class FakeMessagesAPI(LoopbackServer):
@@ -188,9 +249,15 @@ class _Handler(JSONHandler):
             return
         if body.get("stream"):
             return self._stream(body, text)
+        message = _message(body, text)
+        tool = tool_to_use(body)
+        if tool:
+            message["content"].append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": tool,
+                                       "input": {"reason": "the caller asked"}})
+            message["stop_reason"] = "tool_use"
         if self.server.trickle:
-            return self._trickle(_message(body, text))
-        self._send_json(200, _message(body, text))
+            return self._trickle(message)
+        self._send_json(200, message)
 
     def _trickle(self, payload: dict) -> None:
         data = json.dumps(payload).encode()

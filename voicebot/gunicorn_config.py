@@ -128,3 +128,15 @@ def post_worker_init(worker) -> None:
     # Turns leave little cyclic garbage, so memory stays flat (memory scenario).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    # After the fork: threads do not survive one. Reaps expired calls into
+    # their records and delivers records to CALL_REPORT_URL.
+    from voicebot.records import background
+
+    background.start(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    from voicebot.records import background
+
+    if getattr(worker, "wsgi", None) is not None:
+        background.stop(worker.wsgi)

@@ -29,6 +29,8 @@ LOCK_WAIT_SECONDS = Histogram("voicebot_lock_wait_seconds",
 FALLBACKS = Counter("voicebot_fallbacks", "Turns answered with FALLBACK_REPLY, by cause", ["cause"])
 CALLS = Counter("voicebot_calls", "Calls started and ended", ["event"])
 ERRORS = Counter("voicebot_errors", "Requests answered with an error, by kind", ["kind"])
+RECORDS = Counter("voicebot_call_records", "End-of-call records, by event: made, delivered, retried, failed",
+                  ["event"])
 
 
 class _ActiveCalls:
@@ -46,7 +48,23 @@ class _ActiveCalls:
                                 "Calls with a live session (with Redis: across all instances)", value=value)
 
 
-def render(store) -> tuple[bytes, str]:
+class _OldestUndelivered:
+    """Read at scrape time from the outbox: with Redis, that of every instance."""
+
+    def __init__(self, outbox) -> None:
+        self.outbox = outbox
+
+    def collect(self):
+        try:
+            age = self.outbox.oldest_undelivered()
+        except Exception:  # a scrape must not fail because the store is down
+            return
+        yield GaugeMetricFamily("voicebot_call_records_oldest_undelivered_seconds",
+                                "Age of the oldest end-of-call record not yet delivered (0: none)",
+                                value=age or 0.0)
+
+
+def render(store, outbox=None) -> tuple[bytes, str]:
     """The exposition text of all metrics, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -55,6 +73,8 @@ def render(store) -> tuple[bytes, str]:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     registry.register(_ActiveCalls(store))
+    if outbox is not None:
+        registry.register(_OldestUndelivered(outbox))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -44,5 +44,6 @@ def prometheus_metrics():
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
-    body, content_type = metrics.render(current_app.extensions["voicebot"].store)
+    body, content_type = metrics.render(current_app.extensions["voicebot"].store,
+                                        current_app.extensions["records"])
     return Response(body, content_type=content_type)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .base import LLM, Message
+from .base import LLM, Message, Reply, ToolUse, text_of
 from .offline import OfflineResponder
 
-__all__ = ["LLM", "Message", "OfflineResponder", "build_llm"]
+__all__ = ["LLM", "Message", "OfflineResponder", "Reply", "ToolUse", "build_llm", "text_of"]
 
 
 def build_llm(config: Mapping[str, Any]) -> LLM:

@@ -11,7 +11,8 @@ from typing import Sequence
 import anthropic
 
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
-from .base import LLM, Message
+from ..tools import Tool
+from .base import LLM, Message, Reply, ToolUse
 
 # The SDK's errors, most specific first, and what each means to a turn.
 # Retrying inside a phone turn is left to the next turn: the caller hears the
@@ -55,7 +56,8 @@ class AnthropicLLM(LLM):
                 self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="llm")
             return self._pool
 
-    def reply(self, system: str, messages: Sequence[Message], timeout: float) -> str:
+    def reply(self, system: str, messages: Sequence[Message], timeout: float,
+              tools: Sequence[Tool] = ()) -> Reply:
         """The SDK's timeout bounds each read, not the call: a model that trickles its
         answer, or a slow DNS lookup, would hold the turn far past it. The call
         runs on a pool thread and the turn waits for it ``timeout`` seconds of
@@ -63,17 +65,19 @@ class AnthropicLLM(LLM):
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
-        future = self._executor().submit(self._call, system, list(messages), timeout)
+        future = self._executor().submit(self._call, system, list(messages), timeout,
+                                         [tool.spec() for tool in tools])
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
             raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
 
-    def _call(self, system: str, messages: list[Message], timeout: float) -> str:
+    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict]) -> Reply:
+        extra = {"tools": tools} if tools else {}
         try:
             response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
-                                    messages=messages, timeout=timeout)
+                                    messages=messages, timeout=timeout, **extra)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
@@ -87,7 +91,12 @@ class AnthropicLLM(LLM):
         blocks = message.get("content") if isinstance(message, dict) else None
         if not isinstance(blocks, list):
             raise LLMUnavailable(f"{self.model}: the answer has no content")
-        return "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        blocks = [b for b in blocks if isinstance(b, dict)]
+        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        uses = [ToolUse(b["id"], b["name"], b.get("input") if isinstance(b.get("input"), dict) else {})
+                for b in blocks if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+                and isinstance(b.get("name"), str)]
+        return Reply(text, uses)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -1,25 +1,53 @@
-"""The LLM adapter interface: one synchronous call per turn."""
+"""The LLM adapter interface: one synchronous call per model round."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence, TypedDict
+
+from ..tools import Tool
 
 
 class Message(TypedDict):
-    role: str  # "user" or "assistant", alternating, first "user"
-    content: str
+    role: str  # "user" or "assistant", first "user"
+    content: Any  # text, or a list of content blocks (text, tool_use, tool_result)
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+    def block(self) -> dict[str, Any]:
+        return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input}
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    tool_uses: list[ToolUse] = field(default_factory=list)
 
 
 class LLM(ABC):
     name = "llm"
 
     @abstractmethod
-    def reply(self, system: str, messages: Sequence[Message], timeout: float) -> str:
-        """The model's next line in the conversation.
+    def reply(self, system: str, messages: Sequence[Message], timeout: float,
+              tools: Sequence[Tool] = ()) -> Reply:
+        """The model's next turn in the conversation: its words, and any tools it uses.
 
         Raises LLMTimeout, LLMUnavailable or LLMRejected; never a vendor's error.
         """
 
     def close(self) -> None:
         """Let go of connections."""
+
+
+def text_of(message: Message) -> str:
+    """The words of a message, whichever form its content takes."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 from .. import metrics
 from ..exceptions import LLMKeyRejected, StoreError
 from ..stores import SessionStore
-from .base import LLM, Message
+from ..tools import Tool
+from .base import LLM, Message, Reply
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,15 @@ class MonitoredLLM(LLM):
         self.health = health
         self.name = llm.name
 
-    def reply(self, system: str, messages: Sequence[Message], timeout: float) -> str:
+    def reply(self, system: str, messages: Sequence[Message], timeout: float,
+              tools: Sequence[Tool] = ()) -> Reply:
         try:
-            text = self.inner.reply(system, messages, timeout)
+            answer = self.inner.reply(system, messages, timeout, tools)
         except LLMKeyRejected as exc:
             self.health.key_rejected(str(exc))
             raise
         self.health.succeeded()
-        return text
+        return answer
 
     def close(self) -> None:
         self.inner.close()

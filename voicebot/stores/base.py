@@ -7,7 +7,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..exceptions import StoreError
 
@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 # any real call (a transcript every few seconds for hours), bounded in bytes
 # for one that is not.
 MAX_EVENTS_PER_CALL = 10_000
+# A call idle for the session TTL has expired, but its data is kept this much
+# longer, so that the reaper can turn it into an end-of-call record first.
+REAP_GRACE_SECONDS = 3600.0
+
+# The reaper's handler: (call id, session, transcript lines) of an expired call.
+OnExpired = Callable[[str, dict, list], None]
 
 
 def event_digest(event_id: str) -> str:
@@ -42,13 +48,16 @@ class CallRecord:
         self.released = False
         self.seen = seen
 
-    def save(self, data: dict, *, release: bool = False, event_id: str | None = None) -> None:
-        """Write ``data`` back with a fresh TTL, and ``event_id`` as handled.
+    def save(self, data: dict, *, release: bool = False, event_id: str | None = None,
+             lines: list[dict] | None = None) -> None:
+        """Write ``data`` back with a fresh TTL, ``event_id`` as handled, ``lines`` added to the transcript.
 
         ``release`` also gives up the lock in the same step; without it the
-        lease starts afresh (a checkpoint in a long piece of work).
+        lease starts afresh (a checkpoint in a long piece of work). The
+        transcript is kept beside the session, not in it: a long call's whole
+        transcript is not rewritten on every turn.
         """
-        self.store._write(self, data, release, None if event_id is None else event_digest(event_id))
+        self.store._write(self, data, release, None if event_id is None else event_digest(event_id), lines or [])
         self.data = data
         if release:
             self.released = True
@@ -105,7 +114,8 @@ class SessionStore(ABC):
     def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord: ...
 
     @abstractmethod
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None: ...
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+               lines: list[dict]) -> None: ...
 
     @abstractmethod
     def _renew(self, record: CallRecord) -> None: ...
@@ -122,6 +132,14 @@ class SessionStore(ABC):
     @abstractmethod
     def peek(self, call_id: str) -> dict | None:
         """The call's session as stored now, without taking its lock (may be a turn behind)."""
+
+    @abstractmethod
+    def lines(self, call_id: str) -> list[dict]:
+        """The call's whole transcript, in order."""
+
+    @abstractmethod
+    def reap(self, on_expired: OnExpired, limit: int = 100) -> int:
+        """Hand each call idle for the session TTL to ``on_expired``, then forget it; how many."""
 
     @abstractmethod
     def touch(self, call_id: str) -> bool:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable
 
 from ..exceptions import CallBusy, StoreFull
-from .base import MAX_EVENTS_PER_CALL, CallRecord, SessionStore
+from .base import MAX_EVENTS_PER_CALL, CallRecord, OnExpired, SessionStore
+
+log = logging.getLogger(__name__)
+# Expired calls waiting for the reaper; past this, the oldest are forgotten (and said so).
+MAX_UNREAPED = 10_000
 
 
 class _CallLock:
@@ -21,12 +26,13 @@ class _CallLock:
 
 
 class _Entry:
-    __slots__ = ("expires", "value", "events")
+    __slots__ = ("expires", "value", "events", "lines")
 
     def __init__(self, expires: float, value: str) -> None:
         self.expires = expires
         self.value = value
         self.events: OrderedDict[str, None] = OrderedDict()  # digests, oldest first
+        self.lines: list[dict] = []  # the whole transcript
 
 
 class _ExpiringMap:
@@ -38,8 +44,9 @@ class _ExpiringMap:
     Not thread-safe by itself: the store's mutex guards it.
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, on_drop: Callable[[str, _Entry], None] | None = None) -> None:
         self.ttl = ttl
+        self.on_drop = on_drop
         self.entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def get(self, key: str, now: float) -> _Entry | None:
@@ -74,6 +81,8 @@ class _ExpiringMap:
             if entry.expires > now:
                 break
             del entries[key]
+            if self.on_drop is not None:
+                self.on_drop(key, entry)
 
 
 def _remember(entry: _Entry, digest: str) -> None:
@@ -98,7 +107,8 @@ class MemoryStore(SessionStore):
         self.max_calls = max_calls
         self._clock = clock
         self._mutex = threading.Lock()
-        self._sessions = _ExpiringMap(ttl_seconds)
+        self._unreaped: OrderedDict[str, _Entry] = OrderedDict()
+        self._sessions = _ExpiringMap(ttl_seconds, on_drop=self._keep_for_reaper)
         self._aliases = _ExpiringMap(ttl_seconds)
         self._locks: dict[str, _CallLock] = {}
 
@@ -117,12 +127,21 @@ class MemoryStore(SessionStore):
             self._forget_lock(call_id, call_lock)
             raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
         with self._mutex:
-            entry = self._sessions.get(call_id, self._clock())
+            # An expired call not yet reaped is still whole: an event for it goes on with it.
+            entry = self._sessions.get(call_id, self._clock()) or self._unreaped.get(call_id)
             text = entry.value if entry else None
             seen = bool(entry and digest and digest in entry.events)
         return CallRecord(self, call_id, json.loads(text) if text is not None else None, call_lock, seen)
 
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None:
+    def _keep_for_reaper(self, call_id: str, entry: _Entry) -> None:
+        self._unreaped[call_id] = entry
+        if len(self._unreaped) > MAX_UNREAPED:
+            forgotten, _ = self._unreaped.popitem(last=False)
+            log.error("call %s expired and was forgotten before its record was made: the reaper is behind",
+                      forgotten)
+
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+               lines: list[dict]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         try:
             with self._mutex:
@@ -130,9 +149,13 @@ class MemoryStore(SessionStore):
                 is_new = self._sessions.get(record.call_id, now) is None
                 if is_new and self.max_calls and len(self._sessions.entries) >= self.max_calls:
                     raise StoreFull(f"this process already holds {self.max_calls} live calls (MAX_LIVE_CALLS)")
+                revived = self._unreaped.pop(record.call_id, None) if is_new else None
                 entry = self._sessions.put(record.call_id, text, now)
+                if revived is not None:  # an event came before the reaper: the call goes on, whole
+                    entry.events, entry.lines = revived.events, revived.lines
                 if digest:
                     _remember(entry, digest)
+                entry.lines.extend(lines)
         except StoreFull:
             if release:
                 self._release(record)
@@ -175,6 +198,23 @@ class MemoryStore(SessionStore):
             entry = self._sessions.get(call_id, self._clock())
             text = entry.value if entry else None
         return json.loads(text) if text is not None else None
+
+    def lines(self, call_id: str) -> list[dict]:
+        with self._mutex:
+            entry = self._sessions.get(call_id, self._clock()) or self._unreaped.get(call_id)
+            return list(entry.lines) if entry else []
+
+    def reap(self, on_expired: OnExpired, limit: int = 100) -> int:
+        reaped = 0
+        while reaped < limit:
+            with self._mutex:
+                self._sessions.drop_expired(self._clock())
+                if not self._unreaped:
+                    break
+                call_id, entry = self._unreaped.popitem(last=False)
+            on_expired(call_id, json.loads(entry.value), list(entry.lines))
+            reaped += 1
+        return reaped
 
     def touch(self, call_id: str) -> bool:
         with self._mutex:

@@ -1,7 +1,8 @@
 """Sessions in Redis: any worker of any instance can serve any event of any call.
 
-Keys are ``<prefix>:call:{<call id>}:session``, ``...:lock`` and ``...:events``
-(digests of the event ids handled, for dropping redeliveries). The braces
+Keys are ``<prefix>:call:{<call id>}:session``, ``...:lock``, ``...:events``
+(digests of the event ids handled, for dropping redeliveries) and ``...:lines``
+(the whole transcript, one JSON line per entry, appended as it grows). The braces
 are a Redis Cluster hash tag: a call's keys land on the same slot, so
 the Lua scripts below, which touch them together, work on a cluster too. A sorted set
 ``<prefix>:active`` (call id -> last activity) answers "how many calls are
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterator
 import redis
 
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
-from .base import MAX_EVENTS_PER_CALL, CallRecord, SessionStore
+from .base import MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
 
 # KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
 # Returns {1, session or false, seen} when the lock was taken, {0, lock pttl} when not.
@@ -42,8 +43,8 @@ end
 return {0, redis.call('pttl', KEYS[1])}
 """
 
-# KEYS: lock, session, events. ARGV: token, session json, ttl ms, release (1/0),
-# lease ms, event digest or '', now ms, most events kept.
+# KEYS: lock, session, events, lines. ARGV: token, session json, ttl ms, release (1/0),
+# lease ms, event digest or '', now ms, most events kept, then transcript lines to add.
 _WRITE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -52,14 +53,16 @@ if ARGV[6] ~= '' then
   redis.call('zremrangebyrank', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
 end
 redis.call('pexpire', KEYS[3], ARGV[3])
+for i = 9, #ARGV do redis.call('rpush', KEYS[4], ARGV[i]) end
+redis.call('pexpire', KEYS[4], ARGV[3])
 if ARGV[4] == '1' then redis.call('del', KEYS[1]) else redis.call('pexpire', KEYS[1], ARGV[5]) end
 return 1
 """
 
-# KEYS: lock, session, events. ARGV: token.
+# KEYS: lock, session, events, lines. ARGV: token.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('del', KEYS[2], KEYS[1], KEYS[3])
+return redis.call('del', KEYS[2], KEYS[1], KEYS[3], KEYS[4])
 """
 
 # KEYS: lock. ARGV: token, lease ms.
@@ -131,7 +134,9 @@ class RedisStore(SessionStore):
         self.client = client
         self.prefix = prefix
         self._active_key = f"{prefix}:active"
-        self._ttl_ms = int(ttl_seconds * 1000)
+        # Keys outlive the session TTL by a grace period: the reaper turns an
+        # expired call into its record before Redis forgets it.
+        self._ttl_ms = int((ttl_seconds + REAP_GRACE_SECONDS) * 1000)
         self._lease_ms = int(lease_seconds * 1000)
         self._acquire_script = client.register_script(_ACQUIRE)
         self._write_script = client.register_script(_WRITE)
@@ -142,7 +147,7 @@ class RedisStore(SessionStore):
 
     def _keys(self, call_id: str) -> list[str]:
         base = f"{self.prefix}:call:{{{call_id}}}"
-        return [base + ":lock", base + ":session", base + ":events"]
+        return [base + ":lock", base + ":session", base + ":events", base + ":lines"]
 
     def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord:
         keys = self._keys(call_id)
@@ -177,14 +182,15 @@ class RedisStore(SessionStore):
                 raise result
         return result
 
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None) -> None:
+    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+               lines: list[dict]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         now = time.time()
         new_call = record.data is None
         written = self._with_active(
             self._write_script, self._keys(record.call_id),
             [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
-             int(now * 1000), MAX_EVENTS_PER_CALL],
+             int(now * 1000), MAX_EVENTS_PER_CALL, *(json.dumps(line, separators=(",", ":")) for line in lines)],
             lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
         )
         if not written:
@@ -200,7 +206,8 @@ class RedisStore(SessionStore):
     def _note_active(self, pipe, call_id: str, now: float, new_call: bool) -> None:
         pipe.zadd(self._active_key, {call_id: now})
         if new_call:  # calls start all the time: the index stays tidy without /metrics
-            pipe.zremrangebyscore(self._active_key, "-inf", now - self.ttl_seconds)
+            # Only calls whose keys are gone too: an expired call stays for the reaper.
+            pipe.zremrangebyscore(self._active_key, "-inf", now - self.ttl_seconds - REAP_GRACE_SECONDS)
 
     def _mark(self, call_id: str, digest: str) -> bool:
         with redis_errors():
@@ -208,11 +215,40 @@ class RedisStore(SessionStore):
                                           args=[digest, int(time.time() * 1000), self._ttl_ms,
                                                 MAX_EVENTS_PER_CALL]))
 
+    def lines(self, call_id: str) -> list[dict]:
+        with redis_errors():
+            return [json.loads(line) for line in self.client.lrange(self._keys(call_id)[3], 0, -1)]
+
+    def reap(self, on_expired: OnExpired, limit: int = 100) -> int:
+        now = time.time()
+        with redis_errors():
+            idle = self.client.zrangebyscore(self._active_key, "-inf", now - self.ttl_seconds, start=0, num=limit)
+        reaped = 0
+        for raw in idle:
+            call_id = raw.decode()
+            try:
+                with self.locked(call_id, 0.0) as record:
+                    with redis_errors():
+                        last = self.client.zscore(self._active_key, call_id)
+                    if last is not None and last > now - self.ttl_seconds:
+                        continue  # an event came while we looked
+                    if record.data is None:
+                        with redis_errors():
+                            self.client.zrem(self._active_key, call_id)
+                        continue
+                    on_expired(call_id, record.data, self.lines(call_id))
+                    record.delete()
+                    reaped += 1
+            except CallBusy:
+                continue  # a turn is running: not idle after all
+        return reaped
+
     def touch(self, call_id: str) -> bool:
-        _, session, events = self._keys(call_id)
+        _, session, events, lines = self._keys(call_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.pexpire(session, self._ttl_ms)
         pipe.pexpire(events, self._ttl_ms)
+        pipe.pexpire(lines, self._ttl_ms)
         with redis_errors():
             known = bool(pipe.execute()[0])
         if known:
@@ -247,11 +283,8 @@ class RedisStore(SessionStore):
         return value.decode() if value is not None else None
 
     def active_calls(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zremrangebyscore(self._active_key, "-inf", time.time() - self.ttl_seconds)
-        pipe.zcard(self._active_key)
         with redis_errors():
-            return pipe.execute()[1]
+            return self.client.zcount(self._active_key, time.time() - self.ttl_seconds, "+inf")
 
     def ping(self) -> None:
         with redis_errors():

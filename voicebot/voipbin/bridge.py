@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..conversation import Checkpoint, Conversation, Renew
+from ..conversation import CallContext, Conversation, Turn
 from ..deadline import Deadline
-from ..exceptions import (InvalidEvent, VoipbinError, VoipbinRateLimited, VoipbinRejected,
+from ..exceptions import (InvalidEvent, StoreError, VoipbinError, VoipbinRateLimited, VoipbinRejected,
                           VoipbinUnavailable)
 from ..validation import identifier, optional_text
 from .client import VoipbinClient
@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 SPEECH_CHARS_PER_SECOND = 15.0
 # A SIP caller is "user@domain" and can be long; kept whole up to this.
 MAX_CALLER_CHARS = 256
+# After the last word of a goodbye the line stays open this long before it is hung up.
+AFTER_LAST_WORD = 0.5
+# Kept of the webhook's budget for a hang-up or stop request after waiting for speech to end.
+HANGUP_SECONDS = 2.0
+
+Renew = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,12 @@ class VoipbinBridge:
             log.debug("call_progressing of a call that is not voicebot's call_id=%s", call_id)
             return "ignored"
 
-        def set_up(channel: dict, checkpoint: Checkpoint) -> None:
+        def set_up(context: CallContext) -> None:
+            channel, checkpoint = context.channel, context.renew
             channel["answered"] = True
+            number = _target(data.get("destination"))
+            if number:
+                channel.setdefault("number", number)  # the caller id for a transfer's outgoing leg
             self._ensure_transcribe(call_id, channel, checkpoint, deadline)
             self._ensure_speaking(call_id, channel, checkpoint, deadline)
             checkpoint()
@@ -135,7 +145,8 @@ class VoipbinBridge:
                 channel["greeted"] = True
 
         try:
-            started = self.conversation.start_call(call_id, _caller(data), attach=set_up, deadline=deadline)
+            started = self.conversation.start_call(call_id, _caller(data), attach=set_up, greet=True,
+                                                   deadline=deadline)
         except VoipbinRejected as exc:
             # Asking again will be refused the same way (the call has gone, a wrong key).
             log.error("call not set up call_id=%s: %s", call_id, exc)
@@ -157,7 +168,11 @@ class VoipbinBridge:
             if channel.get("speaking_id"):
                 _quietly(lambda: self.client.stop_speaking(channel["speaking_id"], deadline=deadline), call_id)
 
-        self.conversation.end_call(call_id, detach=detach, final=True, deadline=deadline)
+        channel = self.conversation.channel(call_id) or {}
+        bot_ended = channel.get("hanging_up") or channel.get("transferred_to")
+        details = {"hangup_by": _word(data.get("hangup_by")), "hangup_reason": _word(data.get("hangup_reason"))}
+        self.conversation.end_call(call_id, reason="bot_ended" if bot_ended else "hung_up", details=details,
+                                   detach=detach, final=True, deadline=deadline)
         return "ended"
 
     def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict]:
@@ -175,16 +190,21 @@ class VoipbinBridge:
             return []  # the call has hung up: nothing more to run
         channel = self.conversation.channel(call_id)
         if channel is None:
-            self.conversation.start_call(call_id, attach=lambda ch, _: ch.setdefault("owner", "fetch"),
-                                         deadline=deadline)
+            self.conversation.start_call(call_id, attach=lambda context: context.channel.setdefault("owner", "fetch"),
+                                         greet=False, deadline=deadline)
             log.info("call handed over by fetch call_id=%s", call_id)
             return [{"type": "answer"}, *loop]
         self._keep_alive(call_id, channel)
         if channel.get("actions"):
             queued = self.conversation.with_channel(call_id, lambda ch: ch.pop("actions", []),
                                                     wait=deadline.cap(1.0)) or []
-            if any(a.get("type") in ("hangup", "connect") for a in queued):
-                return queued  # the bot's part of the call ends here
+            if any(a.get("type") == "connect" for a in queued):
+                # The caller goes to a person: the bot's part of the call, and its record, end here.
+                self.conversation.end_call(call_id, reason="transferred", final=True, deadline=deadline,
+                                           details={"transferred_to": channel.get("transferred_to", "")})
+                return queued
+            if any(a.get("type") == "hangup" for a in queued):
+                return queued
             return [*queued, *loop]
         return loop
 
@@ -244,13 +264,19 @@ class VoipbinBridge:
         text = _transcript_text(data, self.settings.max_transcript_chars)
         if text is None:
             return "ignored"
+        channel = self.conversation.channel(call_id) or {}
+        if channel.get("transferred_to") or channel.get("hanging_up"):
+            return "ignored"  # the bot's part of this call is over
+        after: dict = {}
 
-        def deliver(reply: str, channel: dict, renew: Renew) -> None:
-            self._say(call_id, channel, reply, renew, deadline)
+        def deliver(reply: str, context: CallContext) -> None:
+            self._say(call_id, context.channel, reply, context.renew, deadline)
+            after.update(context.channel)
 
         try:
             turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver,
-                                               deadline=deadline, deliver_seconds=self.speech_seconds)
+                                               deadline=deadline, deliver_seconds=self.speech_seconds,
+                                               allow_transfer=channel.get("owner") == "fetch")
         except VoipbinRejected as exc:
             # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.
@@ -260,7 +286,55 @@ class VoipbinBridge:
             return "ignored"
         if turn.duplicate:
             return Outcome("duplicate")
+        if turn.action is not None and turn.recorded:
+            try:
+                self._act(call_id, turn, after, deadline)
+            except StoreError as exc:
+                log.warning("call action not taken call_id=%s: %s", call_id, exc)
         return Outcome("said" if turn.recorded else "said_not_recorded", turn.llm_seconds)
+
+    def _act(self, call_id: str, turn: Turn, channel: dict, deadline: Deadline) -> None:
+        """After the words: hang up once they have been heard, or hand the caller to a person."""
+        action = turn.action
+        assert action is not None
+        self._wait_until_heard(channel, deadline)
+        if action.type == "transfer":
+            number = channel.get("number") or ""
+            connect = {"type": "connect", "option": {
+                "source": {"type": "tel", "target": number} if number else {},
+                "destinations": [{"type": "tel", "target": action.to}]}}
+
+            def hand_over(ch: dict) -> None:
+                ch["transferred_to"] = action.to
+                ch.setdefault("actions", []).append(connect)
+
+            self.conversation.with_channel(call_id, hand_over, wait=deadline.cap(2.0))
+            # The bot stops listening and speaking; the next fetch connects the caller.
+            if channel.get("transcribe_id"):
+                _quietly(lambda: self.client.stop_transcribe(channel["transcribe_id"], deadline=deadline), call_id)
+            if channel.get("speaking_id"):
+                _quietly(lambda: self.client.stop_speaking(channel["speaking_id"], deadline=deadline), call_id)
+            log.info("transfer call_id=%s: connecting the caller at the next fetch", call_id)
+            return
+
+        def hanging_up(ch: dict) -> None:
+            ch["hanging_up"] = True
+            if ch.get("owner") == "fetch":
+                ch.setdefault("actions", []).append({"type": "hangup"})  # if the request below fails
+
+        self.conversation.with_channel(call_id, hanging_up, wait=deadline.cap(2.0))
+        try:
+            self.client.hang_up(call_id, deadline=deadline)
+            log.info("hung up call_id=%s: the bot ended the call", call_id)
+        except VoipbinError as exc:
+            log.warning("hang-up failed call_id=%s (%s): the next fetch hangs up", call_id, exc)
+
+    def _wait_until_heard(self, channel: dict, deadline: Deadline) -> None:
+        """VoIPBin says nothing when speech ends: wait out the estimate, as the budget allows."""
+        left = channel.get("speaking_until", 0) + AFTER_LAST_WORD - self.clock()
+        wait = deadline.cap(left, keep=HANGUP_SECONDS)
+        if wait > 0:
+            time.sleep(wait)
 
     def caller_started_talking(self, data: dict, deadline: Deadline) -> str:
         """Barge-in: the caller talks over the bot, so drop what it still had to say."""
@@ -286,7 +360,7 @@ class VoipbinBridge:
 
     # -- set-up steps, each idempotent ---------------------------------------------
 
-    def _ensure_transcribe(self, call_id: str, channel: dict, checkpoint: Checkpoint, deadline: Deadline) -> None:
+    def _ensure_transcribe(self, call_id: str, channel: dict, checkpoint: Renew, deadline: Deadline) -> None:
         if channel.get("transcribe_id"):
             return
         checkpoint()
@@ -392,12 +466,15 @@ class VoipbinBridge:
         return self.conversation.store.get_alias(_transcribe_alias(transcribe_id), refresh=True)
 
 
-def _caller(data: dict) -> str | None:
-    source = data.get("source")
-    target = source.get("target") if isinstance(source, dict) else None
+def _target(address: object) -> str | None:
+    target = address.get("target") if isinstance(address, dict) else None
     if not isinstance(target, str) or not target.strip():
         return None
     return _printable(target.strip())[:MAX_CALLER_CHARS]
+
+
+def _caller(data: dict) -> str | None:
+    return _target(data.get("source"))
 
 
 def _transcript_text(data: dict, max_chars: int) -> str | None:

@@ -140,6 +140,9 @@ class FakeVoipbin(LoopbackServer):
         self.numbers: dict[str, dict] = {}
         self.flows: dict[str, dict] = {}
         self.writes: list[str] = []  # "PUT /customer" etc., for idempotency checks
+        # Where events of changes made through the API go (VoIPBin sends call_hangup after a
+        # POST /calls/{id}/hangup as after any hang-up); None: not sent.
+        self.webhook_url: str | None = None
         self._sender = requests.Session()
 
     @property
@@ -366,7 +369,11 @@ class FakeVoipbin(LoopbackServer):
         if call_id not in self.calls:
             raise ApiError(404, "call not found")
         self.hung_up_by_api.append(call_id)
-        return 200, self._end_call(call_id, "local")
+        call = self._end_call(call_id, "local")
+        if self.webhook_url:
+            threading.Thread(target=self.deliver, args=(self.webhook_url, "call_hangup", dict(call)),
+                             daemon=True).start()
+        return 200, call
 
     def _get_customer(self, body: Any, query: dict) -> tuple[int, dict]:
         return 200, dict(self.customer)
@@ -553,6 +560,8 @@ class FlowRunner:
         """Run until the call ends or ``max_steps``; why it stopped."""
         with self.voipbin.lock:
             self.voipbin.calls.setdefault(call_id, call_event_data(call_id, "ringing"))
+        if self.voipbin.webhook_url is None:
+            self.voipbin.webhook_url = self.webhook_url
         for _ in range(self.max_steps):
             if self.voipbin.calls[call_id]["status"] == "hangup":
                 return self._end("hung up")

@@ -68,13 +68,21 @@ def transcript():
     call_id = _call_id(body)
     conversation = _conversation()
     if kind == "call.ended":
-        conversation.end_call(call_id, deadline=Deadline(RESPONSE_BUDGET))
+        conversation.end_call(call_id, reason="ended", deadline=Deadline(RESPONSE_BUDGET))
         return jsonify(status="ended")
     text = required_text(body, "transcript", current_app.config["MAX_TRANSCRIPT_CHARS"])
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
-    turn = conversation.take_turn(call_id, text, caller, deadline=Deadline(RESPONSE_BUDGET))
+    deadline = Deadline(RESPONSE_BUDGET)
+    turn = conversation.take_turn(call_id, text, caller, deadline=deadline)
     if not turn.recorded:
         # Another turn of the call may have run meanwhile; this reply would
         # answer a history that no longer exists.
         raise LockLost("the turn ran past its lease and was not recorded; send it again")
-    return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)
+    if turn.action is None:
+        return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)
+    # The bot ended the call or handed it on: its part, and its record, end here;
+    # a client that ignores "action" still gets its "response".
+    details = {"transferred_to": turn.action.to} if turn.action.type == "transfer" else None
+    conversation.end_call(call_id, reason="transferred" if details else "bot_ended", details=details,
+                          deadline=deadline)
+    return with_llm_timing(jsonify(response=turn.reply, action=turn.action.as_dict()), turn.llm_seconds)

@@ -1,0 +1,84 @@
+"""The work a worker process does between requests: reap expired calls, deliver records.
+
+Started once per worker process, after the fork (gunicorn's post_worker_init,
+or app.py for ``flask run``), and stopped with the app. Every worker of every
+instance runs both: the per-call lock and the consumer group keep them from
+doing the same call or record twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..exceptions import StoreError
+
+log = logging.getLogger(__name__)
+
+REAP_EVERY_SECONDS = 15.0
+
+
+class Reaper(threading.Thread):
+    def __init__(self, store, conversations: dict[str, Any], every: float = REAP_EVERY_SECONDS) -> None:
+        super().__init__(name="call-reaper", daemon=True)
+        self.store = store
+        self.conversations = conversations  # namespace -> Conversation
+        self.every = every
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            self.reap_once()
+
+    def reap_once(self) -> int:
+        try:
+            return self.store.reap(self._expired)
+        except StoreError as exc:
+            log.warning("reaper: the session store failed: %s", exc)
+            return 0
+
+    def _expired(self, key: str, session: dict, lines: list) -> None:
+        namespace = key.split(":", 1)[0]
+        conversation = self.conversations.get(namespace)
+        if conversation is not None:
+            conversation.expired(key, session, lines)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def start(app) -> list[threading.Thread]:
+    """Start this process's reaper and delivery loop for ``app`` (once; later calls return the same)."""
+    running = app.extensions.get("background")
+    if running is not None:
+        return running
+    from .delivery import DeliveryLoop, RecordSender
+
+    config = app.config
+    conversations = {c.namespace: c for c in _conversations(app)}
+    # A record comes within a quarter of the TTL of a call's expiry, or 15 s.
+    every = min(REAP_EVERY_SECONDS, config["SESSION_TTL_SECONDS"] / 4)
+    threads: list[Any] = [Reaper(app.extensions["voicebot"].store, conversations, every=every)]
+    if config["CALL_REPORT_URL"]:
+        sender = RecordSender(config["CALL_REPORT_URL"], config["CALL_REPORT_SECRET"])
+        threads.append(DeliveryLoop(app.extensions["records"], sender,
+                                    give_up_after=config["CALL_REPORT_RETRY_SECONDS"]))
+    for thread in threads:
+        thread.start()
+    app.extensions["background"] = threads
+    return threads
+
+
+def stop(app) -> None:
+    for thread in app.extensions.pop("background", []):
+        thread.stop()
+        thread.join(5)
+
+
+def _conversations(app) -> list:
+    found = [app.extensions["voicebot"]]
+    bridge = app.extensions.get("voipbin")
+    if bridge is not None:
+        found.append(bridge.conversation)
+    return found

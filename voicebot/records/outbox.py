@@ -1,0 +1,224 @@
+"""Where records wait: an archive kept for the retention time, and an outbox for delivery.
+
+With Redis, both are Redis Streams. The outbox is read by a consumer group, so
+a record is handed to one worker at a time; it stays pending until that
+worker acknowledges it, and a worker killed mid-delivery leaves it pending, to
+be claimed by another after its back-off. Streams survive a Redis restart
+with the append-only file on. With the memory store the same queue lives in
+the process, with the same guarantees for as long as the process lives.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import redis
+
+from ..stores.redis import connect, redis_errors
+
+GROUP = "delivery"
+FIRST_RETRY = 1.0  # seconds after a failed attempt; doubled each time...
+LONGEST_RETRY = 300.0  # ...up to this
+
+
+def backoff(attempts: int) -> float:
+    return min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+
+
+@dataclass
+class Entry:
+    entry_id: str
+    record: dict
+    attempts: int  # deliveries tried before this one
+    added_at: float
+
+
+class Outbox(ABC):
+    def __init__(self, retention: float, deliver: bool) -> None:
+        self.retention = retention
+        self.deliver = deliver  # False: archive only (no CALL_REPORT_URL)
+
+    @abstractmethod
+    def add(self, record: dict) -> None:
+        """Keep the record, and queue it for delivery."""
+
+    @abstractmethod
+    def export(self, since: float) -> Iterator[dict]:
+        """The records made since ``since`` (epoch seconds), oldest first."""
+
+    @abstractmethod
+    def due(self, consumer: str, limit: int) -> list[Entry]:
+        """Entries to deliver now: new ones, and failed ones whose back-off has passed."""
+
+    @abstractmethod
+    def release(self, entry: Entry) -> None:
+        """A failed attempt: the entry waits for its back-off, then is due again."""
+
+    @abstractmethod
+    def done(self, entry: Entry) -> None:
+        """Delivered, or given up on: out of the queue (still in the archive)."""
+
+    @abstractmethod
+    def oldest_undelivered(self) -> float | None:
+        """Age in seconds of the oldest record still to deliver."""
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryOutbox(Outbox):
+    def __init__(self, retention: float, deliver: bool, max_archive: int = 100_000) -> None:
+        super().__init__(retention, deliver)
+        self._lock = threading.Lock()
+        self._archive: deque[tuple[float, dict]] = deque(maxlen=max_archive)
+        self._queue: OrderedDict[str, Entry] = OrderedDict()
+        self._next_try: dict[str, float] = {}
+        self._taken: set[str] = set()
+        self._counter = 0
+
+    def add(self, record: dict) -> None:
+        now = time.time()
+        with self._lock:
+            self._archive.append((now, record))
+            while self._archive and self._archive[0][0] < now - self.retention:
+                self._archive.popleft()
+            if self.deliver:
+                self._counter += 1
+                entry_id = f"{int(now * 1000)}-{self._counter}"
+                self._queue[entry_id] = Entry(entry_id, record, 0, now)
+                self._next_try[entry_id] = now
+
+    def export(self, since: float) -> Iterator[dict]:
+        with self._lock:
+            records = [r for t, r in self._archive if t >= since]
+        return iter(records)
+
+    def due(self, consumer: str, limit: int) -> list[Entry]:
+        now = time.time()
+        with self._lock:
+            ready = [e for i, e in self._queue.items() if i not in self._taken and self._next_try[i] <= now]
+            ready = ready[:limit]
+            for entry in ready:
+                self._taken.add(entry.entry_id)
+                entry.attempts += 1
+                self._next_try[entry.entry_id] = now + backoff(entry.attempts)
+            return [Entry(e.entry_id, e.record, e.attempts - 1, e.added_at) for e in ready]
+
+    def release(self, entry: Entry) -> None:
+        """A failed attempt: the entry waits for its back-off."""
+        with self._lock:
+            self._taken.discard(entry.entry_id)
+
+    def done(self, entry: Entry) -> None:
+        with self._lock:
+            self._queue.pop(entry.entry_id, None)
+            self._next_try.pop(entry.entry_id, None)
+            self._taken.discard(entry.entry_id)
+
+    def oldest_undelivered(self) -> float | None:
+        with self._lock:
+            first = next(iter(self._queue.values()), None)
+        return time.time() - first.added_at if first else None
+
+
+class RedisOutbox(Outbox):
+    def __init__(self, client: redis.Redis, prefix: str, retention: float, deliver: bool) -> None:
+        super().__init__(retention, deliver)
+        self.client = client
+        self.outbox = f"{prefix}:records:outbox"
+        self.archive = f"{prefix}:records:archive"
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        with redis_errors():
+            try:
+                self.client.xgroup_create(self.outbox, GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # made already, by this worker or another
+                    raise
+        self._group_ready = True
+
+    def add(self, record: dict) -> None:
+        data = json.dumps(record, separators=(",", ":"))
+        oldest_kept = int((time.time() - self.retention) * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.archive, {"record": data}, minid=oldest_kept, approximate=True)
+        if self.deliver:
+            pipe.xadd(self.outbox, {"record": data})
+        with redis_errors():
+            pipe.execute()
+
+    def export(self, since: float) -> Iterator[dict]:
+        start = f"{int(since * 1000)}-0"
+        while True:
+            with redis_errors():
+                batch = self.client.xrange(self.archive, min=start, max="+", count=500)
+            for entry_id, fields in batch:
+                yield json.loads(fields[b"record"])
+            if len(batch) < 500:
+                return
+            last = batch[-1][0].decode()
+            start = "(" + last
+
+    def due(self, consumer: str, limit: int) -> list[Entry]:
+        self._ensure_group()
+        entries: list[Entry] = []
+        with redis_errors():
+            pending = self.client.xpending_range(self.outbox, GROUP, min="-", max="+", count=limit,
+                                                 idle=int(FIRST_RETRY * 1000))
+        for item in pending:
+            wait_ms = int(backoff(item["times_delivered"]) * 1000)
+            if item["time_since_delivered"] < wait_ms:
+                continue
+            # Claimed only if still idle that long: two workers never take the same entry.
+            with redis_errors():
+                claimed = self.client.xclaim(self.outbox, GROUP, consumer, wait_ms, [item["message_id"]])
+            entries += [self._entry(i, f, item["times_delivered"]) for i, f in claimed if f]
+        if len(entries) < limit:
+            with redis_errors():
+                fresh = self.client.xreadgroup(GROUP, consumer, {self.outbox: ">"}, count=limit - len(entries))
+            for _, items in fresh or []:
+                entries += [self._entry(i, f, 0) for i, f in items if f]
+        return entries
+
+    def _entry(self, entry_id: bytes, fields: Mapping[bytes, bytes], attempts: int) -> Entry:
+        text = entry_id.decode()
+        return Entry(text, json.loads(fields[b"record"]), attempts, int(text.split("-")[0]) / 1000)
+
+    def release(self, entry: Entry) -> None:
+        """A failed attempt: the entry stays pending, to be claimed again after its back-off."""
+
+    def done(self, entry: Entry) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.outbox, GROUP, entry.entry_id)
+        pipe.xdel(self.outbox, entry.entry_id)
+        with redis_errors():
+            pipe.execute()
+
+    def oldest_undelivered(self) -> float | None:
+        with redis_errors():
+            first = self.client.xrange(self.outbox, min="-", max="+", count=1)
+        if not first:
+            return None
+        return time.time() - int(first[0][0].decode().split("-")[0]) / 1000
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def build_outbox(config: Mapping[str, Any]) -> Outbox:
+    deliver = bool(config["CALL_REPORT_URL"])
+    retention = config["CALL_RECORD_RETENTION_SECONDS"]
+    if not config["REDIS_URL"]:
+        return MemoryOutbox(retention, deliver)
+    client = connect(config["REDIS_URL"], timeout=config["REDIS_TIMEOUT_SECONDS"], max_connections=8,
+                     tls_verify=config["REDIS_TLS_VERIFY"])
+    return RedisOutbox(client, config["REDIS_PREFIX"], retention, deliver)

@@ -1,0 +1,41 @@
+"""One end-of-call record: who called, when, how it ended, what was done, and every line said."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_id(platform: str, call_id: str, started_at: float) -> str:
+    """Stable for the call: a record made twice (a crash between making and forgetting) has one id."""
+    digest = hashlib.sha256(f"{platform}\x00{call_id}\x00{started_at!r}".encode("utf-8", "surrogatepass"))
+    return "rec_" + digest.hexdigest()[:32]
+
+
+def build_record(*, platform: str, call_id: str, session: dict, lines: list[dict], end_reason: str,
+                 ended_at: float | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired."""
+    ended_at = time.time() if ended_at is None else ended_at
+    started_at = float(session.get("started_at") or ended_at)
+    return {
+        "id": record_id(platform, call_id, started_at),
+        "type": "call.record",
+        "platform": platform,
+        "call_id": call_id,
+        "caller": session.get("caller"),
+        "started_at": iso(started_at),
+        "ended_at": iso(ended_at),
+        "duration_seconds": round(max(0.0, ended_at - started_at), 3),
+        "end_reason": end_reason,
+        **(details or {}),
+        "turns": session.get("turns", 0),
+        "fallbacks": session.get("fallbacks", 0),
+        "actions": session.get("actions", []),
+        "transcript": lines,
+    }
