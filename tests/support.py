@@ -301,3 +301,80 @@ class RecordReceiver:
         self._release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class ToolServer:
+    """The operator's tool on loopback: checks signatures, keeps every call, behaves as told.
+
+    ``mode``: "ok" (answers ``{"echo": <the input's query>}``), "slow" (the same after
+    ``delay`` seconds), "error" (HTTP 500), "notjson", "hang" (never answers).
+    """
+
+    def __init__(self, secret: str, mode: str = "ok", delay: float = 2.0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.secret = secret
+        self.mode = mode
+        self.delay = delay
+        self.calls: list[dict] = []
+        self.bad_signatures = 0
+        self._stop = threading.Event()
+        tool = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import hashlib
+                import hmac
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                expected = "sha256=" + hmac.new(tool.secret.encode(), body, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+                    tool.bad_signatures += 1
+                    return self._send(401, b"{}")
+                call = json.loads(body)
+                assert self.headers.get("X-Voicebot-Tool-Call-Id") == call["id"]
+                tool.calls.append(call)
+                if tool.mode == "hang":
+                    tool._stop.wait(60)
+                    self.close_connection = True
+                    return None
+                if tool.mode == "slow":
+                    tool._stop.wait(tool.delay)
+                if tool.mode == "error":
+                    return self._send(500, b'{"oops": true}')
+                if tool.mode == "notjson":
+                    return self._send(200, b"<html>not json</html>")
+                return self._send(200, json.dumps({"echo": call["input"].get("query", "")}).encode())
+
+            def _send(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tool"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def tools_file(self, path: Path, *, timeout: float = 2.0, filler: str = "One moment while I check that.") -> str:
+        import json
+
+        path.write_text(json.dumps({"tools": [{
+            "name": "lookup_order", "description": "Look up an order by its number.",
+            "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+            "url": self.url, "timeout_seconds": timeout, "filler": filler}]}))
+        return str(path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()

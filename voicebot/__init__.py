@@ -41,11 +41,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     health = LLMHealth(store)
     llm = MonitoredLLM(build_llm(app.config), health)
     app.extensions["llm_health"] = health
+    from .operator_tools import ToolCaller, load_tools
+
     settings = ConversationSettings.from_config(app.config)
-    # One namespace per contract: a call id sent to one can never reach a call of the other.
-    app.extensions["voicebot"] = Conversation(store, llm, settings, namespace="article", records=records)
+    cfg = app.config
+    tools = load_tools(cfg["TOOLS_FILE"], allow_loopback=cfg["TOOLS_ALLOW_LOOPBACK"]) if cfg["TOOLS_FILE"] else []
+    caller = ToolCaller(cfg["TOOLS_SECRET"], max_workers=cfg["WEB_THREADS"]) if tools else None
+    app.extensions["tool_caller"] = caller
+
+    def conversation(namespace: str) -> Conversation:
+        # One namespace per contract: a call id sent to one can never reach a call of the other.
+        return Conversation(store, llm, settings, namespace=namespace, records=records,
+                            operator_tools=tools, tool_caller=caller)
+
+    app.extensions["voicebot"] = conversation("article")
     _announce(app, store, llm)
-    _attach_voipbin(app, Conversation(store, llm, settings, namespace="voipbin", records=records))
+    if tools:
+        log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
+    _attach_voipbin(app, conversation("voipbin"))
 
     from . import errors, ops
     from .webhooks import seed, voipbin

@@ -13,10 +13,16 @@ def _serve(args: argparse.Namespace) -> int:
     # Before gunicorn is imported: it reads WEB_CONCURRENCY itself, as it loads,
     # and a bad value would end in its traceback instead of this one line.
     try:
-        config.load()
+        settings = config.load()
+        if "--check-config" in args.extra:
+            config.check_worker_model(settings, config.worker_count(settings))
     except ConfigError as exc:
         print(f"voicebot refuses to start: {exc}", file=sys.stderr)
         return 2
+    if "--check-config" in args.extra:
+        print(f"configuration OK: {config.worker_count(settings)} worker(s), "
+              f"{'Redis' if settings['REDIS_URL'] else 'in-memory'} sessions")
+        return 0
     from gunicorn.app.wsgiapp import run
 
     # The same settings as `gunicorn app:app` from the repository, but usable
@@ -31,6 +37,19 @@ def _fake_llm(args: argparse.Namespace) -> int:
 
     serve(args.host, args.port, api_key=args.api_key, latency=args.latency, jitter=args.jitter,
           fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed)
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chat import main as chat_main
+
+    return chat_main(args.url)
+
+
+def _demo_tools(args: argparse.Namespace) -> int:
+    from .demo_tools import serve
+
+    serve(args.host, args.port, args.secret)
     return 0
 
 
@@ -179,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = commands.add_parser(
         "serve", help="run the service under gunicorn (settings from the environment)",
-        description="Any further options go to gunicorn, e.g. --bind 127.0.0.1:9000.")
+        description="Any further options go to gunicorn, e.g. --bind 127.0.0.1:9000. "
+                    "--check-config checks every setting (and TOOLS_FILE) and exits.")
     serve.set_defaults(run=_serve)
 
     fake = commands.add_parser("fake-llm", help="a local Anthropic Messages API that echoes markers")
@@ -192,6 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
     fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")
     fake.set_defaults(run=_fake_llm)
+
+    talk = commands.add_parser("chat", help="be the caller: type what the caller says, read the bot's replies",
+                               description="Starts a call and prints each reply with its latency and any action. "
+                                           "/hangup or Ctrl-D ends the call. Piped input works too.")
+    talk.add_argument("--url", help="a running voicebot, e.g. http://127.0.0.1:8000 (WEBHOOK_TOKEN from the "
+                                    "environment); default: an app in this process on the embedded defaults")
+    talk.set_defaults(run=_chat)
+
+    demo = commands.add_parser("demo-tools", help="a small order-status tool service to try TOOLS_FILE with")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8767, help="port to listen on (default: 8767)")
+    demo.add_argument("--secret", default="demo-tools-secret", help="the TOOLS_SECRET it checks (default: %(default)s)")
+    demo.set_defaults(run=_demo_tools)
 
     voipbin = commands.add_parser("fake-voipbin", help="a local VoIPBin REST API that prints what is said")
     voipbin.add_argument("--host", default="127.0.0.1")

@@ -182,6 +182,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, _positive_float,
             "How long records are kept for `voicebot calls export` (with Redis; in memory, while the "
             "process lives)."),
+    Setting("TOOLS_FILE", "", _text,
+            "A JSON file declaring the operator's tools the model may use mid-call (each an HTTPS endpoint "
+            "voicebot POSTs to). Unset: no such tools."),
+    Setting("TOOLS_SECRET", "", _text,
+            "Key of the tool calls' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
+            "with TOOLS_FILE.", secret=True),
+    Setting("TOOLS_ALLOW_LOOPBACK", False, _flag,
+            "1: tools may be `http://` on loopback (local trials and tests); otherwise only `https://`."),
+    Setting("MAX_TOOL_ROUNDS", 3, _positive_int,
+            "Most rounds of tool calls in one turn before the model must answer in words."),
     Setting("LLM_MODEL", DEFAULT_MODEL, _text, "Claude model for replies."),
     Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
     Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
@@ -294,6 +304,12 @@ def check(settings: Mapping[str, Any]) -> None:
         if not settings["CALL_REPORT_SECRET"]:
             raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a "
                               "receiver checks")
+    if settings["TOOLS_FILE"]:
+        from .operator_tools import load_tools
+
+        load_tools(settings["TOOLS_FILE"], allow_loopback=settings["TOOLS_ALLOW_LOOPBACK"])
+        if not settings["TOOLS_SECRET"]:
+            raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
     voipbin_turn = llm + 1.0 + settings["VOIPBIN_TIMEOUT_SECONDS"] + 1.0
     if settings["VOIPBIN_ACCESS_KEY"] and voipbin_turn > RESPONSE_BUDGET:
         raise ConfigError(

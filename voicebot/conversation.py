@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -17,16 +18,20 @@ from . import metrics
 from .config import lock_wait_seconds
 from .deadline import Deadline, unbounded
 from .exceptions import CallBusy, LLMError, LockLost, StoreError
-from .llm import LLM, Message, Reply
+from .llm import LLM, Message, Reply, ToolUse
+from .operator_tools import HttpTool, ToolCaller, ToolResult
 from .records import Outbox, build_record
 from .records.record import iso
 from .speakable import make_speakable
 from .stores import CallRecord, SessionStore
-from .tools import END_CALL, TRANSFER_CALL, Action, Tool, lifecycle_prompt, lifecycle_tools
+from .tools import END_CALL, LIFECYCLE_TOOLS, TRANSFER_CALL, Action, Tool, lifecycle_prompt, lifecycle_tools
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# A tool still working after this long makes the caller hear its filler, where the platform can say it.
+FILLER_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class ConversationSettings:
     transfer_number: str = ""
     goodbye_line: str = "Thank you for calling. Goodbye!"
     transfer_line: str = "Please hold while I connect you with a person."
+    max_tool_rounds: int = 3
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ConversationSettings":
@@ -55,6 +61,7 @@ class ConversationSettings:
             transfer_number=config["TRANSFER_NUMBER"],
             goodbye_line=config["GOODBYE_LINE"],
             transfer_line=config["TRANSFER_LINE"],
+            max_tool_rounds=config["MAX_TOOL_ROUNDS"],
         )
 
 
@@ -105,13 +112,15 @@ def _line(speaker: str, text: str, **extra: Any) -> dict:
 
 class Conversation:
     def __init__(self, store: SessionStore, llm: LLM, settings: ConversationSettings,
-                 namespace: str = "", records: Outbox | None = None) -> None:
+                 namespace: str = "", records: Outbox | None = None,
+                 operator_tools: list[HttpTool] | None = None, tool_caller: ToolCaller | None = None) -> None:
         self.store = store
         self.llm = llm
         self.settings = settings
         self.namespace = namespace
         self.records = records
-        self.tools: list[Tool] = lifecycle_tools(settings.transfer_number)
+        self.tool_caller = tool_caller
+        self.tools: list[Tool] = [*lifecycle_tools(settings.transfer_number), *(operator_tools or [])]
         # The greeting was said before the first message the model sees; the
         # Messages API wants the history to open with the caller, so the
         # greeting travels in the system prompt.
@@ -164,7 +173,7 @@ class Conversation:
     def take_turn(self, call_id: str, text: str, caller: str | None = None, *,
                   event_id: str | None = None, deliver: Deliver | None = None,
                   deadline: Deadline | None = None, deliver_seconds: float = 0.0,
-                  allow_transfer: bool = True) -> Turn | None:
+                  allow_transfer: bool = True, say_now: Deliver | None = None) -> Turn | None:
         """Add what the caller said, ask the model, add and return its reply (and any action).
 
         The call's lock is held from read to write, so two turns of one call
@@ -173,8 +182,10 @@ class Conversation:
         not handled again. With ``deliver``, the reply is handed on (spoken)
         before the turn is saved, and ``deliver_seconds`` of the deadline are
         kept for it: if delivery fails, the turn is not recorded and the event
-        can be retried as if it had never come. None when the call has ended
-        for good.
+        can be retried as if it had never come. With ``say_now``, what the bot
+        says while its tools work (its own words, a slow tool's filler) is said
+        at once; without it, the model's words are said before the reply. None
+        when the call has ended for good.
         """
         started = time.monotonic()
         deadline = deadline or unbounded()
@@ -194,10 +205,9 @@ class Conversation:
                 session = new_session(call_id, caller)
                 metrics.CALLS.labels("started").inc()
             tools = [t for t in self.tools if allow_transfer or t.name != TRANSFER_CALL]
-            turn = self._converse(session, text, deadline.cap(self.settings.llm_timeout, keep=deliver_seconds),
-                                  tools)
-            context = CallContext(session["channel"], record.renew,
-                                  [_line("caller", text), _line("bot", turn.reply, fallback=turn.fallback)])
+            context = CallContext(session["channel"], record.renew, [_line("caller", text)])
+            turn = self._converse(session, text, tools, _Budget(deadline, deliver_seconds), context, say_now)
+            context.lines.append(_line("bot", turn.reply, fallback=turn.fallback))
             if deliver is not None:
                 deliver(turn.reply, context)
             recorded = self._save_turn(record, session, event_id, context.lines, delivered=deliver is not None)
@@ -303,20 +313,82 @@ class Conversation:
             return False
         return True
 
-    def _converse(self, session: dict, text: str, llm_timeout: float, tools: list[Tool]) -> Turn:
+    def _converse(self, session: dict, text: str, tools: list[Tool], budget: "_Budget", context: CallContext,
+                  say_now: Deliver | None) -> Turn:
+        """Ask the model; run the operator's tools it uses, a bounded number of rounds; shape the reply."""
         history: list[Message] = session["messages"]
         _add_caller_words(history, text)
         asked = time.monotonic()
-        answer = Reply("")
-        try:
-            answer = self.llm.reply(self._system, history, llm_timeout, tools)
-            reply = make_speakable(answer.text, self.settings.max_reply_chars)
-        except LLMError as exc:
-            log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
-            metrics.FALLBACKS.labels(type(exc).__name__).inc()
-            reply = ""
-        llm_seconds = time.monotonic() - asked
-        offered = {t.name for t in tools}
+        offered = {t.name: t for t in tools}
+        said_first: list[str] = []  # words for before the reply, where they could not be said at once
+        answer: Reply | None = None
+        for rounds_left in range(self.settings.max_tool_rounds, -1, -1):
+            context.renew()
+            try:
+                # The last round must speak: tools stay defined (the history names them), not usable.
+                answer = self.llm.reply(self._system, history, budget.for_model(self.settings.llm_timeout),
+                                        tools, allow_tools=rounds_left > 0)
+            except LLMError as exc:
+                log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
+                metrics.FALLBACKS.labels(type(exc).__name__).inc()
+                answer = None
+                break
+            lookups = [u for u in answer.tool_uses if isinstance(offered.get(u.name), HttpTool)]
+            if not lookups or rounds_left == 0 or any(u.name in LIFECYCLE_TOOLS for u in answer.tool_uses):
+                break
+            words = make_speakable(answer.text, self.settings.max_reply_chars)
+            history.append({"role": "assistant", "content": [*([{"type": "text", "text": words}] if words else []),
+                                                             *(u.block() for u in answer.tool_uses)]})
+            if words:
+                self._say_meanwhile(words, context, say_now, said_first)
+            history.append({"role": "user", "content": self._use_tools(session, answer.tool_uses, offered, budget,
+                                                                       context, say_now)})
+            answer = None
+        return self._reply(session, history, answer, offered, said_first, time.monotonic() - asked)
+
+    def _say_meanwhile(self, words: str, context: CallContext, say_now: Deliver | None,
+                       said_first: list[str]) -> None:
+        if say_now is None:
+            said_first.append(words)
+            return
+        context.renew()
+        say_now(words, context)
+        context.said(words)
+
+    def _use_tools(self, session: dict, uses: list[ToolUse], offered: dict[str, Tool], budget: "_Budget",
+                   context: CallContext, say_now: Deliver | None) -> list[dict]:
+        """Call the operator's tools the model asked for (at once, in parallel); their tool_result blocks."""
+        pending = {}
+        for use in uses:
+            tool = offered.get(use.name)
+            if isinstance(tool, HttpTool) and self.tool_caller is not None:
+                pending[use.id] = (tool, self.tool_caller.start(
+                    tool, use.id, use.input, call_id=session["call_id"], platform=self.namespace or "voicebot",
+                    caller=session.get("caller"), timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout)))
+        fillers = [tool.filler for tool, _ in pending.values() if tool.filler]
+        if fillers and say_now is not None and not _all_done(pending, FILLER_AFTER_SECONDS):
+            self._say_meanwhile(fillers[0], context, say_now, [])
+        blocks = []
+        for use in uses:
+            if use.id in pending:
+                tool, future = pending[use.id]
+                try:
+                    result = future.result(timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout) + 0.5)
+                except FutureTimeout:  # an answer trickling in past its time
+                    result = ToolResult(f"The {tool.name} tool did not answer in time.", True)
+            else:
+                result = ToolResult(f"There is no tool {use.name} to use now.", True)
+            context.lines.append(_line("tool", result.content, tool=use.name, input=use.input,
+                                       is_error=result.is_error))
+            blocks.append(result.block(use.id))
+        context.renew()
+        return blocks
+
+    def _reply(self, session: dict, history: list[Message], answer: Reply | None, offered: dict[str, Tool],
+               said_first: list[str], llm_seconds: float) -> Turn:
+        """The words the caller hears and the call action, recorded in the history."""
+        answer = answer or Reply("")
+        reply = make_speakable(answer.text, self.settings.max_reply_chars)
         action, results = None, []
         for use in answer.tool_uses:
             if use.name == END_CALL and END_CALL in offered and action is None:
@@ -327,7 +399,7 @@ class Conversation:
                                 reason=str(use.input.get("reason", ""))[:200])
                 result = "The caller is being connected to a person."
             else:
-                result = f"{use.name} was not done: only one call action per reply, and only the tools offered."
+                result = f"{use.name} was not done: only one call action per reply, and no tools after the last round."
             results.append({"type": "tool_result", "tool_use_id": use.id, "content": result})
         fallback = not reply and action is None
         if fallback:
@@ -352,7 +424,33 @@ class Conversation:
         if action is not None:
             session.setdefault("actions", []).append({"at": iso(time.time()), **action.as_dict(),
                                                       "reason": action.reason})
-        return Turn(reply, fallback, llm_seconds=llm_seconds, action=action)
+        return Turn(" ".join([*said_first, reply]), fallback, llm_seconds=llm_seconds, action=action)
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """A turn's deadline, with the time its delivery needs kept back."""
+
+    deadline: Deadline
+    deliver_seconds: float
+
+    def for_model(self, llm_timeout: float) -> float:
+        return self.deadline.cap(llm_timeout, keep=self.deliver_seconds)
+
+    def for_tool(self, tool_timeout: float, llm_timeout: float) -> float:
+        # Room is left for the model to speak about the answer, and for the delivery.
+        return self.deadline.cap(tool_timeout, keep=self.deliver_seconds + min(2.0, llm_timeout))
+
+
+def _all_done(pending: dict, wait: float) -> bool:
+    futures = [future for _, future in pending.values()]
+    deadline = time.monotonic() + wait
+    for future in futures:
+        try:
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:
+            return False
+    return True
 
 
 def _add_caller_words(history: list[Message], text: str) -> None:

@@ -58,15 +58,41 @@ def _text_of(message: dict) -> str:
     return " ".join(block.get("text", "") for block in content if block.get("type") == "text")
 
 
+_ASKS_TOOL = re.compile(r"\btool:([a-zA-Z0-9_-]{1,64})")
+
+
 def tool_to_use(body: dict) -> str | None:
-    """The call tool a model would use on the caller's last words, if it was offered."""
+    """The tool a model would use on the caller's last words, if it was offered and allowed.
+
+    ``tool:<name>`` in the words asks for any declared tool; "goodbye" and "a
+    human" for the call tools.
+    """
+    if (body.get("tool_choice") or {}).get("type") == "none":
+        return None
     offered = {t.get("name") for t in body.get("tools") or []}
     last = _text_of(body["messages"][-1]) if body["messages"][-1]["role"] == "user" else ""
+    asked = _ASKS_TOOL.search(last)
+    if asked and asked.group(1) in offered:
+        return asked.group(1)
     if "transfer_call" in offered and _PERSON.search(last):
         return "transfer_call"
     if "end_call" in offered and _GOODBYE.search(last):
         return "end_call"
     return None
+
+
+def tool_answers(messages: list[dict]) -> str:
+    """What the tools answered in the last message, as a model would repeat it."""
+    results = [b for b in _blocks(messages[-1]) if b.get("type") == "tool_result"]
+    if _text_of(messages[-1]).strip():
+        return ""  # the caller spoke since: those results are old news
+    said = []
+    for result in results:
+        content = result.get("content")
+        text = content if isinstance(content, str) else " ".join(
+            c.get("text", "") for c in content or [] if isinstance(c, dict))
+        said.append(("The tool failed: " if result.get("is_error") else "The tool said: ") + text[:300])
+    return " ".join(said)
 
 
 def _blocks(message: dict) -> list[dict]:
@@ -249,11 +275,17 @@ class _Handler(JSONHandler):
             return
         if body.get("stream"):
             return self._stream(body, text)
+        answered = tool_answers(body["messages"])
+        if answered:
+            text = f"{text} {answered}"
         message = _message(body, text)
         tool = tool_to_use(body)
+        if tool and tool not in ("end_call", "transfer_call"):
+            message = _message(body, "Let me check.")  # what a model says before it looks something up
         if tool:
+            words = _text_of(body["messages"][-1])
             message["content"].append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": tool,
-                                       "input": {"reason": "the caller asked"}})
+                                       "input": {"reason": "the caller asked", "query": words}})
             message["stop_reason"] = "tool_use"
         if self.server.trickle:
             return self._trickle(message)

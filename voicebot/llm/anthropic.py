@@ -57,7 +57,7 @@ class AnthropicLLM(LLM):
             return self._pool
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = ()) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
         """The SDK's timeout bounds each read, not the call: a model that trickles its
         answer, or a slow DNS lookup, would hold the turn far past it. The call
         runs on a pool thread and the turn waits for it ``timeout`` seconds of
@@ -66,15 +66,18 @@ class AnthropicLLM(LLM):
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
         future = self._executor().submit(self._call, system, list(messages), timeout,
-                                         [tool.spec() for tool in tools])
+                                         [tool.spec() for tool in tools], allow_tools)
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
             raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
 
-    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict]) -> Reply:
-        extra = {"tools": tools} if tools else {}
+    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
+              allow_tools: bool) -> Reply:
+        extra: dict = {"tools": tools} if tools else {}
+        if tools and not allow_tools:
+            extra["tool_choice"] = {"type": "none"}
         try:
             response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
                                     messages=messages, timeout=timeout, **extra)

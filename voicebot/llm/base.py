@@ -35,9 +35,11 @@ class LLM(ABC):
 
     @abstractmethod
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = ()) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
         """The model's next turn in the conversation: its words, and any tools it uses.
 
+        ``tools`` are offered (and define the tool blocks in ``messages``); with
+        ``allow_tools`` False the model must answer in words only this time.
         Raises LLMTimeout, LLMUnavailable or LLMRejected; never a vendor's error.
         """
 

@@ -69,9 +69,9 @@ class MonitoredLLM(LLM):
         self.name = llm.name
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = ()) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
         try:
-            answer = self.inner.reply(system, messages, timeout, tools)
+            answer = self.inner.reply(system, messages, timeout, tools, allow_tools)
         except LLMKeyRejected as exc:
             self.health.key_rejected(str(exc))
             raise

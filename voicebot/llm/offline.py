@@ -18,9 +18,9 @@ class OfflineResponder(LLM):
     name = "offline"
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = ()) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
         heard = text_of(messages[-1]).strip()
-        offered = {tool.name for tool in tools}
+        offered = {tool.name for tool in tools} if allow_tools else set()
         if TRANSFER_CALL in offered and _PERSON.search(heard):
             return Reply("Of course, let me connect you with a person.", [_use(TRANSFER_CALL, "asked for a person")])
         if END_CALL in offered and _GOODBYE.search(heard):

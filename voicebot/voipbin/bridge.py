@@ -273,10 +273,17 @@ class VoipbinBridge:
             self._say(call_id, context.channel, reply, context.renew, deadline)
             after.update(context.channel)
 
+        def say_now(words: str, context: CallContext) -> None:
+            # While a tool works: "one moment" is heard at once, and stays said whatever follows.
+            try:
+                self._say(call_id, context.channel, words, context.renew, deadline)
+            except VoipbinError as exc:
+                log.warning("filler not said call_id=%s: %s", call_id, exc)
+
         try:
             turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver,
                                                deadline=deadline, deliver_seconds=self.speech_seconds,
-                                               allow_transfer=channel.get("owner") == "fetch")
+                                               allow_transfer=channel.get("owner") == "fetch", say_now=say_now)
         except VoipbinRejected as exc:
             # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.

@@ -1,0 +1,50 @@
+"""``voicebot chat``: type as the caller, read the bot, in a terminal or through a pipe."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+from voicebot.chat import chat, in_process_poster
+
+from .support import ROOT, Gunicorn
+
+
+def test_piped_into_a_running_voicebot_with_its_token(tmp_path, fake_llm):
+    server = Gunicorn({"REDIS_URL": "", "WEB_CONCURRENCY": "1", "ANTHROPIC_API_KEY": fake_llm.api_key,
+                       "ANTHROPIC_BASE_URL": fake_llm.url, "WEBHOOK_TOKEN": "chat-token"})
+    server.start(tmp_path / "gunicorn.log")
+    try:
+        done = subprocess.run([sys.executable, "-m", "voicebot.cli", "chat", "--url", server.url],
+                              input="mk1 hello\nmk2 again\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={"WEBHOOK_TOKEN": "chat-token", "PATH": "/usr/bin:/bin"})
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("bot: Hello! How can I help you today?")
+    assert lines[1].startswith("bot (") and lines[1].endswith("ms): Heard mk1.")
+    assert lines[2].endswith("ms): Heard mk1 mk2.") and lines[3] == "[you hung up]"
+
+
+def test_without_the_token_it_says_why_and_fails(tmp_path):
+    server = Gunicorn({"REDIS_URL": "", "WEB_CONCURRENCY": "1", "ANTHROPIC_API_KEY": "", "WEBHOOK_TOKEN": "t"})
+    server.start(tmp_path / "gunicorn.log")
+    try:
+        done = subprocess.run([sys.executable, "-m", "voicebot.cli", "chat", "--url", server.url],
+                              input="hi\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={"PATH": "/usr/bin:/bin"})
+    finally:
+        server.stop()
+    assert done.returncode == 1 and "401" in done.stderr and "WEBHOOK_TOKEN" in done.stderr
+
+
+def test_in_process_the_bot_can_hang_up(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")
+    monkeypatch.setenv("REDIS_URL", "")
+    out = io.StringIO()
+    assert chat(in_process_poster(), lines=io.StringIO("hello\nok, goodbye\nnever read\n"), out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert "offline mode" in printed[1] and printed[2].endswith("Thanks for calling. Goodbye!")
+    assert printed[3] == "[the bot hung up]"

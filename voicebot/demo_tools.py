@@ -1,0 +1,79 @@
+"""``voicebot demo-tools``: a small tool service to try TOOLS_FILE with, an order-status lookup.
+
+It checks each call's ``X-Voicebot-Signature`` as a real tool should, and
+answers ``lookup_order`` from a few fake orders. ``tools_file()`` is the
+TOOLS_FILE that points voicebot at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import sys
+from typing import Any
+
+from .loopback import JSONHandler, LoopbackServer
+
+ORDERS = {
+    "1001": {"status": "shipped", "carrier": "UPS", "expected": "Thursday"},
+    "1002": {"status": "being packed", "expected": "next Monday"},
+    "1003": {"status": "delivered", "delivered": "yesterday, left at the front door"},
+}
+
+
+def tools_file(url: str) -> dict[str, Any]:
+    return {"tools": [{
+        "name": "lookup_order",
+        "description": "Look up an order's status by its order number (four digits). Use it when the caller "
+                       "asks where their order is.",
+        "input_schema": {"type": "object", "properties": {"order_number": {"type": "string"}},
+                         "required": ["order_number"]},
+        "url": url, "timeout_seconds": 3, "filler": "One moment while I check that.",
+    }]}
+
+
+class DemoTools(LoopbackServer):
+    thread_name = "demo-tools"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret: str = "demo-tools-secret") -> None:
+        super().__init__((host, port), _Handler)
+        self.secret = secret
+        self.calls: list[dict] = []
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/lookup_order"
+
+
+class _Handler(JSONHandler):
+    server: DemoTools
+
+    def do_POST(self) -> None:
+        raw = self.read_body()
+        expected = "sha256=" + hmac.new(self.server.secret.encode(), raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+            return self.send_json(401, {"error": "bad signature"})
+        call = json.loads(raw)
+        self.server.calls.append(call)
+        given = call.get("input") or {}
+        found = re.search(r"\d{4}", str(given.get("order_number") or given.get("query") or ""))
+        number = found.group(0) if found else ""
+        if number not in ORDERS:
+            return self.send_json(200, {"found": False, "order_number": number})
+        return self.send_json(200, {"found": True, "order_number": number, **ORDERS[number]})
+
+
+def serve(host: str, port: int, secret: str) -> None:
+    """The TOOLS_FILE to use goes to standard output (``voicebot demo-tools > tools.json``), the rest to stderr."""
+    server = DemoTools(host, port, secret=secret)
+    print(json.dumps(tools_file(server.url), indent=2), flush=True)
+    print(f"demo tools on {server.url}; start voicebot with TOOLS_FILE=<the JSON above, saved> "
+          f"TOOLS_SECRET={secret} TOOLS_ALLOW_LOOPBACK=1", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
