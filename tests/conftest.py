@@ -11,16 +11,40 @@ import redis
 from voicebot import create_app
 from voicebot.fake_llm import FakeMessagesAPI
 
-from .support import RedisServer
+from .support import RedisServer, redis_server_binary
 
 STORES = ["memory", "redis"]
+TEST_REDIS_VARIABLE = "VOICEBOT_TEST_REDIS_URL"
+
+# The tests never touch a Redis they did not start unless VOICEBOT_TEST_REDIS_URL
+# names one for them: a REDIS_URL exported for the README's "Scaling out" (a
+# shared or staging Redis, say) is neither used nor passed on to the servers
+# the tests start.
+os.environ.pop("REDIS_URL", None)
+
+
+def pytest_sessionstart(session):
+    """Check the tests' Redis once, up front, and say plainly what is wrong."""
+    given = os.environ.get(TEST_REDIS_VARIABLE)
+    try:
+        if given:
+            client = redis.Redis.from_url(given, socket_connect_timeout=2, socket_timeout=2)
+            client.ping()
+            client.close()
+        else:
+            redis_server_binary()
+    except (redis.RedisError, ValueError) as exc:
+        pytest.exit(f"{TEST_REDIS_VARIABLE}={given} does not answer ({type(exc).__name__}); unset it to let "
+                    "the tests start a Redis of their own", returncode=1)
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=1)
 
 
 @pytest.fixture(scope="session")
 def redis_url():
-    """REDIS_URL when set; otherwise a private redis-server that these tests start."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
+    """A private redis-server that these tests start, or the one VOICEBOT_TEST_REDIS_URL names."""
+    if os.environ.get(TEST_REDIS_VARIABLE):
+        yield os.environ[TEST_REDIS_VARIABLE]
         return
     server = RedisServer().start()
     yield server.url

