@@ -48,3 +48,17 @@ def test_in_process_the_bot_can_hang_up(monkeypatch):
     printed = out.getvalue().splitlines()
     assert "offline mode" in printed[1] and printed[2].endswith("Thanks for calling. Goodbye!")
     assert printed[3] == "[the bot hung up]"
+
+
+def test_try_voipbin_places_a_call_and_shows_what_is_said(monkeypatch):
+    from voicebot.try_voipbin import run
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")
+    out = io.StringIO()
+    assert run(lines=io.StringIO("where is my order?\nok, goodbye\n"), out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert printed[0].startswith("[VoIPBin] incoming call ")
+    assert printed[1] == "voicebot says into the call: Hello! How can I help you today?"
+    assert printed[2].startswith("voicebot says into the call: You said: where is my order.")
+    assert printed[3] == "voicebot says into the call: Thanks for calling. Goodbye!"
+    assert printed[4] == "[VoIPBin] voicebot hung up the call"

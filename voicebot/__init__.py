@@ -82,7 +82,9 @@ def _attach_voipbin(app: "Flask", conversation: "Conversation") -> None:
         reason = ""
     cfg["VOIPBIN_DISABLED_BECAUSE"] = reason
     if reason:
-        log.info(reason)
+        # Half configured (one of the two set) is a mistake worth a WARNING; neither is a choice.
+        half = bool(cfg["VOIPBIN_WEBHOOK_SECRET"] or cfg["VOIPBIN_ALLOW_UNSIGNED"]) != bool(cfg["VOIPBIN_ACCESS_KEY"])
+        log.log(logging.WARNING if half else logging.INFO, reason)
         return
     from .voipbin.bridge import VoipbinBridge, VoipbinSettings
     from .voipbin.client import VoipbinClient

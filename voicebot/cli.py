@@ -1,4 +1,4 @@
-"""The ``voicebot`` command: ``serve`` the app under gunicorn; ``fake-llm`` and ``fake-voipbin`` to try it."""
+"""The voicebot command: serve the app under gunicorn, talk to it, try it, connect an account, check it."""
 
 from __future__ import annotations
 
@@ -12,17 +12,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Before gunicorn is imported: it reads WEB_CONCURRENCY itself, as it loads,
     # and a bad value would end in its traceback instead of this one line.
+    bind = _bind_of(args.extra) or f"127.0.0.1:{args.port or ''}"
     try:
-        settings = config.load()
-        if "--check-config" in args.extra:
-            config.check_worker_model(settings, config.worker_count(settings))
+        settings = config.load(overlay={"PORT": args.port} if args.port else None)
+        workers = _workers_of(args.extra) or config.worker_count(settings)
+        config.check_worker_model(settings, workers)
     except ConfigError as exc:
         print(f"voicebot refuses to start: {exc}", file=sys.stderr)
         return 2
-    if "--check-config" in args.extra:
-        print(f"configuration OK: {config.worker_count(settings)} worker(s), "
-              f"{'Redis' if settings['REDIS_URL'] else 'in-memory'} sessions")
+    if bind.endswith(":"):
+        bind += str(settings["PORT"])
+    if args.check_config:
+        print(f"configuration OK: {workers} worker(s), {'Redis' if settings['REDIS_URL'] else 'in-memory'} "
+              f"sessions, listening on {bind}")
         return 0
+    busy = _busy(bind)
+    if busy:
+        print(f"voicebot cannot start: {busy}", file=sys.stderr)
+        return 1
+    if args.port:
+        args.extra = ["--bind", bind, *args.extra]
     from gunicorn.app.wsgiapp import run
 
     # The same settings as `gunicorn app:app` from the repository, but usable
@@ -30,6 +39,41 @@ def _serve(args: argparse.Namespace) -> int:
     sys.argv = ["gunicorn", "--config", "python:voicebot.gunicorn_config", *args.extra,
                 "voicebot:create_app()"]
     return run()
+
+
+def _bind_of(extra: list[str]) -> str:
+    for index, word in enumerate(extra):
+        if word in ("--bind", "-b") and index + 1 < len(extra):
+            return extra[index + 1]
+        if word.startswith("--bind="):
+            return word.split("=", 1)[1]
+    return ""
+
+
+def _workers_of(extra: list[str]) -> int:
+    for index, word in enumerate(extra):
+        if word in ("--workers", "-w") and index + 1 < len(extra) and extra[index + 1].isdigit():
+            return int(extra[index + 1])
+    return 0
+
+
+def _busy(bind: str) -> str:
+    """Why ``bind`` cannot be listened on, at once (gunicorn would retry for 5 s first); '' if it can."""
+    import errno
+    import socket
+
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit() or bind.startswith("unix:"):
+        return ""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"{bind} is in use by another program (set PORT, or --port, to another port)"
+        return f"{bind}: {exc.strerror}"
+    return ""
 
 
 def _fake_llm(args: argparse.Namespace) -> int:
@@ -44,6 +88,12 @@ def _chat(args: argparse.Namespace) -> int:
     from .chat import main as chat_main
 
     return chat_main(args.url)
+
+
+def _try(args: argparse.Namespace) -> int:
+    from .try_voipbin import run
+
+    return run()
 
 
 def _demo_tools(args: argparse.Namespace) -> int:
@@ -192,19 +242,60 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if ok(summary) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help (only where it has one worth showing)."""
 
-    serve = commands.add_parser(
-        "serve", help="run the service under gunicorn (settings from the environment)",
-        description="Any further options go to gunicorn, e.g. --bind 127.0.0.1:9000. "
-                    "--check-config checks every setting (and TOOLS_FILE) and exits.")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
+                or "%(default)" in text or "default:" in text):
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("voicebot")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voicebot", formatter_class=_Help,
+        description="The HTTP backend behind an AI phone agent. Settings come from the environment "
+                    "(see the README's configuration table).")
+    parser.add_argument("--version", action="version", version=f"voicebot {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, description: str = "") -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description or help, formatter_class=_Help)
+
+    serve = command("serve", "run the service under gunicorn (settings from the environment)",
+                    "Runs voicebot under gunicorn with voicebot/gunicorn_config.py. Options it does not know "
+                    "go to gunicorn, e.g. --bind 0.0.0.0:8000.")
+    serve.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT (default: the PORT setting, 8000)")
+    serve.add_argument("--check-config", action="store_true",
+                       help="check every setting (and TOOLS_FILE) as a real start would, then exit")
     serve.set_defaults(run=_serve)
 
-    fake = commands.add_parser("fake-llm", help="a local Anthropic Messages API that echoes markers")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8765)
+    talk = command("chat", "be the caller: type what the caller says, read the bot's replies",
+                   "Starts a call and prints each reply with its latency and any action. /hangup or Ctrl-D "
+                   "ends the call. Piped input works too.")
+    talk.add_argument("--url", help="a running voicebot, e.g. http://127.0.0.1:8000 (WEBHOOK_TOKEN from the "
+                                    "environment); default: an app in this process on the embedded defaults")
+    talk.set_defaults(run=_chat)
+
+    trial = command("try", "try a platform on this machine, with nothing to set up")
+    trial.add_argument("platform", choices=("voipbin",),
+                       help="voipbin: a fake VoIPBin and a voicebot wired to it; you type as the caller")
+    trial.set_defaults(run=_try)
+
+    fake = command("fake-llm", "a local Anthropic Messages API that echoes markers (tests, trials, benchmarks)")
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake.add_argument("--port", type=int, default=8765, help="port to listen on")
     fake.add_argument("--api-key", default="test-key", help="the x-api-key it accepts")
     fake.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     fake.add_argument("--jitter", type=float, default=0.0, help="± seconds around --latency")
@@ -213,29 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")
     fake.set_defaults(run=_fake_llm)
 
-    talk = commands.add_parser("chat", help="be the caller: type what the caller says, read the bot's replies",
-                               description="Starts a call and prints each reply with its latency and any action. "
-                                           "/hangup or Ctrl-D ends the call. Piped input works too.")
-    talk.add_argument("--url", help="a running voicebot, e.g. http://127.0.0.1:8000 (WEBHOOK_TOKEN from the "
-                                    "environment); default: an app in this process on the embedded defaults")
-    talk.set_defaults(run=_chat)
-
-    demo = commands.add_parser("demo-tools", help="a small order-status tool service to try TOOLS_FILE with")
-    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8767, help="port to listen on (default: 8767)")
-    demo.add_argument("--secret", default="demo-tools-secret", help="the TOOLS_SECRET it checks (default: %(default)s)")
+    demo = command("demo-tools", "a small order-status tool service to try TOOLS_FILE with")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    demo.add_argument("--port", type=int, default=8767, help="port to listen on")
+    demo.add_argument("--secret", default="demo-tools-secret", help="the TOOLS_SECRET it checks")
     demo.set_defaults(run=_demo_tools)
 
-    voipbin = commands.add_parser("fake-voipbin", help="a local VoIPBin REST API that prints what is said")
-    voipbin.add_argument("--host", default="127.0.0.1")
-    voipbin.add_argument("--port", type=int, default=8766)
-    voipbin.add_argument("--access-key", default="test-access-key")
+    voipbin = command("fake-voipbin", "a local VoIPBin REST API that prints what is said into calls")
+    voipbin.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    voipbin.add_argument("--port", type=int, default=8766, help="port to listen on")
+    voipbin.add_argument("--access-key", default="test-access-key", help="the VOIPBIN_ACCESS_KEY it accepts")
     voipbin.set_defaults(run=_fake_voipbin)
 
-    account = commands.add_parser("voipbin", help="work on a VoIPBin account").add_subparsers(
-        dest="voipbin_command", required=True)
+    account = command("voipbin", "work on a VoIPBin account").add_subparsers(
+        dest="voipbin_command", metavar="COMMAND", required=True)
     setup = account.add_parser(
-        "setup", help="point a VoIPBin account at this voicebot (webhook, flow, numbers); safe to run again",
+        "setup", formatter_class=_Help,
+        help="point a VoIPBin account at this voicebot (webhook, flow, numbers); safe to run again",
         description="Reads VOIPBIN_ACCESS_KEY (and VOIPBIN_API_URL, VOIPBIN_FETCH_TOKEN) from the environment. "
                     "Sets the account's webhook (keeping its other details), creates or updates a flow "
                     "'voicebot' that hands calls to voicebot, attaches it to the numbers, and prints the "
@@ -247,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     setup.add_argument("--dry-run", action="store_true", help="print what would change and write nothing")
     setup.set_defaults(run=_voipbin_setup)
 
-    calls = commands.add_parser("calls", help="end-of-call records").add_subparsers(
-        dest="calls_command", required=True)
-    export = calls.add_parser("export", help="write the kept end-of-call records as JSON lines",
+    calls = command("calls", "end-of-call records").add_subparsers(
+        dest="calls_command", metavar="COMMAND", required=True)
+    export = calls.add_parser("export", formatter_class=_Help,
+                              help="write the kept end-of-call records as JSON lines",
                               description="Reads the records kept in Redis (REDIS_URL, REDIS_PREFIX) for "
                                           "CALL_RECORD_RETENTION_SECONDS and writes one JSON object per line.")
     export.add_argument("--since", type=_since, default=0.0,
@@ -257,20 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", help="a file to write (default: standard output)")
     export.set_defaults(run=_calls_export)
 
-    nginx = commands.add_parser(
-        "nginx-config", help="print the nginx site that keeps slow clients away from voicebot on a VM",
-        description="Prints an nginx server block for voicebot listening on 127.0.0.1:PORT. "
-                    "Save it as /etc/nginx/sites-enabled/voicebot and raise worker_connections as it says.")
+    nginx = command("nginx-config", "print the nginx site that keeps slow clients away from voicebot on a VM",
+                    "Prints an nginx server block for voicebot listening on 127.0.0.1:PORT. Save it as "
+                    "/etc/nginx/sites-enabled/voicebot and raise worker_connections as it says.")
     nginx.add_argument("--server-name", required=True, help="the public host name, e.g. bot.example.com")
-    nginx.add_argument("--port", type=int, default=8000, help="voicebot's PORT on this machine (default: 8000)")
-    nginx.add_argument("--listen", default="443", help="what nginx listens on (default: 443)")
+    nginx.add_argument("--port", type=int, default=8000, help="voicebot's PORT on this machine")
+    nginx.add_argument("--listen", default="443", help="what nginx listens on")
     nginx.add_argument("--tls-cert", default="", help="certificate file, e.g. certbot's fullchain.pem")
     nginx.add_argument("--tls-key", default="", help="its private key file, e.g. certbot's privkey.pem")
     nginx.set_defaults(run=_nginx_config)
 
-    sim = commands.add_parser("simulate", help="play concurrent calls against voicebot URLs and check isolation")
+    sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("seed", "voipbin"), default="seed")
+    sim.add_argument("--contract", choices=("seed", "voipbin"), default="seed",
+                     help="the webhook contract to drive: seed (the article's) or voipbin")
     sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
     sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
     sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")
@@ -282,12 +368,20 @@ def main(argv: list[str] | None = None) -> int:
                      help="VOIPBIN_WEBHOOK_SECRET of the voicebot under test (voipbin contract)")
     sim.add_argument("--voipbin-listen", default="127.0.0.1:8766",
                      help="where the built-in fake VoIPBin listens (voipbin contract)")
-    sim.add_argument("--access-key", default="test-access-key", help="VOIPBIN_ACCESS_KEY it accepts")
+    sim.add_argument("--access-key", default="test-access-key",
+                     help="VOIPBIN_ACCESS_KEY it accepts (voipbin contract)")
     sim.add_argument("--number", default="+15559870000",
                      help="the number the simulated calls dial: one of the server's VOIPBIN_NUMBERS (voipbin contract)")
     sim.set_defaults(run=_simulate)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     if extra and args.command != "serve":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra

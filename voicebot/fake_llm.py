@@ -45,6 +45,17 @@ class InvalidRequest(Exception):
     pass
 
 
+def known_models() -> frozenset[str]:
+    """The model names the pinned anthropic SDK knows: the real API answers 404 to others."""
+    import typing
+
+    from anthropic.types.model import Model
+
+    def names(kind) -> list[str]:
+        return [a for arg in typing.get_args(kind) for a in ([arg] if isinstance(arg, str) else names(arg))]
+    return frozenset(names(Model))
+
+
 def echo_reply(messages: list[dict]) -> str:
     """'Heard mk1 mk2.' for the markers of every user message in order."""
     markers = [m for msg in messages if msg["role"] == "user" for m in MARKER.findall(_text_of(msg))]
@@ -203,6 +214,7 @@ class FakeMessagesAPI(LoopbackServer):
         self.hang_seconds = hang_seconds
         self.trickle = 0.0
         self.record = record
+        self.models = known_models()
         self.requests: list[dict] = []
         self.peers: list[tuple[str, int]] = []  # the client address of each recorded request
         self.served = 0
@@ -264,6 +276,8 @@ class _Handler(JSONHandler):
             return self._error(400, "invalid_request_error", "body is not valid JSON")
         except InvalidRequest as exc:
             return self._error(400, "invalid_request_error", str(exc))
+        if body["model"] not in self.server.models:
+            return self._error(404, "not_found_error", f"model: {body['model']}")
         fate, delay = self.server._draw(body, self.client_address[:2])
         if delay:
             self.server.pause(delay)

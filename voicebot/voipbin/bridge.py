@@ -93,6 +93,7 @@ class VoipbinBridge:
         self.client = client
         self.settings = settings
         self.clock = clock
+        self.speech_rate = SPEECH_CHARS_PER_SECOND
         # Kept out of the model's share of a turn's budget: one say.
         self.speech_seconds = client.connect_timeout + client.read_timeout
         self._handlers: dict[str, Callable[[dict, Deadline], str | Outcome]] = {
@@ -461,7 +462,7 @@ class VoipbinBridge:
             log.warning("say unconfirmed call_id=%s (%s): counted as said, not repeated", call_id, exc)
         # Queued speech plays after what is still playing.
         starts = max(self.clock(), channel.get("speaking_until", 0))
-        channel["speaking_until"] = starts + len(text) / SPEECH_CHARS_PER_SECOND
+        channel["speaking_until"] = starts + len(text) / self.speech_rate
 
     # -- helpers ------------------------------------------------------------------
 
