@@ -20,7 +20,8 @@ from .support import free_port
 @pytest.mark.parametrize("heard, kind", [
     (["a1", "a2"], None),
     (["a1", "b1"], "bleed"),
-    (["a2"], "loss"),
+    (["a2"], "history_window"),
+    (["a1"], "loss"),
     (["a1", "a1"], "duplicate"),
     (["a2", "a1"], "order"),
 ])
@@ -105,3 +106,27 @@ def test_errors_are_counted_and_fail_the_campaign(capsys):
     status, out = run_cli([f"http://127.0.0.1:{free_port()}", "--calls", "2", "--turns", "1"], capsys)
     assert status == 1
     assert "connection" in out and "RESULT: FAIL" in out
+
+
+def test_against_a_real_model_it_reports_and_says_isolation_was_not_checked(capsys, monkeypatch):
+    """A model that does not echo markers (here the offline responder) is no isolation failure."""
+    served = ServedApp(create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": ""}))
+    try:
+        status, out = run_cli([served.url, "--calls", "5", "--turns", "2"], capsys)
+    finally:
+        served.stop()
+    assert status == 0, out
+    assert "isolation: not checked" in out and "voicebot fake-llm" in out and "RESULT: PASS" in out
+
+
+def test_a_busy_port_for_the_fake_voipbin_is_one_clear_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(["simulate", "http://127.0.0.1:9", "--contract", "voipbin", "--voipbin-listen",
+                       f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "--voipbin-listen" in err[0]

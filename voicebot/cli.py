@@ -217,8 +217,13 @@ def _simulate(args: argparse.Namespace) -> int:
         from .voipbin.fake import FakeVoipbin
 
         host, _, port = args.voipbin_listen.rpartition(":")
-        voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
-                              webhook_secret=args.secret).start()
+        try:
+            voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
+                                  webhook_secret=args.secret).start()
+        except OSError as exc:
+            print(f"voicebot simulate: the built-in fake VoIPBin cannot listen on {args.voipbin_listen} "
+                  f"({exc.strerror}); choose another with --voipbin-listen", file=sys.stderr)
+            return 2
         print(f"fake VoIPBin listening on {voipbin.api_url}: start voicebot with VOIPBIN_API_URL={voipbin.api_url} "
               f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret> "
               f"VOIPBIN_NUMBERS={args.number}", file=sys.stderr)
