@@ -60,13 +60,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
         log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
     _attach_voipbin(app, conversation("voipbin"))
 
-    from . import errors, ops
+    from . import errors, ops, talk
     from .webhooks import seed, voipbin
 
     errors.register_error_handlers(app)
     app.register_blueprint(ops.bp)
     app.register_blueprint(seed.bp)
     app.register_blueprint(voipbin.bp)
+    app.register_blueprint(talk.bp)
     return app
 
 

@@ -208,6 +208,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(`Authorization: Bearer <token>`). Unset: they answer only requests made on this machine, "
             "for a local trial.",
             secret=True),
+    Setting("TALK_PAGE", True, _flag,
+            "1: serve `/talk`, a page to talk to the bot from a browser (guarded like the article's "
+            "endpoints: this machine only, or `?token=<WEBHOOK_TOKEN>`). 0: off."),
     Setting("METRICS_TOKEN", "", _text,
             "Bearer token `/metrics` requires. Unset: `/metrics` is open; keep it off the public internet.",
             secret=True),
