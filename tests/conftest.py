@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -38,6 +39,23 @@ def pytest_sessionstart(session):
                     "the tests start a Redis of their own", returncode=1)
     except RuntimeError as exc:
         pytest.exit(str(exc), returncode=1)
+
+
+@pytest.fixture(autouse=True)
+def voicebot_logs_reach_caplog(monkeypatch):
+    """voicebot's logger does not propagate (gunicorn's root handler would print each line twice),
+    so caplog, which listens on the root logger, would see its records only by accident of test order."""
+    from voicebot import logs
+
+    configure = logs.configure_logging
+
+    def configure_and_propagate(level: str) -> None:
+        configure(level)
+        logging.getLogger("voicebot").propagate = True
+
+    monkeypatch.setattr(logs, "configure_logging", configure_and_propagate)
+    logging.getLogger("voicebot").propagate = True
+    yield
 
 
 @pytest.fixture(scope="session")

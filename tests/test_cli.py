@@ -1,0 +1,67 @@
+"""The voicebot command explains itself."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from voicebot import create_app
+from voicebot.cli import build_parser, main
+
+from .conftest import app_config
+
+
+def test_a_bare_voicebot_lists_the_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for command in ("serve", "chat", "try", "simulate", "voipbin", "calls", "fake-llm", "nginx-config"):
+        assert command in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("voicebot ")
+
+
+def test_every_option_is_described_with_its_default():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
+    for name, command in commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"voicebot {name} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, "", "==SUPPRESS=="):
+                shown = formatter._get_help_string(action)
+                assert "default" in shown, (name, action.option_strings, shown)
+
+
+def test_serve_checks_the_config_as_a_real_start_would(capsys, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "")
+    assert main(["serve", "--port", "9123", "--check-config"]) == 0
+    assert "listening on 127.0.0.1:9123" in capsys.readouterr().out
+    monkeypatch.setenv("WEB_CONCURRENCY", "2")  # two workers with the memory store: a real start refuses
+    assert main(["serve", "--check-config"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_a_busy_port_fails_at_once_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is in use" in err[0]
+
+
+@pytest.mark.parametrize("half", [{"VOIPBIN_WEBHOOK_SECRET": "s"}, {"VOIPBIN_ACCESS_KEY": "k"}])
+def test_a_half_configured_voipbin_is_a_warning(fake_llm, caplog, half):
+    with caplog.at_level(logging.WARNING, logger="voicebot"):
+        create_app(app_config(fake_llm, **half))
+    missing = "VOIPBIN_ACCESS_KEY" if "VOIPBIN_WEBHOOK_SECRET" in half else "VOIPBIN_WEBHOOK_SECRET"
+    assert any(r.levelno == logging.WARNING and missing in r.getMessage() for r in caplog.records)
