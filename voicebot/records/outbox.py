@@ -73,7 +73,10 @@ class Outbox(ABC):
 
 
 class MemoryOutbox(Outbox):
-    def __init__(self, retention: float, deliver: bool, max_archive: int = 100_000) -> None:
+    """In this process: the archive keeps the last ``max_archive`` records (within the retention time),
+    so a long-running single process stays bounded; the queue holds what is not delivered yet."""
+
+    def __init__(self, retention: float, deliver: bool, max_archive: int = 1000) -> None:
         super().__init__(retention, deliver)
         self._lock = threading.Lock()
         self._archive: deque[tuple[float, dict]] = deque(maxlen=max_archive)
