@@ -96,11 +96,14 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
               for n in range(ROUNDS + 200)]
 
     def wsgi(n):
+        # From loopback, as the local trial's requests are (no WEBHOOK_TOKEN here).
         environ = EnvironBuilder(method="POST", path="/webhook/transcript", data=bodies[n],
-                                 content_type="application/json").get_environ()
+                                 content_type="application/json",
+                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
         b"".join(app.wsgi_app(environ, lambda status, headers, exc_info=None: None))
     builder_cost = cpu_ms(lambda n: EnvironBuilder(method="POST", path="/webhook/transcript", data=bodies[n],
-                                                   content_type="application/json").get_environ())
+                                                   content_type="application/json",
+                                                   environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ())
     rows.append(("+ Flask (the WSGI app, called directly)", cpu_ms(wsgi) - builder_cost))
     rows.append(("+ gunicorn (1 worker, 1 thread, kept-alive connection)", gunicorn_turn(settings)))
     return rows
