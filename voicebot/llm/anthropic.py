@@ -75,12 +75,14 @@ class AnthropicLLM(LLM):
 
     def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
               allow_tools: bool) -> Reply:
+        # As raw JSON (extra_body), not typed params: the SDK walks typed params
+        # through its transform on every call, and tool schemas are deep (~0.1 ms a turn).
         extra: dict = {"tools": tools} if tools else {}
         if tools and not allow_tools:
             extra["tool_choice"] = {"type": "none"}
         try:
             response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
-                                    messages=messages, timeout=timeout, **extra)
+                                    messages=messages, timeout=timeout, extra_body=extra or None)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
