@@ -40,7 +40,7 @@ def deploy(tmp_path, fake_llm, redis_url, redis_prefix, receiver, voipbin):
 
     def start(redis: str = redis_url, **settings: str) -> Gunicorn:
         env = {"REDIS_URL": redis, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-               "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "8",
+               "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
                "CALL_REPORT_URL": receiver.url, "CALL_REPORT_SECRET": SECRET, "TRANSFER_NUMBER": HUMANS,
                "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret, "VOIPBIN_ACCESS_KEY": voipbin.access_key,
                "VOIPBIN_API_URL": voipbin.api_url, "VOIPBIN_NUMBERS": NUMBER, "VOIPBIN_FETCH_TOKEN": "ft",

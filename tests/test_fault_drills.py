@@ -31,7 +31,7 @@ def deploy(tmp_path, fake_llm, redis_url, redis_prefix):
         env = {
             "REDIS_URL": redis, "REDIS_PREFIX": redis_prefix, "REDIS_TIMEOUT_SECONDS": "0.5",
             "ANTHROPIC_API_KEY": fake_llm.api_key, "ANTHROPIC_BASE_URL": fake_llm.url,
-            "WEB_CONCURRENCY": "2", "WEB_THREADS": "16", "LLM_TIMEOUT_SECONDS": "3",
+            "WEB_CONCURRENCY": "2", "WEB_THREADS": "64", "LLM_TIMEOUT_SECONDS": "3",
             "FALLBACK_REPLY": FALLBACK, **settings,
         }
         server = Gunicorn(env).start(tmp_path / f"gunicorn-{len(started)}.log")

@@ -40,7 +40,7 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
         "VOIPBIN_FETCH_TOKEN": "fetch-token",
         "VOIPBIN_TIMEOUT_SECONDS": "1",
         "WEB_CONCURRENCY": "2",
-        "WEB_THREADS": "16",
+        "WEB_THREADS": "64",
         "LOG_LEVEL": "INFO",
     }).start(tmp_path / "gunicorn.log")
     yield gunicorn

@@ -44,7 +44,7 @@ def deployed(tmp_path, redis_url, redis_prefix, fake_llm):
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
     fake_llm.latency = 0.05
     server = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-                       "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "8",
+                       "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
                        "WEBHOOK_TOKEN": TOKEN, "LOG_LEVEL": "WARNING"},
                       command=procfile_command()).start(tmp_path / "gunicorn.log")
     nginx_port = free_port()

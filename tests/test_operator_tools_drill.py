@@ -35,7 +35,7 @@ def server(tmp_path, fake_llm, redis_url, redis_prefix, tool, voipbin):
     fake_llm.record = False
     gunicorn = Gunicorn({
         "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-        "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "16",
+        "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "64",
         "TOOLS_FILE": tool.tools_file(tmp_path / "tools.json", timeout=1.5), "TOOLS_SECRET": SECRET,
         "TOOLS_ALLOW_LOOPBACK": "1", "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret,
         "VOIPBIN_ACCESS_KEY": voipbin.access_key, "VOIPBIN_API_URL": voipbin.api_url, "VOIPBIN_NUMBERS": NUMBER,

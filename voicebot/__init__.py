@@ -41,6 +41,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     health = LLMHealth(store)
     llm = MonitoredLLM(build_llm(app.config), health)
     app.extensions["llm_health"] = health
+    from .webhooks.admission import Admission, in_flight_limit
+
+    app.extensions["admission"] = Admission(in_flight_limit(app.config["WEB_THREADS"]))
     from .operator_tools import ToolCaller, load_tools
 
     settings = ConversationSettings.from_config(app.config)

@@ -16,6 +16,7 @@ from ..exceptions import InvalidEvent, LockLost
 from ..validation import identifier, optional_text, required_text
 from . import json_body, start_timing, with_llm_timing
 from .access import bearer_matches, is_local
+from .admission import admit, release
 
 bp = Blueprint("seed", __name__, url_prefix="/webhook")
 bp.before_request(start_timing)
@@ -33,7 +34,10 @@ def check_access():
     elif not is_local(request):
         return json_error(403, "forbidden", "these endpoints answer only requests made on this machine "
                                             "until WEBHOOK_TOKEN is set")
-    return None
+    return admit()
+
+
+bp.teardown_request(release)
 
 
 def _conversation() -> Conversation:

@@ -13,11 +13,20 @@ from ..validation import identifier, json_object, required_text
 from ..voipbin.bridge import VoipbinBridge
 from ..voipbin.signing import HEADER, verify
 from . import json_body, raw_body, start_timing, with_llm_timing
+from .admission import admit, release
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("voipbin", __name__, url_prefix="/webhook/voipbin")
 bp.before_request(start_timing)
+bp.teardown_request(release)
+
+
+@bp.before_request
+def admit_events():
+    # Never the fetch: any answer but a 200 stops the call's flow, and VoIPBin hangs the call up.
+    return None if request.endpoint == "voipbin.fetch" else admit()
+
 
 # VoIPBin sends with the account's webhook_method, and the JSON body with every one of them.
 METHODS = ["POST", "PUT", "GET", "DELETE"]
