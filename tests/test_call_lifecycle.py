@@ -37,7 +37,7 @@ def records_of(app) -> list[dict]:
 def test_the_tools_offered_follow_the_settings(make_app, fake_llm):
     turn(make_app().test_client(), "c", "mk1")
     assert [t["name"] for t in fake_llm.requests[-1]["tools"]] == ["end_call"]
-    assert "end_call" in fake_llm.requests[-1]["system"]
+    assert "end_call" in fake_llm.requests[-1]["system"][0]["text"]
     turn(make_app(TRANSFER_NUMBER=HUMANS).test_client(), "c", "mk1")
     assert [t["name"] for t in fake_llm.requests[-1]["tools"]] == ["end_call", "transfer_call"]
 

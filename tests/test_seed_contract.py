@@ -52,7 +52,7 @@ def test_the_model_gets_the_system_prompt_apart_and_alternating_roles(make_app, 
     say(client, "c", "one mk1")
     say(client, "c", "two mk2")
     request = fake_llm.requests[-1]
-    assert request["system"].startswith("Be Acme's agent.")
+    assert request["system"][0]["text"].startswith("Be Acme's agent.")  # one cached text block
     assert [m["role"] for m in request["messages"]] == ["user", "assistant", "user"]
     assert request["messages"][0]["content"] == "one mk1"
     assert request["messages"][1]["content"] == "Heard mk1."

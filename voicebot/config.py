@@ -194,6 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Most rounds of tool calls in one turn before the model must answer in words."),
     Setting("LLM_MODEL", DEFAULT_MODEL, _text, "Claude model for replies."),
     Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
+    Setting("PROMPT_CACHING", True, _flag,
+            "1: cache breakpoints after the system prompt and the newest message, so each turn of a long "
+            "call bills its earlier turns as cache reads (a tenth of the input price)."),
     Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
             "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
     Setting("LOCK_LEASE_SECONDS", 0.0, _non_negative_float,

@@ -333,6 +333,7 @@ class Conversation:
                 metrics.FALLBACKS.labels(type(exc).__name__).inc()
                 answer = None
                 break
+            _count_usage(session, answer.usage)
             lookups = [u for u in answer.tool_uses if isinstance(offered.get(u.name), HttpTool)]
             if not lookups or rounds_left == 0 or any(u.name in LIFECYCLE_TOOLS for u in answer.tool_uses):
                 break
@@ -451,6 +452,16 @@ def _all_done(pending: dict, wait: float) -> bool:
         except Exception:
             return False
     return True
+
+
+def _count_usage(session: dict, usage: dict[str, int]) -> None:
+    """The call's token bill, for its record and /metrics."""
+    if not usage:
+        return
+    total = session.setdefault("usage", {})
+    for kind, tokens in usage.items():
+        total[kind] = total.get(kind, 0) + tokens
+        metrics.LLM_TOKENS.labels(kind).inc(tokens)
 
 
 def _add_caller_words(history: list[Message], text: str) -> None:

@@ -22,6 +22,7 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -196,6 +197,79 @@ def validate(body: Any) -> None:
     _validate_tools(body)
 
 
+class PromptCache:
+    """The API's prompt caching, as its documentation states the rules, for ``usage``.
+
+    The prompt is read in order (tools, system, messages), block by block; a
+    ``cache_control`` block ends a cacheable prefix. A request reads the
+    longest prefix it shares with one cached in the last 5 minutes (checked at
+    block boundaries up to 20 blocks before each of its breakpoints) and
+    writes each breakpoint's prefix of at least ``min_tokens``. A token here is
+    a word, which is all a benchmark of the billing needs.
+    """
+
+    LOOKBACK = 20
+
+    def __init__(self, min_tokens: int = 1024, ttl: float = 300.0) -> None:
+        self.min_tokens = min_tokens
+        self.ttl = ttl
+        self.entries: dict[str, float] = {}  # prefix digest -> expiry
+        self._lock = threading.Lock()
+
+    def usage(self, body: dict, now: float) -> dict[str, int]:
+        import hashlib
+
+        blocks = _prompt_blocks(body)
+        digests, totals, marks = [], [], []
+        digest, total = hashlib.sha256(), 0
+        for index, (text, marked) in enumerate(blocks):
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+            total += len(text.split())
+            digests.append(digest.copy().hexdigest())
+            totals.append(total)
+            if marked:
+                marks.append(index)
+        read = written = 0
+        with self._lock:
+            self.entries = {k: t for k, t in self.entries.items() if t > now}
+            hit = -1
+            for mark in marks:
+                for index in range(mark, max(-1, mark - self.LOOKBACK), -1):
+                    if digests[index] in self.entries and index > hit:
+                        hit = index
+                        break
+            if hit >= 0:
+                read = totals[hit]
+                self.entries[digests[hit]] = now + self.ttl
+            for mark in marks:
+                if mark > hit and totals[mark] >= self.min_tokens:
+                    self.entries[digests[mark]] = now + self.ttl
+                    written = totals[mark] - read
+        return {"input_tokens": total - read - written, "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": read}
+
+
+def _prompt_blocks(body: dict) -> list[tuple[str, bool]]:
+    """The prompt in the order the API caches it, as (text, ends a breakpoint)."""
+    blocks: list[tuple[str, bool]] = []
+    for tool in body.get("tools") or []:
+        blocks.append((json.dumps({k: v for k, v in tool.items() if k != "cache_control"}, sort_keys=True),
+                       "cache_control" in tool))
+    system = body.get("system")
+    if isinstance(system, str):
+        blocks.append((system, False))
+    for block in system if isinstance(system, list) else []:
+        blocks.append((block.get("text", ""), "cache_control" in block))
+    for message in body["messages"]:
+        content = message["content"]
+        if isinstance(content, str):  # the API reads a string as one text block
+            content = [{"type": "text", "text": content}]
+        for block in content:
+            text = json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True)
+            blocks.append((f"{message['role']}: {text}", "cache_control" in block))
+    return blocks
+
+
 class FakeMessagesAPI(LoopbackServer):
     """``with FakeMessagesAPI() as fake: Anthropic(base_url=fake.url, api_key=fake.api_key)``."""
 
@@ -215,6 +289,7 @@ class FakeMessagesAPI(LoopbackServer):
         self.trickle = 0.0
         self.record = record
         self.models = known_models()
+        self.cache = PromptCache()
         self.requests: list[dict] = []
         self.peers: list[tuple[str, int]] = []  # the client address of each recorded request
         self.served = 0
@@ -231,6 +306,7 @@ class FakeMessagesAPI(LoopbackServer):
             self.latency = self.jitter = self.fail_rate = self.hang_rate = self.trickle = 0.0
             self.requests.clear()
             self.peers.clear()
+            self.cache = PromptCache()
 
     def _draw(self, body: dict, peer: tuple[str, int]) -> tuple[str, float]:
         """Decide this request's fate: 'ok', 'fail' or 'hang', and its delay."""
@@ -296,6 +372,7 @@ class _Handler(JSONHandler):
         tool = tool_to_use(body)
         if tool and tool not in ("end_call", "transfer_call"):
             message = _message(body, "Let me check.")  # what a model says before it looks something up
+        message["usage"].update(self.server.cache.usage(body, time.monotonic()))
         if tool:
             words = _text_of(body["messages"][-1])
             message["content"].append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": tool,

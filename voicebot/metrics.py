@@ -29,6 +29,8 @@ LOCK_WAIT_SECONDS = Histogram("voicebot_lock_wait_seconds",
 FALLBACKS = Counter("voicebot_fallbacks", "Turns answered with FALLBACK_REPLY, by cause", ["cause"])
 CALLS = Counter("voicebot_calls", "Calls started and ended", ["event"])
 ERRORS = Counter("voicebot_errors", "Requests answered with an error, by kind", ["kind"])
+LLM_TOKENS = Counter("voicebot_llm_tokens", "Model tokens billed, by kind: input, cache_write, cache_read, output",
+                     ["kind"])
 RECORDS = Counter("voicebot_call_records", "End-of-call records, by event: made, delivered, retried, failed",
                   ["event"])
 

@@ -22,4 +22,5 @@ def build_llm(config: Mapping[str, Any]) -> LLM:
         base_url=config["ANTHROPIC_BASE_URL"] or None,
         # Turns in flight in one worker, and as many abandoned past their deadline.
         max_concurrency=2 * config["WEB_THREADS"],
+        prompt_caching=config["PROMPT_CACHING"],
     )

@@ -33,9 +33,11 @@ class AnthropicLLM(LLM):
     name = "anthropic"
 
     def __init__(self, *, api_key: str, model: str, max_tokens: int, base_url: str | None = None,
-                 client: anthropic.Anthropic | None = None, max_concurrency: int = 64) -> None:
+                 client: anthropic.Anthropic | None = None, max_concurrency: int = 64,
+                 prompt_caching: bool = True) -> None:
         self.model = model
         self.max_tokens = max_tokens
+        self.prompt_caching = prompt_caching
         self._client = client or anthropic.Anthropic(
             api_key=api_key,
             base_url=base_url or None,
@@ -80,6 +82,8 @@ class AnthropicLLM(LLM):
         extra: dict = {"tools": tools} if tools else {}
         if tools and not allow_tools:
             extra["tool_choice"] = {"type": "none"}
+        if self.prompt_caching:
+            system, messages = _with_cache_breakpoints(system, messages)
         try:
             response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
                                     messages=messages, timeout=timeout, extra_body=extra or None)
@@ -101,9 +105,34 @@ class AnthropicLLM(LLM):
         uses = [ToolUse(b["id"], b["name"], b.get("input") if isinstance(b.get("input"), dict) else {})
                 for b in blocks if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
                 and isinstance(b.get("name"), str)]
-        return Reply(text, uses)
+        return Reply(text, uses, _usage(message.get("usage")))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict], list[Message]]:
+    """Two cache breakpoints, as the Messages API documents: after the system prompt (which caches the
+    tools before it too) and after the newest message, so each turn of a call re-bills only what is
+    new. The call's stored history is left as it is."""
+    cached_system = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
+    if not messages:
+        return cached_system, messages
+    last = messages[-1]
+    content = last["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+    return cached_system, [*messages[:-1], {"role": last["role"], "content": blocks}]
+
+
+def _usage(raw: object) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    names = {"input": "input_tokens", "cache_write": "cache_creation_input_tokens",
+             "cache_read": "cache_read_input_tokens", "output": "output_tokens"}
+    return {ours: int(raw.get(theirs) or 0) for ours, theirs in names.items()}

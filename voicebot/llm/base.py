@@ -28,6 +28,8 @@ class ToolUse:
 class Reply:
     text: str
     tool_uses: list[ToolUse] = field(default_factory=list)
+    # Tokens billed for this call: input, cache_write, cache_read, output.
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 class LLM(ABC):

@@ -37,5 +37,6 @@ def build_record(*, platform: str, call_id: str, session: dict, lines: list[dict
         "turns": session.get("turns", 0),
         "fallbacks": session.get("fallbacks", 0),
         "actions": session.get("actions", []),
+        "usage": session.get("usage", {}),
         "transcript": lines,
     }
