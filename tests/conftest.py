@@ -81,6 +81,15 @@ def redis_prefix(redis_url):
     client.close()
 
 
+@pytest.fixture
+def voipbin():
+    """A strict fake of VoIPBin's REST API on loopback (and its event sender)."""
+    from voicebot.voipbin.fake import FakeVoipbin
+
+    with FakeVoipbin() as fake:
+        yield fake
+
+
 @pytest.fixture(scope="session")
 def fake_llm_server():
     with FakeMessagesAPI() as server:

@@ -253,8 +253,6 @@ class RecordReceiver:
                 pass
 
             def do_POST(self):
-                import hashlib
-                import hmac
                 import json
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -271,8 +269,7 @@ class RecordReceiver:
                     with receiver._lock:
                         receiver.refused += 1
                     return self._answer(503)
-                expected = "sha256=" + hmac.new(receiver.secret.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+                if not signed_by(receiver.secret, body, self.headers.get("X-Voicebot-Signature")):
                     with receiver._lock:
                         receiver.bad_signatures += 1
                     return self._answer(401)
@@ -331,13 +328,10 @@ class ToolServer:
                 pass
 
             def do_POST(self):
-                import hashlib
-                import hmac
                 import json
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                expected = "sha256=" + hmac.new(tool.secret.encode(), body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+                if not signed_by(tool.secret, body, self.headers.get("X-Voicebot-Signature")):
                     tool.bad_signatures += 1
                     return self._send(401, b"{}")
                 call = json.loads(body)
@@ -380,3 +374,28 @@ class ToolServer:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class ServedApp:
+    """A WSGI app on a real loopback HTTP server (werkzeug's, threaded), in a thread."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def signed_by(secret: str, body: bytes, header: str | None) -> bool:
+    """A receiver's check of voicebot's X-Voicebot-Signature."""
+    import hashlib
+    import hmac
+
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header or "", expected)

@@ -13,7 +13,7 @@ from voicebot.llm import OfflineResponder, Reply, ToolUse
 from voicebot.records import MemoryOutbox
 from voicebot.records import background
 from voicebot.stores import MemoryStore
-from voicebot.voipbin.fake import FakeVoipbin, transcript_event_data
+from voicebot.voipbin.fake import transcript_event_data
 
 from .conftest import app_config
 from .support import RecordReceiver, wait_for
@@ -199,11 +199,6 @@ def test_record_settings_are_checked(fake_llm):
 
 
 # -- VoIPBin: hang up after the goodbye, hand off through the fetch loop ----------------------------
-
-@pytest.fixture
-def voipbin():
-    with FakeVoipbin() as fake:
-        yield fake
 
 
 def voipbin_app(make_app, voipbin, **overrides):

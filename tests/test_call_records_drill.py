@@ -29,12 +29,6 @@ def receiver():
 
 
 @pytest.fixture
-def voipbin():
-    with FakeVoipbin() as fake:
-        yield fake
-
-
-@pytest.fixture
 def deploy(tmp_path, fake_llm, redis_url, redis_prefix, receiver, voipbin):
     started: list[Gunicorn] = []
 

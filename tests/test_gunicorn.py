@@ -10,18 +10,12 @@ import pytest
 import requests
 
 from voicebot.fake_llm import MARKER
-from voicebot.voipbin.fake import FakeVoipbin, call_event_data, transcript_event_data
+from voicebot.voipbin.fake import call_event_data, transcript_event_data
 
 from .support import Gunicorn, wait_for
 
 CALLS = 50
 TURNS = 4
-
-
-@pytest.fixture
-def voipbin():
-    with FakeVoipbin() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from voicebot.fake_llm import MARKER
-from voicebot.voipbin.fake import FakeVoipbin, call_event_data, transcript_event_data
+from voicebot.voipbin.fake import call_event_data, transcript_event_data
 
 from .support import Gunicorn, ToolServer
 
@@ -22,12 +22,6 @@ def tool():
     server = ToolServer(SECRET)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def voipbin():
-    with FakeVoipbin() as fake:
-        yield fake
 
 
 @pytest.fixture

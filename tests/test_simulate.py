@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from voicebot import create_app
 from voicebot.cli import main
@@ -14,7 +12,7 @@ from voicebot.fake_llm import MARKER
 from voicebot.simulate import check_reply
 
 from .conftest import app_config
-from .support import free_port
+from .support import ServedApp, free_port
 
 
 @pytest.mark.parametrize("heard, kind", [
@@ -32,18 +30,6 @@ def test_check_reply(heard, kind):
 
 def test_check_reply_allows_for_the_server_history_bound():
     assert check_reply(["a2", "a3"], ["a1", "a2", "a3"], history=2) is None
-
-
-class ServedApp:
-    """A WSGI app on a real loopback HTTP server, in a thread."""
-
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from voicebot import create_app
 
 from .conftest import app_config
+from .support import ServedApp
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 needs_browser = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
     reason="the /talk page is tested in a real browser: apt-get install chromium chromium-driver (.ci/run does)")
-
-
-class Served:
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -68,7 +57,7 @@ def wait_until(browser, check, what: str):
 
 @needs_browser
 def test_typing_turns_reads_replies_latency_and_the_hang_up(browser, fake_llm):
-    served = Served(create_app(app_config(fake_llm)))
+    served = ServedApp(create_app(app_config(fake_llm)))
     try:
         from selenium.webdriver.common.by import By
 
@@ -91,7 +80,7 @@ def test_typing_turns_reads_replies_latency_and_the_hang_up(browser, fake_llm):
 
 @needs_browser
 def test_with_a_token_the_page_needs_it_and_uses_it(browser, fake_llm):
-    served = Served(create_app(app_config(fake_llm, WEBHOOK_TOKEN="page-token")))
+    served = ServedApp(create_app(app_config(fake_llm, WEBHOOK_TOKEN="page-token")))
     try:
         from selenium.webdriver.common.by import By
 

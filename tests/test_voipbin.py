@@ -16,7 +16,7 @@ import pytest
 
 from voicebot import create_app
 from voicebot.exceptions import ConfigError
-from voicebot.voipbin.fake import (FakeVoipbin, FlowRunner, call_event_data, go_json, speech_event_data,
+from voicebot.voipbin.fake import (FlowRunner, call_event_data, go_json, speech_event_data,
                                    transcribe_event_data, transcript_event_data)
 from voicebot.voipbin.signing import HEADER, sign
 
@@ -26,12 +26,6 @@ GREETING = "Hello! How can I help you today?"
 OUR_NUMBER = "+15559870000"
 SECRET = "test-webhook-secret-0123456789ab"
 FETCH_TOKEN = "fetch-token-0123"
-
-
-@pytest.fixture
-def voipbin():
-    with FakeVoipbin() as fake:
-        yield fake
 
 
 @pytest.fixture

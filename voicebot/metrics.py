@@ -35,35 +35,18 @@ RECORDS = Counter("voicebot_call_records", "End-of-call records, by event: made,
                   ["event"])
 
 
-class _ActiveCalls:
-    """Read at scrape time from the store: with Redis, the calls of every instance."""
+class _ReadAtScrape:
+    """A gauge read when /metrics is scraped (with Redis: across all instances)."""
 
-    def __init__(self, store) -> None:
-        self.store = store
-
-    def collect(self):
-        try:
-            value = self.store.active_calls()
-        except Exception:  # a scrape must not fail because the store is down
-            return
-        yield GaugeMetricFamily("voicebot_active_calls",
-                                "Calls with a live session (with Redis: across all instances)", value=value)
-
-
-class _OldestUndelivered:
-    """Read at scrape time from the outbox: with Redis, that of every instance."""
-
-    def __init__(self, outbox) -> None:
-        self.outbox = outbox
+    def __init__(self, name: str, documentation: str, read) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
 
     def collect(self):
         try:
-            age = self.outbox.oldest_undelivered()
+            value = self.read()
         except Exception:  # a scrape must not fail because the store is down
             return
-        yield GaugeMetricFamily("voicebot_call_records_oldest_undelivered_seconds",
-                                "Age of the oldest end-of-call record not yet delivered (0: none)",
-                                value=age or 0.0)
+        yield GaugeMetricFamily(self.name, self.documentation, value=value or 0.0)
 
 
 def render(store, outbox=None) -> tuple[bytes, str]:
@@ -74,9 +57,13 @@ def render(store, outbox=None) -> tuple[bytes, str]:
     else:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
-    registry.register(_ActiveCalls(store))
+    registry.register(_ReadAtScrape("voicebot_active_calls",
+                                    "Calls with a live session (with Redis: across all instances)",
+                                    store.active_calls))
     if outbox is not None:
-        registry.register(_OldestUndelivered(outbox))
+        registry.register(_ReadAtScrape("voicebot_call_records_oldest_undelivered_seconds",
+                                        "Age of the oldest end-of-call record not yet delivered (0: none)",
+                                        outbox.oldest_undelivered))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
