@@ -177,7 +177,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Key of the records' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
             "with CALL_REPORT_URL.", secret=True),
     Setting("CALL_REPORT_RETRY_SECONDS", 86400.0, _positive_float,
-            "How long a record's delivery is retried (backing off from 1 s to 5 min) before it is given up "
+            "How long a record's delivery is retried (backing off from 1 s to a minute) before it is given up "
             "(it stays in the archive)."),
     Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, _positive_float,
             "How long records are kept for `voicebot calls export` (with Redis; in memory, while the "

@@ -24,7 +24,7 @@ from ..stores.redis import connect, redis_errors
 
 GROUP = "delivery"
 FIRST_RETRY = 1.0  # seconds after a failed attempt; doubled each time...
-LONGEST_RETRY = 300.0  # ...up to this
+LONGEST_RETRY = 60.0  # ...up to this: a receiver back from an outage gets its records within a minute
 
 
 def backoff(attempts: int) -> float:
