@@ -89,7 +89,7 @@ class VoipbinClient:
         except requests.RequestException as exc:
             raise VoipbinUnavailable(f"{what}: {type(exc).__name__}", maybe_done=True) from None
 
-    def list(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict]:
+    def list_all(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict]:
         """Every item of a paginated list (``{"result": [...], "next_page_token": ...}``), within bounds."""
         items: list[dict] = []
         params = {**params, "page_size": 100}
@@ -114,7 +114,7 @@ class VoipbinClient:
         }, deadline=deadline), "POST /transcribes")
 
     def transcribes_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict]:
-        return self.list("/transcribes", {"reference_type": "call", "reference_id": call_id}, deadline=deadline)
+        return self.list_all("/transcribes", {"reference_type": "call", "reference_id": call_id}, deadline=deadline)
 
     def stop_transcribe(self, transcribe_id: str, *, deadline: Deadline | None = None) -> None:
         self._idempotent(f"/transcribes/{transcribe_id}/stop", deadline)
@@ -133,7 +133,7 @@ class VoipbinClient:
 
     def speakings_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict]:
         """The call's speaking sessions: VoIPBin lists the account's, with no filter by call."""
-        return [s for s in self.list("/speakings", {}, deadline=deadline)
+        return [s for s in self.list_all("/speakings", {}, deadline=deadline)
                 if s.get("reference_type", "call") == "call" and s.get("reference_id") == call_id]
 
     def say(self, speaking_id: str, text: str, *, deadline: Deadline | None = None) -> None:

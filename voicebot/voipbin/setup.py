@@ -56,7 +56,7 @@ def set_up_account(client: VoipbinClient, public_url: str, numbers: list[str], *
 
     # Numbers first: a typo stops the run before anything is written.
     wanted = [normalize_number(n) for n in numbers]
-    owned = {normalize_number(n.get("number", "")): n for n in client.list("/numbers", {})}
+    owned = {normalize_number(n.get("number", "")): n for n in client.list_all("/numbers", {})}
     missing = [n for n in wanted if n not in owned]
     if missing:
         raise SetupError(f"not numbers of this account: {', '.join(missing)} "
@@ -78,7 +78,7 @@ def set_up_account(client: VoipbinClient, public_url: str, numbers: list[str], *
         say(f"the account's webhook is already POST {webhook['webhook_uri']}")
     result.webhook_secret = str(customer.get("webhook_secret") or "")
 
-    flows = [f for f in client.list("/flows", {}) if f.get("name") == FLOW_NAME]
+    flows = [f for f in client.list_all("/flows", {}) if f.get("name") == FLOW_NAME]
     flow = flows[0] if flows else None
     result.fetch_token = fetch_token or _token_of(flow) or secrets.token_urlsafe(24)
     actions = [{"type": "fetch", "option": {
