@@ -292,3 +292,15 @@ def test_the_redis_active_index_is_pruned_as_calls_start(redis_store, redis_url,
         record.save({"n": 1}, release=True)
     assert client.zrange(f"{redis_prefix}:active", 0, -1) == [b"new-call"]
     client.close()
+
+
+def test_a_call_ended_after_expiry_but_before_the_reaper_is_not_reaped_again():
+    clock = [0.0]
+    store = MemoryStore(ttl_seconds=10, clock=lambda: clock[0])
+    with store.locked("c", 1) as record:
+        record.save({"n": 1}, release=True)
+    clock[0] = 11  # expired, not yet reaped
+    with store.locked("c", 1) as record:
+        assert record.data == {"n": 1}  # still whole for an event that comes now
+        record.delete()  # e.g. the call's end event
+    assert store.reap(lambda *args: None) == 0

@@ -171,6 +171,7 @@ class MemoryStore(SessionStore):
     def _delete(self, record: CallRecord) -> None:
         with self._mutex:
             self._sessions.pop(record.call_id)
+            self._unreaped.pop(record.call_id, None)  # ended before the reaper came: one record, not two
         self._release(record)
 
     def _release(self, record: CallRecord) -> None:
