@@ -251,11 +251,11 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default in --help (only where it has one worth showing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
+        text: str = action.help or ""
         if (action.default is None or action.default is False or action.default in ("", argparse.SUPPRESS)
                 or "%(default)" in text or "default:" in text):
             return text
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or text
 
 
 def _version() -> str:

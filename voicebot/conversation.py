@@ -239,7 +239,7 @@ class Conversation:
         with self.store.locked(key, self._lock_wait(deadline or unbounded(), keep=0.5)) as record:
             session = record.data
             known = session is not None
-            if known:
+            if session is not None:
                 metrics.CALLS.labels("ended").inc()
                 if detach is not None:
                     detach(session["channel"])
@@ -409,7 +409,7 @@ class Conversation:
                 metrics.FALLBACKS.labels("unspeakable").inc()
             reply = self.settings.fallback_reply
             session["fallbacks"] = session.get("fallbacks", 0) + 1
-        elif not reply:
+        elif not reply and action is not None:
             reply = self.settings.goodbye_line if action.type == "hangup" else self.settings.transfer_line
         # What the caller heard goes into the history, fallback included, so
         # the roles keep alternating and the model knows what was said; a

@@ -51,10 +51,14 @@ _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voicebot-metrics-", dir=_fast_tmp)
     _master_pid = os.getpid()
-    # Also when gunicorn gives up before its on_exit hook (a port in use, say);
-    # workers are forks of this process and run atexit too, hence the pid.
-    atexit.register(lambda: os.getpid() == _master_pid and shutil.rmtree(
-        os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True))
+
+    def _remove_metrics_dir() -> None:
+        # Also when gunicorn gives up before its on_exit hook (a port in use, say);
+        # workers are forks of this process and run atexit too, hence the pid.
+        if os.getpid() == _master_pid:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+    atexit.register(_remove_metrics_dir)
 
 # Loopback unless told otherwise: on a VM a buffering proxy (nginx) sits in
 # front; platforms that route to the process (Heroku, Railway) get

@@ -24,7 +24,7 @@ class LoopbackServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self):
         # A short poll interval: shutdown() waits up to one interval.

@@ -97,8 +97,8 @@ def load_tools(path: str, *, allow_loopback: bool) -> list[HttpTool]:
         if not isinstance(filler, str):
             mistakes.append(f"{where}: filler must be text")
         if len(mistakes) == before:
-            tools.append(HttpTool(name, item["description"], schema, url=item["url"], timeout=float(timeout),
-                                  filler=filler.strip()))
+            tools.append(HttpTool(str(name), item["description"], dict(schema or {}), url=item["url"],
+                                  timeout=float(timeout), filler=filler.strip()))
     if mistakes:
         raise ConfigError("\n".join(mistakes))
     return tools

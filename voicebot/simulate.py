@@ -108,24 +108,25 @@ class _HTTPConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
+        if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader = self.reader
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write((f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                            f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body)
         try:
-            status_line = await self.reader.readline()
+            status_line = await reader.readline()
             if not status_line:
                 raise ConnectionError("the server closed the connection")
             status = int(status_line.split()[1])
             answer_headers = {}
             while True:
-                line = await self.reader.readline()
+                line = await reader.readline()
                 if line in (b"\r\n", b"\n", b""):
                     break
                 name, _, value = line.decode("latin-1").partition(":")
                 answer_headers[name.strip().lower()] = value.strip()
-            data = await self.reader.readexactly(int(answer_headers.get("content-length", 0)))
+            data = await reader.readexactly(int(answer_headers.get("content-length", 0)))
         except BaseException:
             self.close()
             raise

@@ -6,7 +6,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Sequence
+from typing import Any, Sequence
 
 import anthropic
 
@@ -82,11 +82,14 @@ class AnthropicLLM(LLM):
         extra: dict = {"tools": tools} if tools else {}
         if tools and not allow_tools:
             extra["tool_choice"] = {"type": "none"}
+        # Plain JSON-able dicts: the SDK's TypedDicts add nothing to what the strict fake checks.
+        sent_system: Any = system
+        sent_messages: Any = messages
         if self.prompt_caching:
-            system, messages = _with_cache_breakpoints(system, messages)
+            sent_system, sent_messages = _with_cache_breakpoints(system, messages)
         try:
-            response = self._create(model=self.model, max_tokens=self.max_tokens, system=system,
-                                    messages=messages, timeout=timeout, extra_body=extra or None)
+            response = self._create(model=self.model, max_tokens=self.max_tokens, system=sent_system,
+                                    messages=sent_messages, timeout=timeout, extra_body=extra or None)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
@@ -113,21 +116,22 @@ class AnthropicLLM(LLM):
         self._client.close()
 
 
-_EPHEMERAL = {"type": "ephemeral"}
+_EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
 
 
-def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict], list[Message]]:
+def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict], list[dict]]:
     """Two cache breakpoints, as the Messages API documents: after the system prompt (which caches the
     tools before it too) and after the newest message, so each turn of a call re-bills only what is
     new. The call's stored history is left as it is."""
-    cached_system = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
+    cached_system: list[dict] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
     if not messages:
-        return cached_system, messages
+        return cached_system, []
     last = messages[-1]
     content = last["content"]
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    blocks: list[dict[str, Any]] = ([{"type": "text", "text": content}] if isinstance(content, str)
+                                    else [dict(b) for b in content])
     blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
-    return cached_system, [*messages[:-1], {"role": last["role"], "content": blocks}]
+    return cached_system, [*(dict(m) for m in messages[:-1]), {"role": last["role"], "content": blocks}]
 
 
 def _usage(raw: object) -> dict[str, int]:

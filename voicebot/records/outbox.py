@@ -133,7 +133,8 @@ class MemoryOutbox(Outbox):
 class RedisOutbox(Outbox):
     def __init__(self, client: redis.Redis, prefix: str, retention: float, deliver: bool) -> None:
         super().__init__(retention, deliver)
-        self.client = client
+        # redis-py types replies as unions over decode_responses; this client returns bytes.
+        self.client: Any = client
         self.outbox = f"{prefix}:records:outbox"
         self.archive = f"{prefix}:records:archive"
         self._group_ready = False

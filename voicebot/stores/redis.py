@@ -131,7 +131,8 @@ class RedisStore(SessionStore):
         super().__init__(ttl_seconds, lease_seconds)
         if isinstance(client, str):
             client = connect(client, timeout=timeout, max_connections=max_connections, tls_verify=tls_verify)
-        self.client = client
+        # redis-py types replies as unions over decode_responses; this client returns bytes.
+        self.client: Any = client
         self.prefix = prefix
         self._active_key = f"{prefix}:active"
         # Keys outlive the session TTL by a grace period: the reaper turns an

@@ -379,9 +379,10 @@ class VoipbinBridge:
                 raise
             # TRANSCRIBE_ALREADY_PROGRESSING: an earlier attempt's transcribe finished after all.
             checkpoint()
-            transcribe_id = self._find_transcribe(call_id, deadline)
-            if transcribe_id is None:
+            listed = self._find_transcribe(call_id, deadline)
+            if listed is None:
                 raise VoipbinUnavailable(f"{exc}; and none is listed yet") from None
+            transcribe_id = listed
         except VoipbinRateLimited:
             raise
         except VoipbinUnavailable as exc:

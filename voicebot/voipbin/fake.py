@@ -281,7 +281,9 @@ class FakeVoipbin(LoopbackServer):
         if body.get("reference_type") != "call":
             raise ApiError(400, "reference_type must be call")
         call_id = body.get("reference_id")
-        if self.auto_answer and isinstance(call_id, str) and call_id not in self.calls:
+        if not isinstance(call_id, str):
+            raise ApiError(400, "reference_id must be a call id")
+        if self.auto_answer and call_id not in self.calls:
             self.calls[call_id] = call_event_data(call_id, "progressing")
         call = self.calls.get(call_id)
         if call is None:

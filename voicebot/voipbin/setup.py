@@ -14,6 +14,7 @@ nothing; ``dry_run`` reports what would change and writes nothing.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -104,7 +105,7 @@ def set_up_account(client: VoipbinClient, public_url: str, numbers: list[str], *
             continue
         body = {"call_flow_id": flow_id, "message_flow_id": entry.get("message_flow_id") or ""}
         change(f"attach the flow {FLOW_NAME!r} to {number} (its call flow was {entry.get('call_flow_id')})",
-               lambda entry=entry, body=body: client.request("PUT", f"/numbers/{entry['id']}/flow_ids", body))
+               functools.partial(client.request, "PUT", f"/numbers/{entry['id']}/flow_ids", body))
     return result
 
 
