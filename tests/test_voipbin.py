@@ -683,3 +683,26 @@ def test_finding_18_the_access_key_is_never_logged_nor_put_in_a_url(make_voipbin
     assert voipbin.access_key not in caplog.text
     assert "accesskey" not in caplog.text
     assert voipbin.requests and all("accesskey" not in path for _, path in voipbin.requests)
+
+
+def test_a_reply_said_but_not_saved_is_not_said_again(make_voipbin_app, voipbin, monkeypatch, caplog):
+    """The store fails after the say: the caller heard it, so VoIPBin must not be asked to send it again."""
+    from voicebot.exceptions import StoreUnavailable
+
+    app = make_voipbin_app()
+    client = app.test_client()
+    call_id = answer(client, voipbin)
+    store = app.extensions["voipbin"].conversation.store
+    real_write = store._write
+
+    def failing_write(record, data, release, digest, lines):
+        if lines:  # the turn's save, after the say
+            raise StoreUnavailable("the store went away")
+        return real_write(record, data, release, digest, lines)
+
+    monkeypatch.setattr(store, "_write", failing_write)
+    with caplog.at_level(logging.ERROR, logger="voicebot"):
+        response = speak(client, voipbin, call_id, "mk1")
+    assert response.status_code == 200 and response.get_json() == {"status": "said_not_recorded"}
+    assert voipbin.said[call_id] == [GREETING, "Heard mk1."]
+    assert "turn said but not saved" in caplog.text
