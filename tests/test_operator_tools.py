@@ -12,7 +12,7 @@ from voicebot import create_app
 from voicebot.exceptions import ConfigError
 from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
-from voicebot.voipbin.fake import FakeVoipbin, transcript_event_data
+from voicebot.voipbin.fake import transcript_event_data
 
 from .conftest import app_config
 from .support import ToolServer
@@ -152,28 +152,25 @@ def test_tools_need_a_secret(fake_llm, tool, tmp_path):
         create_app(app_config(fake_llm, TOOLS_FILE=tool.tools_file(tmp_path / "t.json"), TOOLS_ALLOW_LOOPBACK=True))
 
 
-def test_on_voipbin_a_slow_tools_filler_is_said_first(tool_app, tool):
+def said_on_voipbin(tool_app, voipbin, words: str) -> list[str]:
+    """What a VoIPBin call heard after the caller said ``words``."""
+    client = tool_app(VOIPBIN_WEBHOOK_SECRET=SECRET, VOIPBIN_ACCESS_KEY=voipbin.access_key,
+                      VOIPBIN_API_URL=voipbin.api_url, VOIPBIN_NUMBERS=(OUR_NUMBER,),
+                      VOIPBIN_FETCH_TOKEN=FETCH_TOKEN, VOIPBIN_TIMEOUT_SECONDS=1.0).test_client()
+    call_id = voipbin.answer_call()
+    post_event(client, "call_progressing", voipbin.calls[call_id])
+    data = transcript_event_data(voipbin.transcribe_of(call_id), words)
+    assert post_event(client, "transcript_created", data).get_json() == {"status": "said"}
+    return voipbin.said[call_id]
+
+
+def test_on_voipbin_a_slow_tools_filler_is_said_first(tool_app, tool, voipbin):
     tool.mode, tool.delay = "slow", 1.5
-    with FakeVoipbin() as voipbin:
-        client = tool_app(VOIPBIN_WEBHOOK_SECRET=SECRET, VOIPBIN_ACCESS_KEY=voipbin.access_key,
-                          VOIPBIN_API_URL=voipbin.api_url, VOIPBIN_NUMBERS=(OUR_NUMBER,),
-                          VOIPBIN_FETCH_TOKEN=FETCH_TOKEN, VOIPBIN_TIMEOUT_SECONDS=1.0).test_client()
-        call_id = voipbin.answer_call()
-        post_event(client, "call_progressing", voipbin.calls[call_id])
-        data = transcript_event_data(voipbin.transcribe_of(call_id), "order 1001 tool:lookup_order mk1")
-        assert post_event(client, "transcript_created", data).get_json() == {"status": "said"}
-        greeting, words, filler, reply = voipbin.said[call_id]
-        assert (words, filler) == ("Let me check.", "One moment while I check that.")  # heard at once
-        assert reply.startswith("Heard mk1. The tool said: ")
+    greeting, words, filler, reply = said_on_voipbin(tool_app, voipbin, "order 1001 tool:lookup_order mk1")
+    assert (words, filler) == ("Let me check.", "One moment while I check that.")  # heard at once
+    assert reply.startswith("Heard mk1. The tool said: ")
 
 
-def test_on_voipbin_a_quick_tool_has_no_filler(tool_app, tool):
-    with FakeVoipbin() as voipbin:
-        client = tool_app(VOIPBIN_WEBHOOK_SECRET=SECRET, VOIPBIN_ACCESS_KEY=voipbin.access_key,
-                          VOIPBIN_API_URL=voipbin.api_url, VOIPBIN_NUMBERS=(OUR_NUMBER,),
-                          VOIPBIN_FETCH_TOKEN=FETCH_TOKEN, VOIPBIN_TIMEOUT_SECONDS=1.0).test_client()
-        call_id = voipbin.answer_call()
-        post_event(client, "call_progressing", voipbin.calls[call_id])
-        data = transcript_event_data(voipbin.transcribe_of(call_id), "tool:lookup_order mk1")
-        post_event(client, "transcript_created", data)
-        assert voipbin.said[call_id][1:2] == ["Let me check."] and len(voipbin.said[call_id]) == 3  # no filler
+def test_on_voipbin_a_quick_tool_has_no_filler(tool_app, tool, voipbin):
+    said = said_on_voipbin(tool_app, voipbin, "tool:lookup_order mk1")
+    assert said[1:2] == ["Let me check."] and len(said) == 3  # no filler

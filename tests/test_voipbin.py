@@ -706,3 +706,16 @@ def test_a_reply_said_but_not_saved_is_not_said_again(make_voipbin_app, voipbin,
     assert response.status_code == 200 and response.get_json() == {"status": "said_not_recorded"}
     assert voipbin.said[call_id] == [GREETING, "Heard mk1."]
     assert "turn said but not saved" in caplog.text
+
+
+def test_the_fakes_rate_limit_answers_429_with_retry_after_past_its_burst(voipbin):
+    """VoIPBin's per-customer token bucket, as the fake keeps it when asked to."""
+    import requests
+
+    voipbin.limit_rate(rate=1.0, burst=2)
+    url = voipbin.api_url + "/customer"
+    cookies = {"accesskey": voipbin.access_key}
+    answers = [requests.get(url, cookies=cookies, timeout=5) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].headers["Retry-After"] == "1"
+    assert answers[2].json()["error"]["reason"] == "RATE_LIMITED"
