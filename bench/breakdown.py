@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.support import RedisServer, free_port, wait_for  # noqa: E402
-from voicebot.simulate import _HTTPConnection  # noqa: E402
+from voicebot.devtools.processes import RedisServer, free_port, wait_for  # noqa: E402
+from voicebot.devtools.simulate import HTTPConnection  # noqa: E402
 
 ROUNDS = 3000
 HISTORY = [m for n in range(5) for m in (
@@ -69,7 +69,7 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
     settings = {"REDIS_URL": redis_url, "REDIS_PREFIX": "breakdown", "ANTHROPIC_API_KEY": "test-key",
                 "ANTHROPIC_BASE_URL": llm_url, "LOG_LEVEL": "INFO"}
     app = create_app(settings)
-    conversation = app.extensions["voicebot"]
+    conversation = app.extensions["conversations"]["article"]
     import logging
 
     logging.getLogger("voicebot").handlers[0].stream = open("/dev/null", "w")
@@ -113,7 +113,7 @@ def gunicorn_turn(settings: dict) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     from campaign import cpu_seconds, process_tree
 
-    from tests.support import Gunicorn
+    from voicebot.devtools.processes import Gunicorn
 
     server = Gunicorn({**settings, "WEB_CONCURRENCY": "1", "WEB_THREADS": "1"})
     server.start(Path("/tmp") / f"breakdown-{uuid.uuid4().hex[:6]}.log")
@@ -121,7 +121,7 @@ def gunicorn_turn(settings: dict) -> float:
         pids = process_tree(server.process.pid)
 
         async def turns(rounds: int) -> None:
-            connection = _HTTPConnection(server.url)
+            connection = HTTPConnection(server.url)
             for n in range(rounds):
                 body = json.dumps({"call_id": f"g-{n % 50}", "transcript": f"Caller turn mk{n}, please."})
                 await connection.post("/webhook/transcript", body.encode(), {"Content-Type": "application/json"})

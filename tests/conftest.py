@@ -9,8 +9,8 @@ import uuid
 import pytest
 import redis
 
-from voicebot import create_app
-from voicebot.fake_llm import FakeMessagesAPI
+from voicebot import close_app, create_app
+from voicebot.devtools.fake_llm import FakeMessagesAPI
 
 from .support import RedisServer, redis_server_binary
 
@@ -84,7 +84,7 @@ def redis_prefix(redis_url):
 @pytest.fixture
 def voipbin():
     """A strict fake of VoIPBin's REST API on loopback (and its event sender)."""
-    from voicebot.voipbin.fake import FakeVoipbin
+    from voicebot.devtools.fake_voipbin import FakeVoipbin
 
     with FakeVoipbin() as fake:
         yield fake
@@ -135,9 +135,7 @@ def make_app(request, fake_llm, store_kind):
 
     yield make
     for app in made:
-        conversation = app.extensions["voicebot"]
-        conversation.store.close()
-        conversation.llm.close()
+        close_app(app)
 
 
 @pytest.fixture

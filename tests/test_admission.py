@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from voicebot.voipbin.fake import FakeVoipbin
+from voicebot.devtools.fake_voipbin import FakeVoipbin
 
 from .support import wait_for
 from .test_voipbin import FETCH_TOKEN, OUR_NUMBER, SECRET, post_event
@@ -39,7 +39,7 @@ def test_past_capacity_a_turn_is_shed_at_once_and_fetch_never_is(make_app, fake_
 
 
 def test_the_in_flight_limit_keeps_threads_back_only_where_there_are_plenty():
-    from voicebot.webhooks.admission import in_flight_limit
+    from voicebot.web.admission import in_flight_limit
 
     assert in_flight_limit(256) == 252 and in_flight_limit(32) == 28
     assert in_flight_limit(4) == 4  # a few threads: short requests queue harmlessly

@@ -8,12 +8,12 @@ import pytest
 
 from voicebot import create_app
 from voicebot.conversation import Conversation, ConversationSettings
-from voicebot.fake_llm import MARKER
+from voicebot.devtools.fake_llm import MARKER
 from voicebot.llm import OfflineResponder, Reply, ToolUse
 from voicebot.records import MemoryOutbox
 from voicebot.records import background
 from voicebot.stores import MemoryStore
-from voicebot.voipbin.fake import transcript_event_data
+from voicebot.devtools.fake_voipbin import transcript_event_data
 
 from .conftest import app_config
 from .support import RecordReceiver, wait_for
@@ -66,7 +66,7 @@ def test_without_a_transfer_number_asking_for_a_person_just_talks(make_app):
 
 def test_a_tool_with_no_words_gets_the_configured_line(make_app, monkeypatch):
     app = make_app(GOODBYE_LINE="Bye now.")
-    monkeypatch.setattr(app.extensions["voicebot"].llm, "reply",
+    monkeypatch.setattr(app.extensions["conversations"]["article"].llm, "reply",
                         lambda *a, **k: Reply("", [ToolUse("toolu_1", "end_call", {})]))
     assert turn(app.test_client(), "c", "mk1") == {"response": "Bye now.", "action": {"type": "hangup"}}
 
@@ -74,7 +74,7 @@ def test_a_tool_with_no_words_gets_the_configured_line(make_app, monkeypatch):
 def test_tool_use_is_always_answered_in_the_history_the_api_sees(make_app, fake_llm, monkeypatch):
     """The strict fake refuses a tool_use without its tool_result, as the real API does."""
     app = make_app(MAX_HISTORY_TURNS=2)
-    llm = app.extensions["voicebot"].llm
+    llm = app.extensions["conversations"]["article"].llm
     real = llm.reply
     monkeypatch.setattr(llm, "reply", lambda *a, **k: Reply("Let me look.", [ToolUse("toolu_1", "weather", {})]))
     client = app.test_client()
@@ -95,7 +95,7 @@ def test_tool_use_is_always_answered_in_the_history_the_api_sees(make_app, fake_
                                            ("can I talk to a person", {"type": "transfer", "to": HUMANS})])
 def test_the_offline_responder_uses_the_tools_too(words, action):
     app = create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": "", "TRANSFER_NUMBER": HUMANS})
-    assert isinstance(app.extensions["voicebot"].llm.inner, OfflineResponder)
+    assert isinstance(app.extensions["conversations"]["article"].llm.inner, OfflineResponder)
     assert turn(app.test_client(), "c", words)["action"] == action
 
 
@@ -283,5 +283,5 @@ def test_calls_export_writes_the_kept_records_as_json_lines(
     assert [json.loads(line)["call_id"] for line in lines] == ["e1", "e2"]
     assert main(["calls", "export", "--since", "2099-01-01"]) == 0
     assert capsys.readouterr().out == ""
-    app.extensions["voicebot"].store.close()
+    app.extensions["conversations"]["article"].store.close()
     app.extensions["records"].close()

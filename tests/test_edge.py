@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from voicebot import create_app
-from voicebot.fake_llm import MARKER
-from voicebot.voipbin.fake import FakeVoipbin, transcript_event_data
+from voicebot.devtools.fake_llm import MARKER
+from voicebot.devtools.fake_voipbin import FakeVoipbin, transcript_event_data
 
 from .conftest import app_config
 from .support import ROOT, Gunicorn, RedisServer, TLSProxy, free_port
@@ -112,7 +112,7 @@ def test_a_slow_name_lookup_is_inside_the_deadline_too(make_app, monkeypatch):
 def test_a_turn_that_outlived_its_lease_is_not_answered_as_recorded(fake_llm, redis_url, redis_prefix):
     """Only Redis has a lease (a thread cannot die and leave a memory lock held)."""
     app = create_app(app_config(fake_llm, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
-    store = app.extensions["voicebot"].store
+    store = app.extensions["conversations"]["article"].store
     store._lease_ms = 200  # as if the settings check had been bypassed
     fake_llm.latency = 0.5
     response = turn(app.test_client(), "c", "mk1")
@@ -226,7 +226,7 @@ def test_redis_tls_verify_off_takes_a_self_signed_certificate(tls_redis, fake_ll
     assert client.get("/readyz").status_code == 200
     assert turn(client, "c", "mk1").get_json() == {"response": "Heard mk1."}
     assert turn(client, "c", "mk2").get_json() == {"response": "Heard mk1 mk2."}
-    app.extensions["voicebot"].store.close()
+    app.extensions["conversations"]["article"].store.close()
 
 
 # -- bounded -------------------------------------------------------------------------------------

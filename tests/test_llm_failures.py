@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from voicebot.fake_llm import MARKER
+from voicebot.devtools.fake_llm import MARKER
 from voicebot.llm import Reply
 from voicebot.llm.anthropic import AnthropicLLM
 from voicebot.exceptions import LLMRejected, LLMTimeout, LLMUnavailable
@@ -54,7 +54,8 @@ def test_an_unreachable_model_gives_the_fallback(make_app):
 
 def test_a_model_that_says_nothing_speakable_gives_the_fallback(make_app, monkeypatch):
     app = make_app()
-    monkeypatch.setattr(app.extensions["voicebot"].llm, "reply", lambda *a, **k: Reply("*** 🙂 https://x.io"))
+    llm = app.extensions["conversations"]["article"].llm
+    monkeypatch.setattr(llm, "reply", lambda *a, **k: Reply("*** 🙂 https://x.io"))
     assert say(app.test_client(), "hello") == FALLBACK
 
 

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from voicebot.deploy import nginx_config
-from voicebot.fake_llm import MARKER
+from voicebot.devtools.fake_llm import MARKER
 
 from .support import Gunicorn, free_port, procfile_command, wait_for
 

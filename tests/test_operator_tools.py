@@ -12,7 +12,7 @@ from voicebot import create_app
 from voicebot.exceptions import ConfigError
 from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
-from voicebot.voipbin.fake import transcript_event_data
+from voicebot.devtools.fake_voipbin import transcript_event_data
 
 from .conftest import app_config
 from .support import ToolServer
@@ -85,7 +85,7 @@ def test_an_unreachable_tool_becomes_an_error_result(make_app, tmp_path):
 
 def test_tool_rounds_are_bounded_and_the_last_must_speak(tool_app, monkeypatch):
     app = tool_app(MAX_TOOL_ROUNDS=2)
-    llm = app.extensions["voicebot"].llm
+    llm = app.extensions["conversations"]["article"].llm
     asked = []
 
     def always_a_tool(system, messages, timeout, tools=(), allow_tools=True):

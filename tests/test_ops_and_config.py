@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot import config, create_app
+from voicebot import close_app, config, create_app
 from voicebot.exceptions import ConfigError
 from voicebot.llm import OfflineResponder
 
@@ -44,7 +44,7 @@ def test_environment_is_read_and_parsed(monkeypatch, fake_llm):
 
 def test_no_key_means_the_offline_responder(caplog):
     app = create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": ""})
-    assert isinstance(app.extensions["voicebot"].llm.inner, OfflineResponder)
+    assert isinstance(app.extensions["conversations"]["article"].llm.inner, OfflineResponder)
     reply = app.test_client().post("/webhook/transcript", json={"call_id": "c", "transcript": "Hello."})
     assert "offline" in reply.get_json()["response"]
 
@@ -58,13 +58,13 @@ def test_bad_settings_fail_at_start_with_the_name(name, value):
         config.from_environ({name: value})
 
 
-def test_a_bad_secret_is_not_echoed(monkeypatch):
+def test_a_bad_secret_is_not_echoed():
     def reject(value):
         raise ValueError("bad")
 
-    monkeypatch.setattr(config, "SETTINGS", (config.Setting("X_KEY", "", reject, "", secret=True),))
+    registry = (config.Setting("X_KEY", "", reject, "", secret=True),)
     with pytest.raises(ConfigError) as info:
-        config.from_environ({"X_KEY": "sk-very-secret"})
+        config.from_environ({"X_KEY": "sk-very-secret"}, registry)
     assert "sk-very-secret" not in str(info.value)
 
 
@@ -88,3 +88,34 @@ def test_lease_and_wait_derive_from_the_llm_deadline():
     settings.update(LOCK_LEASE_SECONDS=10.0, LOCK_WAIT_SECONDS=2.0)
     assert config.lock_lease_seconds(settings) == 10.0
     assert config.lock_wait_seconds(settings) == 2.0
+
+
+def test_every_platform_registers_itself_and_the_core_imports_none():
+    """A platform is one package in voicebot.platforms' list; nothing in the core names one."""
+    import ast
+
+    from voicebot.platforms import PLATFORMS
+    from .support import ROOT
+
+    assert [p.name for p in PLATFORMS] == ["article", "voipbin", "twilio"]
+    platform_packages = {p.name for p in PLATFORMS}
+    core = [path for path in (ROOT / "voicebot").rglob("*.py")
+            if path.relative_to(ROOT / "voicebot").parts[0] not in platform_packages | {"devtools"}
+            and path.name not in ("platforms.py", "cli.py")]
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [alias.name for alias in node.names]
+                assert not any(n.split(".")[0] in platform_packages and (node.level or n.startswith("voicebot"))
+                               for n in names if n), f"{path.name} imports a platform: {ast.unparse(node)}"
+
+
+def test_close_app_lets_go_of_every_client_once_and_survives_a_failing_one(make_app, caplog):
+    app = make_app()
+    closed = []
+    app.extensions["closers"][:0] = [lambda: closed.append("first")]
+    app.extensions["closers"].append(lambda: 1 / 0)
+    close_app(app)
+    close_app(app)
+    assert closed == ["first"]
+    assert "closing" in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from voicebot.fake_llm import PromptCache
+from voicebot.devtools.fake_llm import PromptCache
 
 from .support import ROOT
 

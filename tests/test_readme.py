@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from voicebot.config import SETTINGS, markdown_table
+from voicebot.platforms import SETTINGS, markdown_table
 
 from .support import ROOT
 
@@ -17,7 +17,7 @@ def test_every_setting_is_in_the_configuration_table():
 
 
 def test_the_configuration_table_is_the_one_the_settings_write():
-    """Regenerate with: python -c 'from voicebot.config import markdown_table; print(markdown_table())'"""
+    """Regenerate with: python -c 'from voicebot.platforms import markdown_table; print(markdown_table())'"""
     assert markdown_table() in README
 
 

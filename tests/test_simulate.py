@@ -8,8 +8,8 @@ import pytest
 
 from voicebot import create_app
 from voicebot.cli import main
-from voicebot.fake_llm import MARKER
-from voicebot.simulate import check_reply
+from voicebot.devtools.fake_llm import MARKER
+from voicebot.devtools.simulate import check_reply
 
 from .conftest import app_config
 from .support import ServedApp, free_port
@@ -37,7 +37,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     return status, capsys.readouterr().out
 
 
-def test_a_seed_campaign_passes(fake_llm, capsys, tmp_path):
+def test_an_article_campaign_passes(fake_llm, capsys, tmp_path):
     served = ServedApp(create_app(app_config(fake_llm)))
     report = tmp_path / "summary.json"
     try:

@@ -122,7 +122,7 @@ def test_redis_turns_of_one_call_serialize_across_clients(redis_url, redis_prefi
 
 
 def test_unreachable_redis_is_store_unavailable():
-    from tests.support import free_port
+    from .support import free_port
 
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=60, lease_seconds=1, timeout=0.5)
     with pytest.raises(StoreUnavailable):
@@ -141,9 +141,9 @@ def any_store(request):
 
 
 def test_aliases_and_peek(any_store):
-    assert any_store.get_alias("transcribe:t1") is None
-    any_store.set_alias("transcribe:t1", "call-9")
-    assert any_store.get_alias("transcribe:t1") == "call-9"
+    assert any_store.recall("transcribe:t1") is None
+    any_store.remember("transcribe:t1", "call-9")
+    assert any_store.recall("transcribe:t1") == "call-9"
     assert any_store.peek("call-9") is None
     with any_store.locked("call-9", 1) as record:
         record.save({"channel": {"speaking_id": "s1"}})
@@ -173,7 +173,7 @@ def test_active_calls_count_live_sessions_only(any_store):
 
 def test_redis_reloads_its_scripts_after_a_flush():
     """On a Redis of its own: SCRIPT FLUSH empties the script cache of the whole server."""
-    from tests.support import RedisServer
+    from .support import RedisServer
 
     server = RedisServer().start()
     redis_store = RedisStore(server.url, ttl_seconds=60, lease_seconds=0.5)
@@ -249,9 +249,9 @@ def test_redis_touch_and_alias_refresh(redis_store, redis_url, redis_prefix):
     assert redis_store.touch("c")
     assert client.pttl(f"{redis_prefix}:call:{{c}}:session") > 59_000 + GRACE_MS
     assert not redis_store.touch("unknown")
-    redis_store.set_alias("link", "c")
+    redis_store.remember("link", "c")
     client.pexpire(f"{redis_prefix}:alias:link", 1000)
-    assert redis_store.get_alias("link", refresh=True) == "c"
+    assert redis_store.recall("link", refresh=True) == "c"
     assert client.pttl(f"{redis_prefix}:alias:link") > 59_000 + GRACE_MS
     client.close()
 

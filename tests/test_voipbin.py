@@ -15,9 +15,9 @@ import time
 import pytest
 
 from voicebot import create_app
+from voicebot.devtools.fake_voipbin import (FlowRunner, call_event_data, go_json, speech_event_data,
+                                            transcribe_event_data, transcript_event_data)
 from voicebot.exceptions import ConfigError
-from voicebot.voipbin.fake import (FlowRunner, call_event_data, go_json, speech_event_data,
-                                   transcribe_event_data, transcript_event_data)
 from voicebot.voipbin.signing import HEADER, sign
 
 from .conftest import app_config
@@ -593,7 +593,7 @@ def test_finding_14_a_long_call_keeps_its_transcribe_link(voipbin, fake_llm, red
     client.post(f"/webhook/voipbin/fetch?token={FETCH_TOKEN}", json={"activeflow_id": "a", "reference_id": call_id})
     assert raw.pttl(link) > 1_700_000 and raw.pttl(session) > 1_700_000  # the fetch loop keeps a silent call
     raw.close()
-    app.extensions["voicebot"].store.close()
+    app.extensions["conversations"]["article"].store.close()
 
 
 def test_finding_15_a_slow_api_sets_up_once_with_the_lease_renewed(make_voipbin_app, voipbin):
@@ -607,7 +607,7 @@ def test_finding_15_a_slow_api_sets_up_once_with_the_lease_renewed(make_voipbin_
 
 def test_finding_15_a_set_up_cut_short_by_the_budget_goes_on_where_it_stopped(make_voipbin_app, voipbin,
                                                                               monkeypatch):
-    monkeypatch.setattr("voicebot.webhooks.voipbin.RESPONSE_BUDGET", 1.6)
+    monkeypatch.setattr("voicebot.voipbin.views.RESPONSE_BUDGET", 1.6)
     client = make_voipbin_app(VOIPBIN_TIMEOUT_SECONDS=1.0).test_client()
     voipbin.latency = 0.5
     call_id = voipbin.answer_call()
@@ -648,7 +648,7 @@ def test_finding_16_a_say_that_never_left_is_retried_by_voipbin(make_voipbin_app
 
 def test_finding_17_every_webhook_is_answered_within_the_budget(make_voipbin_app, voipbin, fake_llm, monkeypatch):
     """The model and VoIPBin's API both hang; the answer still comes inside the budget."""
-    monkeypatch.setattr("voicebot.webhooks.voipbin.RESPONSE_BUDGET", 3.0)
+    monkeypatch.setattr("voicebot.voipbin.views.RESPONSE_BUDGET", 3.0)
     client = make_voipbin_app(LLM_TIMEOUT_SECONDS=2.0, VOIPBIN_TIMEOUT_SECONDS=2.0).test_client()
     call_id = answer(client, voipbin)
     fake_llm.hang_rate = 1.0

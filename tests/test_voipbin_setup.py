@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voicebot.cli import main
-from voicebot.voipbin.fake import NIL_UUID, FakeVoipbin
+from voicebot.devtools.fake_voipbin import NIL_UUID, FakeVoipbin
 
 NUMBER = "+15559870000"
 URL = "https://bot.example.com"

@@ -9,12 +9,13 @@ import sys
 def _serve(args: argparse.Namespace) -> int:
     from . import config
     from .exceptions import ConfigError
+    from .platforms import load_config
 
     # Before gunicorn is imported: it reads WEB_CONCURRENCY itself, as it loads,
     # and a bad value would end in its traceback instead of this one line.
     bind = _bind_of(args.extra) or f"127.0.0.1:{args.port or ''}"
     try:
-        settings = config.load(overlay={"PORT": args.port} if args.port else None)
+        settings = load_config(overlay={"PORT": args.port} if args.port else None)
         workers = _workers_of(args.extra) or config.worker_count(settings)
         config.check_worker_model(settings, workers)
     except ConfigError as exc:
@@ -77,7 +78,7 @@ def _busy(bind: str) -> str:
 
 
 def _fake_llm(args: argparse.Namespace) -> int:
-    from .fake_llm import serve
+    from .devtools.fake_llm import serve
 
     serve(args.host, args.port, api_key=args.api_key, latency=args.latency, jitter=args.jitter,
           fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed)
@@ -91,20 +92,20 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _try(args: argparse.Namespace) -> int:
-    from .try_voipbin import run
+    from .devtools.try_voipbin import run
 
     return run()
 
 
 def _demo_tools(args: argparse.Namespace) -> int:
-    from .demo_tools import serve
+    from .devtools.demo_tools import serve
 
     serve(args.host, args.port, args.secret)
     return 0
 
 
 def _fake_voipbin(args: argparse.Namespace) -> int:
-    from .voipbin.fake import serve
+    from .devtools.fake_voipbin import serve
 
     serve(args.host, args.port, args.access_key)
     return 0
@@ -112,12 +113,14 @@ def _fake_voipbin(args: argparse.Namespace) -> int:
 
 def _voipbin_setup(args: argparse.Namespace) -> int:
     from . import config
-    from .exceptions import ConfigError, VoipbinError
+    from .exceptions import ConfigError
+    from .platforms import SETTINGS
     from .voipbin.client import VoipbinClient
+    from .voipbin.exceptions import VoipbinError
     from .voipbin.setup import set_up_account
 
     try:
-        settings = {**config.DEFAULTS, **config.from_environ()}
+        settings = {**{s.name: s.default for s in SETTINGS}, **config.from_environ(settings=SETTINGS)}
     except ConfigError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
@@ -168,12 +171,12 @@ def _since(text: str) -> float:
 def _calls_export(args: argparse.Namespace) -> int:
     import json
 
-    from . import config
     from .exceptions import ConfigError, StoreError
+    from .platforms import load_config
     from .records import build_outbox
 
     try:
-        settings = config.load()
+        settings = load_config()
     except ConfigError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
@@ -210,11 +213,11 @@ def _nginx_config(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import json
 
-    from .simulate import Campaign, format_summary, ok, progress_printer
+    from .devtools.simulate import Campaign, format_summary, ok, progress_printer
 
     voipbin = None
     if args.contract == "voipbin":
-        from .voipbin.fake import FakeVoipbin
+        from .devtools.fake_voipbin import FakeVoipbin
 
         host, _, port = args.voipbin_listen.rpartition(":")
         try:
@@ -360,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("seed", "voipbin"), default="seed",
-                     help="the webhook contract to drive: seed (the article's) or voipbin")
+    sim.add_argument("--contract", choices=("article", "voipbin"), default="article",
+                     help="the webhook contract to drive: article (the article's) or voipbin")
     sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
     sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
     sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from .deadline import RESPONSE_BUDGET
@@ -27,7 +27,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def _text(value: str) -> str:
+def text(value: str) -> str:
     return value
 
 
@@ -59,14 +59,14 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
-def _positive_float(value: str) -> float:
+def positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
         raise ValueError("must be more than 0")
     return number
 
 
-def _flag(value: str) -> bool:
+def flag(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -98,7 +98,7 @@ def redacted(value: str) -> str:
     return value.replace(f"{user}:{parts.password}@", f"{user}:***@", 1)
 
 
-def _list(value: str) -> tuple[str, ...]:
+def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
@@ -132,11 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", "", _redis_url,
             "Session store. Unset: in-process memory (one worker only). "
             "`redis://` or `rediss://`: Redis, shared by every worker and instance."),
-    Setting("REDIS_PREFIX", "voicebot", _text,
+    Setting("REDIS_PREFIX", "voicebot", text,
             "Namespace of every Redis key voicebot writes."),
-    Setting("REDIS_TIMEOUT_SECONDS", 2.0, _positive_float,
+    Setting("REDIS_TIMEOUT_SECONDS", 2.0, positive_float,
             "Connect and socket timeout for Redis commands."),
-    Setting("REDIS_TLS_VERIFY", True, _flag,
+    Setting("REDIS_TLS_VERIFY", True, flag,
             "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
             "self-signed one (Heroku Redis uses those), still encrypted."),
     Setting("MAX_LIVE_CALLS", 5000, _positive_int,
@@ -146,11 +146,11 @@ SETTINGS: tuple[Setting, ...] = (
             "A call idle this long is forgotten; every event restarts the clock."),
     Setting("MAX_HISTORY_TURNS", 20, _positive_int,
             "Caller/bot exchanges kept per call and sent to the model (older ones are dropped)."),
-    Setting("GREETING", "Hello! How can I help you today?", _text,
+    Setting("GREETING", "Hello! How can I help you today?", text,
             "What the bot says when a call starts."),
-    Setting("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, _text,
+    Setting("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, text,
             "The model's instructions.", shown="a brief, plain-spoken support agent"),
-    Setting("FALLBACK_REPLY", "Sorry, I'm having trouble right now. Could you say that again?", _text,
+    Setting("FALLBACK_REPLY", "Sorry, I'm having trouble right now. Could you say that again?", text,
             "Said when the model fails or misses its deadline."),
     Setting("MAX_REPLY_CHARS", 300, _positive_int,
             "Replies are cut at a sentence boundary below this length."),
@@ -158,46 +158,46 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest caller utterance accepted."),
     Setting("MAX_BODY_BYTES", 65536, _positive_int,
             "Largest webhook body accepted (413 above it)."),
-    Setting("ANTHROPIC_API_KEY", "", _text,
+    Setting("ANTHROPIC_API_KEY", "", text,
             "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
             secret=True),
-    Setting("ANTHROPIC_BASE_URL", "", _text,
+    Setting("ANTHROPIC_BASE_URL", "", text,
             "Messages API base URL (a proxy, or a local fake in tests). Unset: Anthropic's."),
-    Setting("TRANSFER_NUMBER", "", _text,
+    Setting("TRANSFER_NUMBER", "", text,
             "Where the humans are: with it set, the model may hand a caller to a person (`transfer_call`). "
             "Unset: it can only end calls (`end_call`)."),
-    Setting("GOODBYE_LINE", "Thank you for calling. Goodbye!", _text,
+    Setting("GOODBYE_LINE", "Thank you for calling. Goodbye!", text,
             "Said when the model ends the call without words of its own."),
-    Setting("TRANSFER_LINE", "Please hold while I connect you with a person.", _text,
+    Setting("TRANSFER_LINE", "Please hold while I connect you with a person.", text,
             "Said when the model hands the call to a person without words of its own."),
-    Setting("CALL_REPORT_URL", "", _text,
+    Setting("CALL_REPORT_URL", "", text,
             "Where each end-of-call record is POSTed (JSON, signed), at least once. Unset: records are "
             "only kept (`voicebot calls export`)."),
-    Setting("CALL_REPORT_SECRET", "", _text,
+    Setting("CALL_REPORT_SECRET", "", text,
             "Key of the records' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
             "with CALL_REPORT_URL.", secret=True),
-    Setting("CALL_REPORT_RETRY_SECONDS", 86400.0, _positive_float,
+    Setting("CALL_REPORT_RETRY_SECONDS", 86400.0, positive_float,
             "How long a record's delivery is retried (backing off from 1 s to a minute) before it is given up "
             "(it stays in the archive)."),
-    Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, _positive_float,
+    Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, positive_float,
             "How long records are kept for `voicebot calls export` (with Redis; in memory, while the "
             "process lives)."),
-    Setting("TOOLS_FILE", "", _text,
+    Setting("TOOLS_FILE", "", text,
             "A JSON file declaring the operator's tools the model may use mid-call (each an HTTPS endpoint "
             "voicebot POSTs to). Unset: no such tools."),
-    Setting("TOOLS_SECRET", "", _text,
+    Setting("TOOLS_SECRET", "", text,
             "Key of the tool calls' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
             "with TOOLS_FILE.", secret=True),
-    Setting("TOOLS_ALLOW_LOOPBACK", False, _flag,
+    Setting("TOOLS_ALLOW_LOOPBACK", False, flag,
             "1: tools may be `http://` on loopback (local trials and tests); otherwise only `https://`."),
     Setting("MAX_TOOL_ROUNDS", 3, _positive_int,
             "Most rounds of tool calls in one turn before the model must answer in words."),
-    Setting("LLM_MODEL", DEFAULT_MODEL, _text, "Claude model for replies."),
+    Setting("LLM_MODEL", DEFAULT_MODEL, text, "Claude model for replies."),
     Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
-    Setting("PROMPT_CACHING", True, _flag,
+    Setting("PROMPT_CACHING", True, flag,
             "1: cache breakpoints after the system prompt and the newest message, so each turn of a long "
             "call bills its earlier turns as cache reads (a tenth of the input price)."),
-    Setting("LLM_TIMEOUT_SECONDS", 5.0, _positive_float,
+    Setting("LLM_TIMEOUT_SECONDS", 5.0, positive_float,
             "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
     Setting("LOCK_LEASE_SECONDS", 0.0, _non_negative_float,
             "How long a turn may hold its call's lock before it is presumed dead. "
@@ -206,47 +206,17 @@ SETTINGS: tuple[Setting, ...] = (
             "How long a turn waits for a busy call before answering 503. "
             "0: the lease + 1, so a dead worker's lock always runs out first. Never longer than the "
             "webhook's time budget allows.", shown="0 (derived)"),
-    Setting("WEBHOOK_TOKEN", "", _text,
+    Setting("WEBHOOK_TOKEN", "", text,
             "Bearer token the article's endpoints (`/webhook/call-started`, `/webhook/transcript`) require "
             "(`Authorization: Bearer <token>`). Unset: they answer only requests made on this machine, "
             "for a local trial.",
             secret=True),
-    Setting("TALK_PAGE", True, _flag,
+    Setting("TALK_PAGE", True, flag,
             "1: serve `/talk`, a page to talk to the bot from a browser (guarded like the article's "
             "endpoints: this machine only, or `?token=<WEBHOOK_TOKEN>`). 0: off."),
-    Setting("METRICS_TOKEN", "", _text,
+    Setting("METRICS_TOKEN", "", text,
             "Bearer token `/metrics` requires. Unset: `/metrics` is open; keep it off the public internet.",
             secret=True),
-    Setting("VOIPBIN_WEBHOOK_SECRET", "", _text,
-            "The customer's `webhook_secret`: every VoIPBin event must carry its signature "
-            "(401 otherwise). Unset: `/webhook/voipbin` stays off unless VOIPBIN_ALLOW_UNSIGNED=1.",
-            secret=True),
-    Setting("VOIPBIN_ALLOW_UNSIGNED", False, _flag,
-            "1: accept unsigned VoIPBin events (local trials only)."),
-    Setting("VOIPBIN_ACCESS_KEY", "", _text,
-            "VoIPBin access key for its REST API (speech out). `/webhook/voipbin` stays off without it.",
-            secret=True),
-    Setting("VOIPBIN_NUMBERS", (), _list,
-            "Comma-separated numbers whose incoming calls the bot answers (matched against the call's "
-            "`destination.target`). Calls handed over by `/webhook/voipbin/fetch` are answered too; "
-            "every other call of the account is left alone."),
-    Setting("VOIPBIN_FETCH_TOKEN", "", _text,
-            "Secret in the URL of VoIPBin's `fetch` flow action (`/webhook/voipbin/fetch?token=...`). "
-            "Unset: that endpoint is off.",
-            secret=True),
-    Setting("VOIPBIN_FETCH_INTERVAL_SECONDS", 10.0, _positive_float,
-            "How often a call handed over by `fetch` asks voicebot for its next flow actions "
-            "(each answer ends with `sleep` and `fetch` again, which keeps the call up)."),
-    Setting("VOIPBIN_API_URL", "https://api.voipbin.net/v1.0", _text, "VoIPBin REST API base URL."),
-    Setting("VOIPBIN_LANGUAGE", "en-US", _text, "Language of transcription and speech."),
-    Setting("VOIPBIN_TTS_PROVIDER", "", _text,
-            "Text-to-speech provider of the speaking session (e.g. `elevenlabs`). Unset: VoIPBin's default."),
-    Setting("VOIPBIN_VOICE_ID", "", _text, "Voice of the speaking session. Unset: the provider's default."),
-    Setting("VOIPBIN_BARGE_IN", True, _flag,
-            "1: when the caller starts talking over the bot, drop what it was still going to say."),
-    Setting("VOIPBIN_TIMEOUT_SECONDS", 3.0, _positive_float,
-            "Read timeout of one VoIPBin REST call (connect: 1 s). With the model's deadline it must fit "
-            "in the 13 s voicebot gives itself of the 15 s VoIPBin waits for an answer."),
     Setting("LOG_LEVEL", "INFO", _log_level,
             "DEBUG also logs what callers and the bot said; other levels never do."),
     Setting("PORT", 8000, _port,
@@ -261,22 +231,21 @@ SETTINGS: tuple[Setting, ...] = (
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
 
+Check = Callable[[Mapping[str, Any]], None]
 
-def markdown_table() -> str:
-    """The README's configuration table, written from SETTINGS."""
+
+def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
+    """The README's configuration table, written from the settings registry."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{s.name}` | {s.default_text()} | {s.meaning} |" for s in SETTINGS]
+    rows += [f"| `{s.name}` | {s.default_text()} | {s.meaning} |" for s in settings]
     return "\n".join(rows)
 
 
-SECRETS = frozenset(s.name for s in SETTINGS if s.secret)
-
-
-def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def from_environ(environ: Mapping[str, str] | None = None, settings: Sequence[Setting] = SETTINGS) -> dict[str, Any]:
     """The settings that the environment sets, parsed; unset ones are left out."""
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in settings:
         raw = environ.get(setting.name)
         if raw is None:
             continue
@@ -289,10 +258,18 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return found
 
 
-def load(environ: Mapping[str, str] | None = None, overlay: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every setting: defaults, then the environment, then ``overlay``; checked as a whole."""
-    settings = {**DEFAULTS, **from_environ(environ), **(overlay or {})}
+def load(environ: Mapping[str, str] | None = None, overlay: Mapping[str, Any] | None = None, *,
+         registry: Sequence[Setting] = SETTINGS, checks: Sequence[Check] = ()) -> dict[str, Any]:
+    """Every setting: defaults, then the environment, then ``overlay``; checked as a whole.
+
+    ``registry`` and ``checks`` add to the core's those of the platforms
+    (``voicebot.platforms.load_config`` passes them all).
+    """
+    defaults = {s.name: s.default for s in registry}
+    settings = {**defaults, **from_environ(environ, registry), **(overlay or {})}
     check(settings)
+    for platform_check in checks:
+        platform_check(settings)
     return settings
 
 
@@ -317,12 +294,6 @@ def check(settings: Mapping[str, Any]) -> None:
         load_tools(settings["TOOLS_FILE"], allow_loopback=settings["TOOLS_ALLOW_LOOPBACK"])
         if not settings["TOOLS_SECRET"]:
             raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
-    voipbin_turn = llm + 1.0 + settings["VOIPBIN_TIMEOUT_SECONDS"] + 1.0
-    if settings["VOIPBIN_ACCESS_KEY"] and voipbin_turn > RESPONSE_BUDGET:
-        raise ConfigError(
-            f"LLM_TIMEOUT_SECONDS ({llm:g}) + VOIPBIN_TIMEOUT_SECONDS ({settings['VOIPBIN_TIMEOUT_SECONDS']:g}) "
-            f"+ 2 s must be at most {RESPONSE_BUDGET:g} s: VoIPBin waits 15 s for an answer and sends the "
-            "event again after that")
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

@@ -12,7 +12,7 @@ import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypedDict, TypeVar, cast
 
 from . import metrics
 from .config import lock_wait_seconds
@@ -101,7 +101,28 @@ Deliver = Callable[[str, CallContext], None]
 Detach = Callable[[dict], None]
 
 
-def new_session(call_id: str, caller: str | None) -> dict:
+class Session(TypedDict, total=False):
+    """One call's session, as the store keeps it (JSON), under the call's key, for the session TTL.
+
+    Its transcript lines are kept beside it (``SessionStore.lines``), and its
+    event digests too, so neither is rewritten with every turn.
+    """
+
+    call_id: str
+    caller: str | None           # the caller's number, as the platform gave it
+    started_at: float            # epoch seconds
+    turns: int                   # turns answered (by the model or the fallback)
+    fallbacks: int               # of which the fallback line
+    greeted: bool                # the greeting was given (said once, also on redeliveries)
+    messages: list[Message]      # what the model sees, trimmed to MAX_HISTORY_TURNS
+    actions: list[dict]          # end_call / transfer_call, as the model took them, with their time
+    usage: dict[str, int]        # tokens billed over the call, by kind
+    # The platform's own state of the call (VoIPBin: owner, transcribe_id,
+    # speaking_id, ...); saved with the session, read by nothing else.
+    channel: dict[str, Any]
+
+
+def new_session(call_id: str, caller: str | None) -> Session:
     return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0, "fallbacks": 0,
             "messages": [], "channel": {}, "actions": []}
 
@@ -149,7 +170,7 @@ class Conversation:
         deadline = deadline or unbounded()
         key = self.key(call_id)
         with self.store.locked(key, self._lock_wait(deadline, keep=0.5)) as record:
-            session = record.data
+            session = cast("Session | None", record.data)
             if session is None and self._ended(key):
                 log.info("call started ignored call_id=%s: the call has ended", call_id)
                 return None
@@ -193,7 +214,7 @@ class Conversation:
         # The wait leaves room for at least a short model call and the delivery.
         wait = self._lock_wait(deadline, keep=deliver_seconds + min(1.0, self.settings.llm_timeout))
         with self.store.locked(key, wait, event_id) as record:
-            session = record.data
+            session = cast("Session | None", record.data)
             if session is None and self._ended(key):
                 log.info("turn ignored call_id=%s: the call has ended", call_id)
                 return None
@@ -237,7 +258,7 @@ class Conversation:
         """
         key = self.key(call_id)
         with self.store.locked(key, self._lock_wait(deadline or unbounded(), keep=0.5)) as record:
-            session = record.data
+            session = cast("Session | None", record.data)
             known = session is not None
             if session is not None:
                 metrics.CALLS.labels("ended").inc()
@@ -246,7 +267,7 @@ class Conversation:
                 # Kept before it is forgotten: a crash in between makes it twice, with one id.
                 self._keep_record(call_id, session, self.store.lines(key), reason, details)
             if final:
-                self.store.set_alias(_tombstone(key), "1")
+                self.store.remember(_tombstone(key), "1")
             record.delete()
         log.info("call ended call_id=%s known=%s reason=%s", call_id, known, reason)
         return known
@@ -255,9 +276,9 @@ class Conversation:
         """The reaper's handler: a call idle for the session TTL gets its record too."""
         call_id = key.split(":", 1)[1] if self.namespace else key
         log.info("call expired call_id=%s: no event for the session TTL", call_id)
-        self._keep_record(call_id, session, lines, "expired", None)
+        self._keep_record(call_id, cast(Session, session), lines, "expired", None)
 
-    def _keep_record(self, call_id: str, session: dict, lines: list[dict], reason: str,
+    def _keep_record(self, call_id: str, session: Session, lines: list[dict], reason: str,
                      details: dict[str, Any] | None) -> None:
         if self.records is None:
             return
@@ -291,9 +312,9 @@ class Conversation:
         return self.store.touch(self.key(call_id))
 
     def _ended(self, key: str) -> bool:
-        return self.store.get_alias(_tombstone(key)) is not None
+        return self.store.recall(_tombstone(key)) is not None
 
-    def _save_turn(self, record: CallRecord, session: dict, event_id: str | None, lines: list[dict],
+    def _save_turn(self, record: CallRecord, session: Session, event_id: str | None, lines: list[dict],
                    delivered: bool) -> bool:
         try:
             record.save(session, release=True, event_id=event_id, lines=lines)
@@ -313,7 +334,7 @@ class Conversation:
             return False
         return True
 
-    def _converse(self, session: dict, text: str, tools: list[Tool], budget: "_Budget", context: CallContext,
+    def _converse(self, session: Session, text: str, tools: list[Tool], budget: "_Budget", context: CallContext,
                   say_now: Deliver | None) -> Turn:
         """Ask the model; run the operator's tools it uses, a bounded number of rounds; shape the reply."""
         history: list[Message] = session["messages"]
@@ -356,7 +377,7 @@ class Conversation:
         say_now(words, context)
         context.said(words)
 
-    def _use_tools(self, session: dict, uses: list[ToolUse], offered: dict[str, Tool], budget: "_Budget",
+    def _use_tools(self, session: Session, uses: list[ToolUse], offered: dict[str, Tool], budget: "_Budget",
                    context: CallContext, say_now: Deliver | None) -> list[dict]:
         """Call the operator's tools the model asked for (at once, in parallel); their tool_result blocks."""
         pending = {}
@@ -385,7 +406,7 @@ class Conversation:
         context.renew()
         return blocks
 
-    def _reply(self, session: dict, history: list[Message], answer: Reply | None, offered: dict[str, Tool],
+    def _reply(self, session: Session, history: list[Message], answer: Reply | None, offered: dict[str, Tool],
                said_first: list[str], llm_seconds: float) -> Turn:
         """The words the caller hears and the call action, recorded in the history."""
         answer = answer or Reply("")
@@ -454,7 +475,7 @@ def _all_done(pending: dict, wait: float) -> bool:
     return True
 
 
-def _count_usage(session: dict, usage: dict[str, int]) -> None:
+def _count_usage(session: Session, usage: dict[str, int]) -> None:
     """The call's token bill, for its record and /metrics."""
     if not usage:
         return

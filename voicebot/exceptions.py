@@ -61,16 +61,23 @@ class NotYetKnown(VoicebotError):
     """An event refers to something not recorded yet (events arrive out of order); a retry may find it."""
 
 
-class VoipbinError(VoicebotError):
-    """VoIPBin's REST API did not do what was asked."""
+class PlatformError(VoicebotError):
+    """A platform's REST API (VoIPBin's, Twilio's) did not do what was asked.
+
+    Each platform subclasses these with its own ``platform`` (the word its
+    errors carry) and ``display_name``; the error handlers know only these bases.
+    """
+
+    platform = "platform"
+    display_name = "the platform"
 
 
-class VoipbinUnavailable(VoipbinError):
+class PlatformUnavailable(PlatformError):
     """Unreachable, timed out, rate limited or a 5xx: the same request may succeed later.
 
-    ``maybe_done`` is True when the request reached VoIPBin and may have taken
-    effect although no answer says so (a read timeout, a 5xx): repeating it
-    could do it twice.
+    ``maybe_done`` is True when the request reached the platform and may have
+    taken effect although no answer says so (a read timeout, a 5xx): repeating
+    it could do it twice.
     """
 
     def __init__(self, message: str, *, maybe_done: bool = False) -> None:
@@ -78,15 +85,15 @@ class VoipbinUnavailable(VoipbinError):
         self.maybe_done = maybe_done
 
 
-class VoipbinRateLimited(VoipbinUnavailable):
-    """429: the customer's request rate is over VoIPBin's limit; nothing was done."""
+class PlatformRateLimited(PlatformUnavailable):
+    """429: the account's request rate is over the platform's limit; nothing was done."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class VoipbinRejected(VoipbinError):
+class PlatformRejected(PlatformError):
     """A 4xx: the request itself was refused (bad key, unknown id, call not live, already exists)."""
 
     def __init__(self, message: str, status: int) -> None:

@@ -33,13 +33,14 @@ import sys
 import tempfile
 
 from voicebot import config as _config  # noqa: E402
+from voicebot.platforms import load_config as _load_config  # noqa: E402
 from voicebot.exceptions import ConfigError as _ConfigError  # noqa: E402
 
 # Every start path (voicebot serve, gunicorn app:app, the Procfile) reads this
 # file first: a bad setting ends it here, in one line naming the variable,
 # before anything is made that would be left behind.
 try:
-    _settings = _config.load()
+    _settings = _load_config()
 except _ConfigError as _exc:
     sys.stderr.write(f"voicebot refuses to start: {_exc}\n")
     sys.exit(2)
@@ -140,7 +141,9 @@ def post_worker_init(worker) -> None:
 
 
 def worker_exit(server, worker) -> None:
+    from voicebot import close_app
     from voicebot.records import background
 
     if getattr(worker, "wsgi", None) is not None:
         background.stop(worker.wsgi)
+        close_app(worker.wsgi)

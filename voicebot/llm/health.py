@@ -49,13 +49,13 @@ class LLMHealth:
 
     def rejected(self) -> bool:
         try:
-            return self.store.get_alias(_FLAG) == "rejected"
+            return self.store.recall(_FLAG) == "rejected"
         except StoreError:
             return self._seen_rejected
 
     def _set(self, value: str) -> None:
         try:
-            self.store.set_alias(_FLAG, value)
+            self.store.remember(_FLAG, value)
         except StoreError:
             pass  # the store being down is reported by /readyz already
 

@@ -56,10 +56,10 @@ def start(app) -> list[threading.Thread]:
     from .delivery import DeliveryLoop, RecordSender
 
     config = app.config
-    conversations = {c.namespace: c for c in _conversations(app)}
+    conversations = dict(app.extensions["conversations"])
     # A record comes within a quarter of the TTL of a call's expiry, or 15 s.
     every = min(REAP_EVERY_SECONDS, config["SESSION_TTL_SECONDS"] / 4)
-    threads: list[Any] = [Reaper(app.extensions["voicebot"].store, conversations, every=every)]
+    threads: list[Any] = [Reaper(app.extensions["store"], conversations, every=every)]
     if config["CALL_REPORT_URL"]:
         sender = RecordSender(config["CALL_REPORT_URL"], config["CALL_REPORT_SECRET"])
         threads.append(DeliveryLoop(app.extensions["records"], sender,
@@ -74,11 +74,3 @@ def stop(app) -> None:
     for thread in app.extensions.pop("background", []):
         thread.stop()
         thread.join(5)
-
-
-def _conversations(app) -> list:
-    found = [app.extensions["voicebot"]]
-    bridge = app.extensions.get("voipbin")
-    if bridge is not None:
-        found.append(bridge.conversation)
-    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 
 def iso(epoch: float) -> str:
@@ -18,7 +18,7 @@ def record_id(platform: str, call_id: str, started_at: float) -> str:
     return "rec_" + digest.hexdigest()[:32]
 
 
-def build_record(*, platform: str, call_id: str, session: dict, lines: list[dict], end_reason: str,
+def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict], end_reason: str,
                  ended_at: float | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired."""
     ended_at = time.time() if ended_at is None else ended_at

@@ -7,7 +7,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from ..exceptions import StoreError
 
@@ -48,7 +48,7 @@ class CallRecord:
         self.released = False
         self.seen = seen
 
-    def save(self, data: dict, *, release: bool = False, event_id: str | None = None,
+    def save(self, data: Mapping[str, Any], *, release: bool = False, event_id: str | None = None,
              lines: list[dict] | None = None) -> None:
         """Write ``data`` back with a fresh TTL, ``event_id`` as handled, ``lines`` added to the transcript.
 
@@ -58,7 +58,7 @@ class CallRecord:
         transcript is not rewritten on every turn.
         """
         self.store._write(self, data, release, None if event_id is None else event_digest(event_id), lines or [])
-        self.data = data
+        self.data = dict(data) if not isinstance(data, dict) else data
         if release:
             self.released = True
 
@@ -114,7 +114,7 @@ class SessionStore(ABC):
     def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord: ...
 
     @abstractmethod
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+    def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
                lines: list[dict]) -> None: ...
 
     @abstractmethod
@@ -146,11 +146,11 @@ class SessionStore(ABC):
         """Restart the call's TTL without a write (a long call with long silences); False if unknown."""
 
     @abstractmethod
-    def set_alias(self, name: str, value: str) -> None:
+    def remember(self, name: str, value: str) -> None:
         """Remember a short string under ``name`` for the session TTL (e.g. transcribe id -> call id)."""
 
     @abstractmethod
-    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
+    def recall(self, name: str, *, refresh: bool = False) -> str | None:
         """The string under ``name``; ``refresh`` restarts its TTL too (it is still in use)."""
 
     @abstractmethod

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ..exceptions import CallBusy, StoreFull
 from .base import MAX_EVENTS_PER_CALL, CallRecord, OnExpired, SessionStore
@@ -140,7 +140,7 @@ class MemoryStore(SessionStore):
             log.error("call %s expired and was forgotten before its record was made: the reaper is behind",
                       forgotten)
 
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+    def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
                lines: list[dict]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         try:
@@ -221,11 +221,11 @@ class MemoryStore(SessionStore):
         with self._mutex:
             return self._sessions.touch(call_id, self._clock())
 
-    def set_alias(self, name: str, value: str) -> None:
+    def remember(self, name: str, value: str) -> None:
         with self._mutex:
             self._aliases.put(name, value, self._clock())
 
-    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
+    def recall(self, name: str, *, refresh: bool = False) -> str | None:
         with self._mutex:
             now = self._clock()
             if refresh:

@@ -25,7 +25,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import redis
 
@@ -183,7 +183,7 @@ class RedisStore(SessionStore):
                 raise result
         return result
 
-    def _write(self, record: CallRecord, data: dict, release: bool, digest: str | None,
+    def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
                lines: list[dict]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         now = time.time()
@@ -273,11 +273,11 @@ class RedisStore(SessionStore):
             value = self.client.get(self._keys(call_id)[1])
         return json.loads(value) if value is not None else None
 
-    def set_alias(self, name: str, value: str) -> None:
+    def remember(self, name: str, value: str) -> None:
         with redis_errors():
             self.client.set(f"{self.prefix}:alias:{name}", value, px=self._ttl_ms)
 
-    def get_alias(self, name: str, *, refresh: bool = False) -> str | None:
+    def recall(self, name: str, *, refresh: bool = False) -> str | None:
         key = f"{self.prefix}:alias:{name}"
         with redis_errors():
             value = self.client.getex(key, px=self._ttl_ms) if refresh else self.client.get(key)

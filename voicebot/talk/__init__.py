@@ -14,8 +14,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import json_error
-from ..webhooks.access import is_local
+from ..web.errors import json_error
+from ..web.access import is_local
 
 bp = Blueprint("talk", __name__)
 

@@ -28,10 +28,10 @@ from typing import Any, Callable, Mapping
 
 from ..conversation import CallContext, Conversation, Turn
 from ..deadline import Deadline
-from ..exceptions import (InvalidEvent, StoreError, VoipbinError, VoipbinRateLimited, VoipbinRejected,
-                          VoipbinUnavailable)
-from ..validation import identifier, optional_text
+from ..exceptions import InvalidEvent, StoreError
+from ..web.validation import identifier, optional_text
 from .client import VoipbinClient
+from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class VoipbinBridge:
         """A call can last hours with long silences: its session and transcribe link stay while it is up."""
         self.conversation.keep_alive(call_id)
         if channel.get("transcribe_id"):
-            self.conversation.store.get_alias(_transcribe_alias(channel["transcribe_id"]), refresh=True)
+            self.conversation.store.recall(_transcribe_alias(channel["transcribe_id"]), refresh=True)
 
     # -- transcription ----------------------------------------------------------
 
@@ -468,11 +468,11 @@ class VoipbinBridge:
     # -- helpers ------------------------------------------------------------------
 
     def _link(self, transcribe_id: str, call_id: str) -> None:
-        self.conversation.store.set_alias(_transcribe_alias(transcribe_id), call_id)
+        self.conversation.store.remember(_transcribe_alias(transcribe_id), call_id)
 
     def _call_of(self, transcribe_id: str) -> str | None:
         # Each use restarts the link's TTL: a long call keeps it.
-        return self.conversation.store.get_alias(_transcribe_alias(transcribe_id), refresh=True)
+        return self.conversation.store.recall(_transcribe_alias(transcribe_id), refresh=True)
 
 
 def _target(address: object) -> str | None:

@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..deadline import Deadline, unbounded
-from ..exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
+from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
 
 log = logging.getLogger(__name__)
 

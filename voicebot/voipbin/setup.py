@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from ..exceptions import VoipbinError
+from .exceptions import VoipbinError
 from .bridge import normalize_number
 from .client import VoipbinClient
 

@@ -6,10 +6,10 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import metrics
+from .. import metrics
 from .errors import json_error
-from .exceptions import StoreError
-from .webhooks.access import bearer_matches
+from ..exceptions import StoreError
+from .access import bearer_matches
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """The session store answers too: without it no turn can be served."""
-    store = current_app.extensions["voicebot"].store
+    store = current_app.extensions["conversations"]["article"].store
     try:
         store.ping()
     except StoreError as exc:
@@ -44,6 +44,6 @@ def prometheus_metrics():
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
-    body, content_type = metrics.render(current_app.extensions["voicebot"].store,
+    body, content_type = metrics.render(current_app.extensions["conversations"]["article"].store,
                                         current_app.extensions["records"])
     return Response(body, content_type=content_type)

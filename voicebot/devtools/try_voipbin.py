@@ -14,14 +14,14 @@ import os
 import sys
 from typing import TextIO
 
-from .voipbin.fake import FakeVoipbin, go_json, transcript_event_data
-from .voipbin.signing import HEADER, sign
+from .fake_voipbin import FakeVoipbin, go_json, transcript_event_data
+from ..voipbin.signing import HEADER, sign
 
 NUMBER = "+15559870000"
 
 
 def run(lines: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    from . import create_app
+    from .. import create_app
 
     with FakeVoipbin(access_key="try-access-key") as voipbin:
         app = create_app({

@@ -24,8 +24,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .fake_llm import MARKER
-from .voipbin.fake import call_event_data, transcript_event_data
-from .voipbin.signing import HEADER, sign
+from .fake_voipbin import call_event_data, transcript_event_data
+from ..voipbin.signing import HEADER, sign
 
 _LLM_TIMING = re.compile(r"llm;dur=([0-9.]+)")
 _APP_TIMING = re.compile(r"app;dur=([0-9.]+)")
@@ -90,7 +90,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
-class _HTTPConnection:
+class HTTPConnection:
     """One keep-alive HTTP/1.1 connection on asyncio streams.
 
     The simulator runs hundreds of calls from one process; a thread and a
@@ -141,7 +141,7 @@ class _HTTPConnection:
 
 
 class Campaign:
-    def __init__(self, urls: list[str], *, contract: str = "seed", calls: int = 10, turns: int = 3,
+    def __init__(self, urls: list[str], *, contract: str = "article", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
                  progress: Callable[[str], None] | None = None) -> None:
@@ -171,7 +171,7 @@ class Campaign:
         mine: list[str] = []
         # Round robin over every request, like a load balancer without
         # stickiness; one kept-alive connection per call and URL.
-        connections = [_HTTPConnection(url) for url in self.urls]
+        connections = [HTTPConnection(url) for url in self.urls]
         try:
             await self._open(connections, call_id)
             for turn in range(self.turns):
@@ -194,7 +194,7 @@ class Campaign:
                 connection.close()
             self.tally.calls_done += 1
 
-    async def _post(self, connections: list[_HTTPConnection], path: str, body: dict,
+    async def _post(self, connections: list[HTTPConnection], path: str, body: dict,
                     call_id: str) -> tuple[dict, float, dict]:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
@@ -217,7 +217,7 @@ class Campaign:
             raise _TurnFailed
         return json.loads(raw), elapsed, answer_headers
 
-    async def _open(self, connections: list[_HTTPConnection], call_id: str) -> None:
+    async def _open(self, connections: list[HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
             event = {"type": "call_progressing",
                      "data": call_event_data(call_id, "progressing", callee=self.number)}
@@ -226,7 +226,7 @@ class Campaign:
             await self._post(connections, "/webhook/call-started",
                              {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
 
-    async def _turn(self, connections: list[_HTTPConnection], call_id: str, marker: str) -> list[str]:
+    async def _turn(self, connections: list[HTTPConnection], call_id: str, marker: str) -> list[str]:
         text = f"Caller turn {marker}, please."
         if self.contract == "voipbin":
             transcribe_id = self.voipbin.transcribe_of(call_id)
@@ -248,7 +248,7 @@ class Campaign:
                         float(app.group(1)) / 1000 if app else None)
         return MARKER.findall(reply)
 
-    async def _close(self, connections: list[_HTTPConnection], call_id: str) -> None:
+    async def _close(self, connections: list[HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
             event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)

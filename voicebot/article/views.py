@@ -11,14 +11,14 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
-from ..errors import json_error
+from ..web.errors import json_error
 from ..exceptions import InvalidEvent, LockLost
-from ..validation import identifier, optional_text, required_text
-from . import json_body, start_timing, with_llm_timing
-from .access import bearer_matches, is_local
-from .admission import admit, release
+from ..web.validation import identifier, optional_text, required_text
+from ..web import json_body, start_timing, with_llm_timing
+from ..web.access import bearer_matches, is_local
+from ..web.admission import admit, release
 
-bp = Blueprint("seed", __name__, url_prefix="/webhook")
+bp = Blueprint("article", __name__, url_prefix="/webhook")
 bp.before_request(start_timing)
 
 MAX_CALLER_CHARS = 64
@@ -41,7 +41,7 @@ bp.teardown_request(release)
 
 
 def _conversation() -> Conversation:
-    return current_app.extensions["voicebot"]
+    return current_app.extensions["conversations"]["article"]
 
 
 def _event_type(body: dict, allowed: tuple[str, ...], default: str) -> str:

@@ -7,20 +7,21 @@ import logging
 from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from . import metrics
-from .exceptions import (CallBusy, InvalidEvent, LockLost, NotYetKnown, StoreError, StoreFull, StoreUnavailable,
-                         VoicebotError, VoipbinError, VoipbinRejected, VoipbinUnavailable)
+from .. import metrics
+from ..exceptions import (CallBusy, InvalidEvent, LockLost, NotYetKnown, PlatformError, PlatformRejected,
+                          PlatformUnavailable, StoreError, StoreFull, StoreUnavailable, VoicebotError)
 
 log = logging.getLogger(__name__)
 
 # voicebot's errors that reach a view, most specific first, and how each is
 # answered: status, error word, and the message a stranger may read (None:
-# the exception's own, which names nothing internal). 5xx are the ones a
+# the exception's own, which names nothing internal; a platform's errors fill
+# in its own word and name). 5xx are the ones a
 # webhook sender (VoIPBin retries on 5xx only) may usefully retry; a 4xx tells
 # it not to. Hosts, ports and vendor texts stay in the log.
 _STATUS: dict[type[VoicebotError], tuple[int, str, str | None]] = {
     InvalidEvent: (400, "invalid_event", None),
-    VoipbinRejected: (424, "voipbin_rejected", "VoIPBin's API refused the request; sending it again will not help"),
+    PlatformRejected: (424, "{platform}_rejected", "{name}'s API refused the request; sending it again will not help"),
     CallBusy: (503, "call_busy", "another turn of this call is still in progress; try again shortly"),
     LockLost: (503, "turn_not_recorded", "the turn ran past its hold on the call and was not recorded; "
                                          "send it again"),
@@ -28,8 +29,8 @@ _STATUS: dict[type[VoicebotError], tuple[int, str, str | None]] = {
     StoreUnavailable: (503, "store_unavailable", "the session store is unavailable; try again shortly"),
     StoreError: (503, "store_error", "the session store failed; try again shortly"),
     NotYetKnown: (503, "not_yet_known", None),
-    VoipbinUnavailable: (503, "voipbin_unavailable", "VoIPBin's API did not answer; send the event again"),
-    VoipbinError: (502, "voipbin_error", "VoIPBin's API gave an answer voicebot could not use"),
+    PlatformUnavailable: (503, "{platform}_unavailable", "{name}'s API did not answer; send the event again"),
+    PlatformError: (502, "{platform}_error", "{name}'s API gave an answer voicebot could not use"),
 }
 
 
@@ -54,7 +55,10 @@ def _http_error(exc: HTTPException):
 def _voicebot_error(exc: VoicebotError):
     for kind, (status, error, public) in _STATUS.items():
         if isinstance(exc, kind):
-            if status >= 500 or isinstance(exc, VoipbinError):
+            if isinstance(exc, PlatformError):
+                error = error.format(platform=exc.platform)
+                public = (public or "").format(name=exc.display_name)
+            if status >= 500 or isinstance(exc, PlatformError):
                 log.warning("%s call_id=%s: %s", error, g.get("call_id", "-"), exc)
             message = str(exc) if public is None else public
             if status >= 500:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .exceptions import InvalidEvent
+from ..exceptions import InvalidEvent
 
 MAX_ID_CHARS = 128
 

@@ -8,12 +8,12 @@ import logging
 from flask import Blueprint, current_app, g, jsonify, request
 
 from ..deadline import RESPONSE_BUDGET, Deadline
-from ..errors import json_error
-from ..validation import identifier, json_object, required_text
-from ..voipbin.bridge import VoipbinBridge
-from ..voipbin.signing import HEADER, verify
-from . import json_body, raw_body, start_timing, with_llm_timing
-from .admission import admit, release
+from ..web.errors import json_error
+from ..web.validation import identifier, json_object, required_text
+from .bridge import VoipbinBridge
+from .signing import HEADER, verify
+from ..web import json_body, raw_body, start_timing, with_llm_timing
+from ..web.admission import admit, release
 
 log = logging.getLogger(__name__)
 

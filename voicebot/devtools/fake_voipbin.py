@@ -36,8 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from ..loopback import JSONHandler, LoopbackServer
-from .signing import HEADER, sign
+from .loopback import JSONHandler, LoopbackServer
+from ..voipbin.signing import HEADER, sign
 
 CUSTOMER_ID = "5e4a0680-804e-11ec-8477-2fea5968d85b"
 NIL_UUID = "00000000-0000-0000-0000-000000000000"

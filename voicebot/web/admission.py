@@ -15,7 +15,7 @@ import threading
 from flask import current_app, g
 
 from .. import metrics
-from ..errors import json_error
+from .errors import json_error
 
 # Threads of a worker kept for answering sheds and health checks, when it has
 # plenty: a worker with a few threads (a laptop, a CPU-bound benchmark) serves

@@ -1,0 +1,20 @@
+"""The article's webhook contract: ``/webhook/call-started`` and ``/webhook/transcript``, reply in the response."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..platform import ConversationFactory, Platform
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def init_app(app: "Flask", conversation: ConversationFactory) -> None:
+    from .views import bp
+
+    app.extensions["conversations"]["article"] = conversation("article")
+    app.register_blueprint(bp)
+
+
+PLATFORM = Platform("article", init_app)

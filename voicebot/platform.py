@@ -1,0 +1,36 @@
+"""What a platform brings to voicebot, and the one thing voicebot gives it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .config import Setting
+    from .conversation import Conversation
+
+# A Conversation of the platform's own namespace: one call id can never reach another platform's call.
+ConversationFactory = Callable[[str], "Conversation"]
+
+
+def _no_check(settings: Mapping[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A webhook contract voicebot speaks, as ``voicebot.platforms`` lists it.
+
+    ``init_app`` registers the platform's blueprint (and whatever it needs,
+    in ``app.extensions``) the way flaskr's ``db.init_app(app)`` does; it
+    logs why it stays off when its settings say so. ``settings`` join the one
+    registry and the README's table; ``check`` refuses their bad combinations
+    at start-up.
+    """
+
+    name: str
+    init_app: Callable[["Flask", ConversationFactory], None]
+    settings: tuple["Setting", ...] = ()
+    check: Callable[[Mapping[str, Any]], None] = field(default=_no_check)
