@@ -31,7 +31,7 @@ def text(value: str) -> str:
     return value
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError("must be 1 or more")
@@ -139,12 +139,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_TLS_VERIFY", True, flag,
             "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
             "self-signed one (Heroku Redis uses those), still encrypted."),
-    Setting("MAX_LIVE_CALLS", 5000, _positive_int,
+    Setting("MAX_LIVE_CALLS", 5000, positive_int,
             "In-memory store only: the most calls one process holds at once (each up to ~45 KB); a new "
             "call past it is answered 503 with `Retry-After`. With Redis, bound memory with its `maxmemory`."),
-    Setting("SESSION_TTL_SECONDS", 1800, _positive_int,
+    Setting("SESSION_TTL_SECONDS", 1800, positive_int,
             "A call idle this long is forgotten; every event restarts the clock."),
-    Setting("MAX_HISTORY_TURNS", 20, _positive_int,
+    Setting("MAX_HISTORY_TURNS", 20, positive_int,
             "Caller/bot exchanges kept per call and sent to the model (older ones are dropped)."),
     Setting("GREETING", "Hello! How can I help you today?", text,
             "What the bot says when a call starts."),
@@ -152,11 +152,11 @@ SETTINGS: tuple[Setting, ...] = (
             "The model's instructions.", shown="a brief, plain-spoken support agent"),
     Setting("FALLBACK_REPLY", "Sorry, I'm having trouble right now. Could you say that again?", text,
             "Said when the model fails or misses its deadline."),
-    Setting("MAX_REPLY_CHARS", 300, _positive_int,
+    Setting("MAX_REPLY_CHARS", 300, positive_int,
             "Replies are cut at a sentence boundary below this length."),
-    Setting("MAX_TRANSCRIPT_CHARS", 2000, _positive_int,
+    Setting("MAX_TRANSCRIPT_CHARS", 2000, positive_int,
             "Longest caller utterance accepted."),
-    Setting("MAX_BODY_BYTES", 65536, _positive_int,
+    Setting("MAX_BODY_BYTES", 65536, positive_int,
             "Largest webhook body accepted (413 above it)."),
     Setting("ANTHROPIC_API_KEY", "", text,
             "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
@@ -190,10 +190,10 @@ SETTINGS: tuple[Setting, ...] = (
             "with TOOLS_FILE.", secret=True),
     Setting("TOOLS_ALLOW_LOOPBACK", False, flag,
             "1: tools may be `http://` on loopback (local trials and tests); otherwise only `https://`."),
-    Setting("MAX_TOOL_ROUNDS", 3, _positive_int,
+    Setting("MAX_TOOL_ROUNDS", 3, positive_int,
             "Most rounds of tool calls in one turn before the model must answer in words."),
     Setting("LLM_MODEL", DEFAULT_MODEL, text, "Claude model for replies."),
-    Setting("LLM_MAX_TOKENS", 160, _positive_int, "Reply length cap in tokens; short for voice."),
+    Setting("LLM_MAX_TOKENS", 160, positive_int, "Reply length cap in tokens; short for voice."),
     Setting("PROMPT_CACHING", True, flag,
             "1: cache breakpoints after the system prompt and the newest message, so each turn of a long "
             "call bills its earlier turns as cache reads (a tenth of the input price)."),
@@ -224,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_CONCURRENCY", 0, _non_negative_int,
             "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2).",
             shown="0 (derived)"),
-    Setting("WEB_THREADS", 256, _positive_int,
+    Setting("WEB_THREADS", 256, positive_int,
             "Threads per worker: turns one worker holds at once while the model thinks. With 32 or more, "
             "past all but 4 of them webhooks are answered 503 with `Retry-After` at once instead of queueing."),
 )

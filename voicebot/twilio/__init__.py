@@ -1,10 +1,40 @@
-"""Twilio: a <Gather input="speech"> loop over signed, form-encoded webhooks (placeholder until its views land)."""
+"""Twilio: a <Gather input="speech"> loop over signed, form-encoded webhooks."""
 
-from ..platform import Platform
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..platform import ConversationFactory, Platform
+from . import settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
 
 
-def init_app(app, conversation_of) -> None:
-    return None
+def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
+    """Turn on /webhook/twilio/* when requests can be checked as Twilio's."""
+    # Twilio's library is imported only when the platform is used.
+    from twilio.request_validator import RequestValidator
+
+    from .twiml import Voice
+    from .views import bp
+
+    cfg = app.config
+    app.extensions["conversations"]["twilio"] = conversation_of("twilio")
+    app.extensions["twilio"] = Voice.from_config(cfg)
+    # Registered even when off: its endpoints answer 404 with the reason, not Flask's HTML.
+    app.register_blueprint(bp)
+    if not cfg["TWILIO_AUTH_TOKEN"]:
+        cfg["TWILIO_DISABLED_BECAUSE"] = ("/webhook/twilio is off: set TWILIO_AUTH_TOKEN to the account's "
+                                          "Auth Token")
+        log.info(cfg["TWILIO_DISABLED_BECAUSE"])
+        return
+    app.extensions["twilio_validator"] = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
+    where = cfg["PUBLIC_URL"] or "the URL each request arrives on (PUBLIC_URL is unset)"
+    log.info("/webhook/twilio is on: signatures checked against %s", where)
 
 
-PLATFORM = Platform("twilio", init_app)
+PLATFORM = Platform("twilio", init_app, settings=settings.SETTINGS, check=settings.check)

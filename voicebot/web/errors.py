@@ -72,6 +72,15 @@ def _unexpected(exc: Exception):
     return json_error(500, "internal_error", "internal error; the call's history is unchanged")
 
 
+def as_json_error(exc: Exception):
+    """The JSON answer the app's handlers give ``exc``, for a blueprint with handlers of its own."""
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, VoicebotError):
+        return _voicebot_error(exc)
+    return _unexpected(exc)
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(VoicebotError, _voicebot_error)

@@ -1,0 +1,40 @@
+"""Twilio's settings, added to the one registry (and the README's table) by ``voicebot.platforms``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..config import Setting, comma_list, positive_int, text
+from ..exceptions import ConfigError
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TWILIO_AUTH_TOKEN", "", text,
+            "The Twilio account's Auth Token: every request to `/webhook/twilio/*` must carry its "
+            "`X-Twilio-Signature` (403 otherwise). Unset: those endpoints are off.",
+            secret=True),
+    Setting("PUBLIC_URL", "", text,
+            "This service's address as Twilio calls it (`https://bot.example.com`): signatures are checked "
+            "against it, and the TwiML's `action` URLs are built on it. Unset: the request's own URL "
+            "(behind a proxy, list it in TRUSTED_PROXIES)."),
+    Setting("TRUSTED_PROXIES", (), comma_list,
+            "Comma-separated addresses of proxies in front of voicebot (nginx: `127.0.0.1`) whose "
+            "`X-Forwarded-Proto`/`X-Forwarded-Host` are believed when PUBLIC_URL is unset; nobody else's are."),
+    Setting("TWILIO_VOICE", "Polly.Joanna-Neural", text,
+            "`<Say voice>`: any of Twilio's text-to-speech voices (`alice`, `Polly.*`, `Google.*`)."),
+    Setting("TWILIO_LANGUAGE", "en-US", text,
+            "Language of `<Say>` and of `<Gather>`'s speech recognition."),
+    Setting("TWILIO_SILENCE_LINE", "Are you still there?", text,
+            "Said when the caller says nothing for a whole `<Gather>`."),
+    Setting("TWILIO_MAX_SILENCES", 2, positive_int,
+            "Silences in a row after which the bot says GOODBYE_LINE and hangs up."),
+)
+
+
+def check(settings: Mapping[str, Any]) -> None:
+    url = settings["PUBLIC_URL"]
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"PUBLIC_URL must be this service's base URL, such as https://bot.example.com; "
+                              f"got {url!r}")

@@ -1,0 +1,60 @@
+"""The TwiML voicebot answers with, written with Twilio's own VoiceResponse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from twilio.twiml.voice_response import VoiceResponse
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How the bot sounds and listens, from the settings."""
+
+    voice: str
+    language: str
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Voice":
+        return cls(config["TWILIO_VOICE"], config["TWILIO_LANGUAGE"])
+
+    def _say(self, parent, text: str) -> None:
+        parent.say(text, voice=self.voice or None, language=self.language or None)
+
+    def listen(self, text: str, action: str) -> str:
+        """Say ``text`` and listen: the words are inside <Gather>, so the caller can talk over them.
+
+        ``actionOnEmptyResult`` posts to ``action`` after a silence too, so
+        the bot decides what a silence means instead of Twilio ending the call.
+        """
+        response = VoiceResponse()
+        gather = response.gather(input="speech", action=action, method="POST", speech_timeout="auto",
+                                 language=self.language or None, action_on_empty_result=True)
+        if text:
+            self._say(gather, text)
+        return str(response)
+
+    def hang_up(self, text: str) -> str:
+        response = VoiceResponse()
+        if text:
+            self._say(response, text)
+        response.hangup()
+        return str(response)
+
+    def transfer(self, text: str, number: str) -> str:
+        response = VoiceResponse()
+        if text:
+            self._say(response, text)
+        response.dial(number)
+        return str(response)
+
+    def reject_busy(self) -> str:
+        """A new call this instance cannot take: the caller hears busy, and the call is not answered (or billed)."""
+        response = VoiceResponse()
+        response.reject(reason="busy")
+        return str(response)
+
+
+def nothing() -> str:
+    return str(VoiceResponse())

@@ -1,0 +1,200 @@
+"""Twilio's voice webhooks: a ``<Gather input="speech">`` loop, one request per turn.
+
+``/voice`` (the number's "a call comes in" URL) greets inside a <Gather>;
+Twilio posts what the caller said (``SpeechResult``) to the Gather's
+``action``, ``/turn?n=<turn>``, which answers with the reply inside the next
+<Gather>. ``n`` makes each turn's request its own event: Twilio sending it
+again gets the same reply, not a second model call. ``/status`` (the
+number's status callback) ends the call and makes its record.
+
+Everything a caller can hear is TwiML with status 200, failures included:
+for anything else Twilio plays "an application error has occurred" and hangs up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from ..conversation import CallContext, Conversation
+from ..deadline import RESPONSE_BUDGET, Deadline
+from ..exceptions import InvalidEvent, VoicebotError
+from ..web import start_timing, with_llm_timing
+from ..web.errors import as_json_error, json_error
+from ..web.validation import optional_text
+from .signature import HEADER, base_url, is_from_twilio
+from .twiml import Voice, nothing
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("twilio", __name__, url_prefix="/webhook/twilio")
+bp.before_request(start_timing)
+
+# Twilio's call ids: "CA" and 32 hex digits.
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+MAX_CALLER_CHARS = 64
+# What a status callback's CallStatus says about how the call ended.
+END_REASONS = {"completed": "ended", "busy": "busy", "no-answer": "no_answer", "canceled": "canceled",
+               "failed": "failed"}
+METHODS = ["POST", "GET"]  # a number's webhooks may be set to either
+
+
+def _twiml(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/xml")
+
+
+def _conversation() -> Conversation:
+    return current_app.extensions["conversations"]["twilio"]
+
+
+def _voice() -> Voice:
+    return current_app.extensions["twilio"]
+
+
+def _fields() -> dict[str, Any]:
+    return (request.form if request.method == "POST" else request.args).to_dict()
+
+
+def _call_sid(fields: dict[str, Any]) -> str:
+    sid = fields.get("CallSid", "")
+    if not CALL_SID.fullmatch(sid):
+        raise InvalidEvent("'CallSid' is missing or is not a Twilio call id")
+    g.call_id = sid
+    return sid
+
+
+def _turn_url(n: int) -> str:
+    return f"{base_url(request, current_app.config)}{bp.url_prefix}/turn?n={n}"
+
+
+def _turn_number() -> int:
+    raw = request.args.get("n", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise InvalidEvent("'n' must be the turn's number")
+    return int(raw)
+
+
+@bp.before_request
+def check_signature():
+    validator = current_app.extensions.get("twilio_validator")
+    if validator is None:
+        return json_error(404, "twilio_disabled", current_app.config["TWILIO_DISABLED_BECAUSE"])
+    if not is_from_twilio(request, current_app.config, validator):
+        # Not Twilio (or a PUBLIC_URL that is not the URL Twilio was given): nothing is read or changed.
+        log.warning("Twilio request refused: missing or wrong %s for %s", HEADER, request.path)
+        return json_error(403, "invalid_signature", f"missing or wrong {HEADER}")
+    return None
+
+
+@bp.errorhandler(Exception)
+def say_sorry(exc: Exception):
+    """A failure mid-call: the caller hears the fallback and is listened to again, never Twilio's error line."""
+    if isinstance(exc, (InvalidEvent, HTTPException)) or request.endpoint == "twilio.status":
+        return as_json_error(exc)  # not Twilio's doing, or nobody is listening
+    if isinstance(exc, VoicebotError):
+        log.warning("Twilio %s failed call_id=%s: %s: %s", request.endpoint, g.get("call_id", "-"),
+                    type(exc).__name__, exc)
+    else:
+        log.exception("Twilio %s failed unexpectedly call_id=%s", request.endpoint, g.get("call_id", "-"))
+    n = request.args.get("n", "0")
+    next_turn = int(n) + 1 if n.isdigit() and int(n) < 100_000 else 1
+    return _twiml(_voice().listen(current_app.config["FALLBACK_REPLY"], _turn_url(next_turn)))
+
+
+@bp.route("/voice", methods=METHODS)
+def voice():
+    fields = _fields()
+    call_id = _call_sid(fields)
+    status = fields.get("CallStatus", "")
+    if status in END_REASONS:
+        return _twiml(nothing())
+    admission = current_app.extensions["admission"]
+    if not admission.enter():
+        # A call not yet answered can be turned away with a busy tone; a turn of a live one never is.
+        log.warning("Twilio call refused call_id=%s: this instance is at capacity", call_id)
+        return _twiml(_voice().reject_busy())
+    try:
+        caller = optional_text(fields, "From", MAX_CALLER_CHARS)
+        greeting = _conversation().start_call(call_id, caller, deadline=Deadline(RESPONSE_BUDGET))
+    finally:
+        admission.leave()
+    if greeting is None:
+        return _twiml(_voice().hang_up(""))
+    return _twiml(_voice().listen(greeting, _turn_url(1)))
+
+
+@bp.route("/turn", methods=METHODS)
+def turn():
+    fields = _fields()
+    call_id = _call_sid(fields)
+    n = _turn_number()
+    cfg = current_app.config
+    speech = optional_text(fields, "SpeechResult", cfg["MAX_TRANSCRIPT_CHARS"])
+    if speech is None:
+        return _silence(call_id, n)
+    conversation = _conversation()
+    deadline = Deadline(RESPONSE_BUDGET)
+
+    def keep_reply(reply: str, context: CallContext) -> None:
+        # Saved with the turn: a second delivery of this request is answered from it.
+        context.channel["last_turn"] = {"n": n, "reply": reply}
+        context.channel.pop("silences", None)
+
+    turn = conversation.take_turn(call_id, speech, optional_text(fields, "From", MAX_CALLER_CHARS),
+                                  event_id=f"turn-{n}", deliver=keep_reply, deadline=deadline,
+                                  allow_transfer=bool(cfg["TRANSFER_NUMBER"]))
+    if turn is None:  # the call has ended (hung up, handed on): nothing more to say
+        return _twiml(_voice().hang_up(""))
+    if turn.duplicate:
+        last = (conversation.channel(call_id) or {}).get("last_turn") or {}
+        reply = last.get("reply") if last.get("n") == n else None
+        log.info("Twilio turn sent again call_id=%s n=%d: answered from the saved reply", call_id, n)
+        return _twiml(_voice().listen(reply or cfg["FALLBACK_REPLY"], _turn_url(n + 1)))
+    if turn.action is None:
+        return with_llm_timing(_twiml(_voice().listen(turn.reply, _turn_url(n + 1))), turn.llm_seconds)
+    if turn.action.type == "transfer":
+        body = _voice().transfer(turn.reply, turn.action.to or cfg["TRANSFER_NUMBER"])
+        conversation.end_call(call_id, reason="transferred", details={"transferred_to": turn.action.to},
+                              final=True, deadline=deadline)
+    else:
+        body = _voice().hang_up(turn.reply)
+        conversation.end_call(call_id, reason="bot_ended", final=True, deadline=deadline)
+    return with_llm_timing(_twiml(body), turn.llm_seconds)
+
+
+def _silence(call_id: str, n: int) -> Response:
+    """The caller said nothing for a whole <Gather>: ask again, and after a few, say goodbye."""
+    cfg = current_app.config
+    conversation = _conversation()
+
+    def count(channel: dict) -> int:
+        # Keyed by the turn's number, so Twilio sending this request again does not count twice.
+        silences = channel.setdefault("silences", {"n": 0, "count": 0})
+        if silences["n"] != n:
+            silences.update(n=n, count=silences["count"] + 1)
+        return silences["count"]
+
+    silences = conversation.with_channel(call_id, count, wait=2.0)
+    if silences is None:  # not a call this service knows (expired, or ended)
+        return _twiml(_voice().hang_up(""))
+    if silences > cfg["TWILIO_MAX_SILENCES"]:
+        conversation.end_call(call_id, reason="silence", final=True, deadline=Deadline(RESPONSE_BUDGET))
+        return _twiml(_voice().hang_up(cfg["GOODBYE_LINE"]))
+    return _twiml(_voice().listen(cfg["TWILIO_SILENCE_LINE"], _turn_url(n + 1)))
+
+
+@bp.route("/status", methods=METHODS)
+def status():
+    fields = _fields()
+    call_id = _call_sid(fields)
+    reason = END_REASONS.get(fields.get("CallStatus", ""))
+    if reason is not None:
+        duration = fields.get("CallDuration", "")
+        details = {"duration_seconds": int(duration)} if duration.isdigit() else None
+        _conversation().end_call(call_id, reason=reason, details=details, final=True,
+                                 deadline=Deadline(RESPONSE_BUDGET))
+    return _twiml(nothing())
