@@ -255,12 +255,12 @@ class ToolServer:
 class ServedApp:
     """A WSGI app on a real loopback HTTP server (werkzeug's, threaded), in a thread."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, port: int = 0) -> None:
         import threading
 
         from werkzeug.serving import make_server
 
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -11,11 +11,13 @@ import requests
 
 from voicebot.devtools.fake_llm import MARKER
 from voicebot.devtools.fake_voipbin import call_event_data, transcript_event_data
+from voicebot.devtools.simulate import Campaign, format_summary, ok
 
 from .support import Gunicorn, wait_for
 
 CALLS = 50
 TURNS = 4
+TWILIO_TOKEN = "twilio-token-for-the-gunicorn-tests"
 
 
 @pytest.fixture
@@ -33,10 +35,13 @@ def server(tmp_path, redis_url, redis_prefix, fake_llm, voipbin):
         "VOIPBIN_NUMBERS": "+15559870000",
         "VOIPBIN_FETCH_TOKEN": "fetch-token",
         "VOIPBIN_TIMEOUT_SECONDS": "1",
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "WEB_CONCURRENCY": "2",
         "WEB_THREADS": "64",
         "LOG_LEVEL": "INFO",
-    }).start(tmp_path / "gunicorn.log")
+    })
+    gunicorn.env["PUBLIC_URL"] = gunicorn.url  # as Twilio is told to call it
+    gunicorn.start(tmp_path / "gunicorn.log")
     yield gunicorn
     gunicorn.stop()
     fake_llm.record = True
@@ -174,6 +179,20 @@ def test_voipbin_calls_handed_over_by_fetch_stay_up(server, voipbin):
     for why, said in results:
         assert why == "still up after max_steps"
         assert said and set(said) == {"said"}
+
+
+def test_thirty_signed_twilio_calls_at_once_across_two_workers(server):
+    """Each call follows the TwiML it is given, turn by turn, and hears only its own words."""
+    campaign = Campaign([server.url, server.url], contract="twilio", calls=30, turns=4,
+                        twilio_token=TWILIO_TOKEN, public_url=server.url)
+    summary = campaign.run()
+    assert ok(summary), format_summary(summary)
+    assert summary["turns"] == 120 and summary["isolation_checked"] and summary["isolation_violations"] == 0
+    forged = requests.post(server.url + "/webhook/twilio/voice", timeout=5,
+                           data={"CallSid": "CA" + "1" * 32, "From": "+1555"},
+                           headers={"X-Twilio-Signature": "c2lnbmVkIGJ5IG5vYm9keQ=="})
+    assert forged.status_code == 403
+    assert TWILIO_TOKEN not in server.log()
 
 
 def test_in_memory_store_with_two_workers_refuses_to_start(tmp_path):

@@ -67,6 +67,23 @@ def test_a_voipbin_campaign_passes(fake_llm, capsys):
     assert "30/30 turns" in out
 
 
+def test_a_twilio_campaign_passes_signed_against_the_public_url(fake_llm, capsys):
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    served = ServedApp(create_app(app_config(fake_llm, TWILIO_AUTH_TOKEN="sim-token", PUBLIC_URL=public)),
+                       port=port)
+    try:
+        status, out = run_cli([served.url, "--contract", "twilio", "--calls", "10", "--turns", "3",
+                               "--twilio-token", "sim-token", "--public-url", public], capsys)
+        assert status == 0, out
+        assert "30/30 turns" in out and "isolation violations: 0" in out
+        status, out = run_cli([served.url, "--contract", "twilio", "--calls", "2", "--turns", "1",
+                               "--twilio-token", "not-the-token"], capsys)
+        assert status == 1 and "http_403" in out
+    finally:
+        served.stop()
+
+
 def test_a_server_that_mixes_calls_up_fails_the_campaign(capsys):
     from flask import Flask, jsonify, request
 

@@ -232,7 +232,8 @@ def _simulate(args: argparse.Namespace) -> int:
               f"VOIPBIN_NUMBERS={args.number}", file=sys.stderr)
     campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
                         think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
-                        secret=args.secret, voipbin=voipbin, number=args.number, progress=progress_printer())
+                        secret=args.secret, voipbin=voipbin, number=args.number, twilio_token=args.twilio_token,
+                        public_url=args.public_url, progress=progress_printer())
     try:
         summary = campaign.run()
     finally:
@@ -363,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("article", "voipbin"), default="article",
-                     help="the webhook contract to drive: article (the article's) or voipbin")
+    sim.add_argument("--contract", choices=("article", "voipbin", "twilio"), default="article",
+                     help="the webhook contract to drive: article (the article's), voipbin or twilio")
     sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
     sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
     sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")
@@ -380,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="VOIPBIN_ACCESS_KEY it accepts (voipbin contract)")
     sim.add_argument("--number", default="+15559870000",
                      help="the number the simulated calls dial: one of the server's VOIPBIN_NUMBERS (voipbin contract)")
+    sim.add_argument("--twilio-token", default="test-twilio-auth-token",
+                     help="TWILIO_AUTH_TOKEN of the voicebot under test: requests are signed with it (twilio contract)")
+    sim.add_argument("--public-url", default="",
+                     help="PUBLIC_URL of the voicebot under test, if it has one: what the signatures cover "
+                          "(twilio contract; default: each request's own URL)")
     sim.set_defaults(run=_simulate)
     return parser
 

@@ -19,13 +19,14 @@ import re
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+from ..voipbin.signing import HEADER, sign
 from .fake_llm import MARKER
 from .fake_voipbin import call_event_data, transcript_event_data
-from ..voipbin.signing import HEADER, sign
 
 _LLM_TIMING = re.compile(r"llm;dur=([0-9.]+)")
 _APP_TIMING = re.compile(r"app;dur=([0-9.]+)")
@@ -104,6 +105,7 @@ class HTTPConnection:
             raise ValueError(f"the simulator speaks plain http to loopback or a private network: {url}")
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.prefix = parts.path.rstrip("/")
+        self.base_url = f"http://{self.host}:{self.port}{self.prefix}"
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -144,6 +146,7 @@ class Campaign:
     def __init__(self, urls: list[str], *, contract: str = "article", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
+                 twilio_token: str = "", public_url: str = "",
                  progress: Callable[[str], None] | None = None) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.contract = contract
@@ -156,6 +159,9 @@ class Campaign:
         self.secret = secret
         self.voipbin = voipbin  # a FakeVoipbin that receives the speech (VoIPBin contract)
         self.number = number  # the number called (VoIPBin contract): one of the server's VOIPBIN_NUMBERS
+        self.twilio_token = twilio_token  # TWILIO_AUTH_TOKEN of the server (Twilio contract)
+        self.public_url = public_url.rstrip("/")  # its PUBLIC_URL, if set: what Twilio signs
+        self._actions: dict[str, str] = {}  # call -> the path its last <Gather> posts to (Twilio contract)
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:6]
         self.tally = Tally()
@@ -166,7 +172,12 @@ class Campaign:
     async def _call(self, n: int) -> None:
         if self.ramp:
             await asyncio.sleep(self.ramp * n / self.calls)
-        call_id = self.voipbin.answer_call() if self.voipbin else f"sim-{self.run_id}-{n}"
+        if self.voipbin:
+            call_id = self.voipbin.answer_call()
+        elif self.contract == "twilio":
+            call_id = "CA" + uuid.uuid4().hex
+        else:
+            call_id = f"sim-{self.run_id}-{n}"
         self.tally.calls_started += 1
         mine: list[str] = []
         # Round robin over every request, like a load balancer without
@@ -201,6 +212,33 @@ class Campaign:
         if self.contract == "voipbin" and self.secret:
             headers[HEADER] = sign(data, self.secret)
         connection = connections[next(self._next_url) % len(connections)]
+        raw, elapsed, answer_headers = await self._send(connection, path, data, headers, call_id)
+        return json.loads(raw), elapsed, answer_headers
+
+    async def _post_form(self, connections: list[HTTPConnection], path: str, fields: dict[str, str],
+                         call_id: str) -> tuple[ET.Element, float, dict]:
+        """As Twilio posts: form-encoded, signed over the URL it calls and every field; the TwiML parsed."""
+        from twilio.request_validator import RequestValidator
+
+        connection = connections[next(self._next_url) % len(connections)]
+        url = (self.public_url or connection.base_url) + path
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Twilio-Signature": RequestValidator(self.twilio_token).compute_signature(url, fields)}
+        raw, elapsed, answer_headers = await self._send(connection, path, urlencode(fields).encode(), headers,
+                                                        call_id)
+        try:
+            root = ET.fromstring(raw)
+        except ET.ParseError:
+            self.tally.error("not_twiml", f"call {call_id}: {raw[:200].decode(errors='replace')}")
+            raise _TurnFailed from None
+        gather = root.find("Gather")
+        if gather is not None:
+            action = urlsplit(gather.get("action", ""))
+            self._actions[call_id] = action.path + (f"?{action.query}" if action.query else "")
+        return root, elapsed, answer_headers
+
+    async def _send(self, connection: HTTPConnection, path: str, data: bytes, headers: dict[str, str],
+                    call_id: str) -> tuple[bytes, float, dict]:
         started = time.perf_counter()
         try:
             status, answer_headers, raw = await asyncio.wait_for(
@@ -215,13 +253,23 @@ class Campaign:
         if status != 200:
             self.tally.error(f"http_{status}", f"call {call_id}: {raw[:200].decode(errors='replace')}")
             raise _TurnFailed
-        return json.loads(raw), elapsed, answer_headers
+        return raw, elapsed, answer_headers
+
+    def _twilio_fields(self, call_id: str, **more: str) -> dict[str, str]:
+        return {"CallSid": call_id, "AccountSid": "AC" + "0" * 32, "From": "+15550000000", "To": self.number,
+                "CallStatus": "in-progress", "Direction": "inbound", "ApiVersion": "2010-04-01", **more}
 
     async def _open(self, connections: list[HTTPConnection], call_id: str) -> None:
         if self.contract == "voipbin":
             event = {"type": "call_progressing",
                      "data": call_event_data(call_id, "progressing", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
+        elif self.contract == "twilio":
+            await self._post_form(connections, "/webhook/twilio/voice",
+                                  self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            if call_id not in self._actions:
+                self.tally.error("no_gather", f"call {call_id}: the greeting did not listen")
+                raise _TurnFailed
         else:
             await self._post(connections, "/webhook/call-started",
                              {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
@@ -237,6 +285,13 @@ class Campaign:
                 raise _TurnFailed
             with self.voipbin.lock:
                 reply = self.voipbin.said[call_id][-1]
+        elif self.contract == "twilio":
+            root, elapsed, headers = await self._post_form(
+                connections, self._actions.pop(call_id), self._twilio_fields(call_id, SpeechResult=text), call_id)
+            if root.find("Gather") is None:
+                self.tally.error("no_gather", f"call {call_id}: the reply did not listen again")
+                raise _TurnFailed
+            reply = " ".join(say.text or "" for say in root.iter("Say"))
         else:
             answer, elapsed, headers = await self._post(connections, "/webhook/transcript", {
                 "type": "transcript", "call_id": call_id, "caller_num": "+15550000000", "transcript": text},
@@ -252,6 +307,10 @@ class Campaign:
         if self.contract == "voipbin":
             event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
+        elif self.contract == "twilio":
+            self._actions.pop(call_id, None)
+            await self._post_form(connections, "/webhook/twilio/status",
+                                  self._twilio_fields(call_id, CallStatus="completed", CallDuration="30"), call_id)
         else:
             await self._post(connections, "/webhook/transcript", {"type": "call.ended", "call_id": call_id},
                              call_id)
