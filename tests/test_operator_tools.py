@@ -166,11 +166,11 @@ def said_on_voipbin(tool_app, voipbin, words: str) -> list[str]:
 
 def test_on_voipbin_a_slow_tools_filler_is_said_first(tool_app, tool, voipbin):
     tool.mode, tool.delay = "slow", 1.5
-    greeting, words, filler, reply = said_on_voipbin(tool_app, voipbin, "order 1001 tool:lookup_order mk1")
+    greeting, words, filler, *reply = said_on_voipbin(tool_app, voipbin, "order 1001 tool:lookup_order mk1")
     assert (words, filler) == ("Let me check.", "One moment while I check that.")  # heard at once
-    assert reply.startswith("Heard mk1. The tool said: ")
+    assert " ".join(reply).startswith("Heard mk1. The tool said: ")  # streamed: one say per sentence or two
 
 
 def test_on_voipbin_a_quick_tool_has_no_filler(tool_app, tool, voipbin):
     said = said_on_voipbin(tool_app, voipbin, "tool:lookup_order mk1")
-    assert said[1:2] == ["Let me check."] and len(said) == 3  # no filler
+    assert said[1:2] == ["Let me check."] and "One moment while I check that." not in said  # no filler

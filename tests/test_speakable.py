@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot.speakable import make_speakable
+from voicebot.speakable import complete_sentences, make_speakable
 
 
 @pytest.mark.parametrize("raw, spoken", [
@@ -45,3 +45,15 @@ def test_the_fast_path_skips_only_text_the_rules_would_leave_alone():
             plain += 1
             assert _clean(text) == text, repr(text)
     assert plain > 500  # the check above really ran on many strings
+
+
+@pytest.mark.parametrize("streamed, whole, rest", [
+    ("Heard mk1.", "Heard mk1.", ""),  # a model pauses after a sentence as after any token
+    ("Hello there. How", "Hello there. ", "How"),
+    ("Hi! Can I help? Su", "Hi! Can I help? ", "Su"),
+    ("It costs 3.", "", "It costs 3."),  # may yet be 3.5
+    ("It costs 3.5 dollars. Ok", "It costs 3.5 dollars. ", "Ok"),
+    ("no end yet", "", "no end yet"),
+])
+def test_streamed_text_is_handed_on_in_whole_sentences(streamed, whole, rest):
+    assert complete_sentences(streamed) == (whole, rest)

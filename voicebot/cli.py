@@ -81,7 +81,8 @@ def _fake_llm(args: argparse.Namespace) -> int:
     from .devtools.fake_llm import serve
 
     serve(args.host, args.port, api_key=args.api_key, latency=args.latency, jitter=args.jitter,
-          fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed)
+          fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed, sentences=args.sentences,
+          sentence_gap=args.sentence_gap)
     return 0
 
 
@@ -308,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--api-key", default="test-key", help="the x-api-key it accepts")
     fake.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     fake.add_argument("--jitter", type=float, default=0.0, help="± seconds around --latency")
+    fake.add_argument("--sentences", type=int, default=1,
+                      help="sentences per reply: the echo, then plain ones (streamed one by one when asked to stream)")
+    fake.add_argument("--sentence-gap", type=float, default=0.0,
+                      help="seconds the model takes for each sentence after the first (--latency is the first's)")
     fake.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 529")
     fake.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
     fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")

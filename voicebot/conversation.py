@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, TypedDict, TypeVar, cast
 
 from . import metrics
@@ -73,6 +73,8 @@ class Turn:
     llm_seconds: float = 0.0  # time spent waiting on the model
     recorded: bool = True  # False: the call's lease ran out and the turn was not saved
     action: Action | None = None  # the model ended the call or asked for a transfer
+    unsaid: str | None = None  # streamed: the part of the reply not yet said (None: all of it)
+    first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
 
 
 @dataclass
@@ -194,7 +196,8 @@ class Conversation:
     def take_turn(self, call_id: str, text: str, caller: str | None = None, *,
                   event_id: str | None = None, deliver: Deliver | None = None,
                   deadline: Deadline | None = None, deliver_seconds: float = 0.0,
-                  allow_transfer: bool = True, say_now: Deliver | None = None) -> Turn | None:
+                  allow_transfer: bool = True, say_now: Deliver | None = None, stream: bool = False,
+                  interrupted: Callable[[CallContext], bool] | None = None) -> Turn | None:
         """Add what the caller said, ask the model, add and return its reply (and any action).
 
         The call's lock is held from read to write, so two turns of one call
@@ -205,8 +208,12 @@ class Conversation:
         kept for it: if delivery fails, the turn is not recorded and the event
         can be retried as if it had never come. With ``say_now``, what the bot
         says while its tools work (its own words, a slow tool's filler) is said
-        at once; without it, the model's words are said before the reply. None
-        when the call has ended for good.
+        at once; without it, the model's words are said before the reply. With
+        ``stream``, ``deliver`` gets the reply sentence by sentence as the model
+        writes it, until ``interrupted`` says the caller talked over it, and at
+        the end only what is left to say. If the first sentence cannot be
+        delivered the turn fails as a whole reply would; a later one ends the
+        reply where it is. None when the call has ended for good.
         """
         started = time.monotonic()
         deadline = deadline or unbounded()
@@ -227,10 +234,12 @@ class Conversation:
                 metrics.CALLS.labels("started").inc()
             tools = [t for t in self.tools if allow_transfer or t.name != TRANSFER_CALL]
             context = CallContext(session["channel"], record.renew, [_line("caller", text)])
-            turn = self._converse(session, text, tools, _Budget(deadline, deliver_seconds), context, say_now)
+            streaming = _Streaming(deliver, interrupted) if stream and deliver is not None else None
+            turn = self._converse(session, text, tools, _Budget(deadline, deliver_seconds), context, say_now,
+                                  streaming)
             context.lines.append(_line("bot", turn.reply, fallback=turn.fallback))
             if deliver is not None:
-                deliver(turn.reply, context)
+                deliver(turn.reply if turn.unsaid is None else turn.unsaid, context)
             recorded = self._save_turn(record, session, event_id, context.lines, delivered=deliver is not None)
         total = time.monotonic() - started
         outcome = "fallback" if turn.fallback else "reply"
@@ -243,7 +252,7 @@ class Conversation:
                  record.lock_wait * 1000, turn.llm_seconds * 1000, total * 1000)
         log.debug("turn call_id=%s heard=%r said=%r", call_id, text, turn.reply)
         if not recorded:
-            return Turn(turn.reply, turn.fallback, llm_seconds=turn.llm_seconds, recorded=False, action=turn.action)
+            return replace(turn, recorded=False)
         return turn
 
     def end_call(self, call_id: str, *, reason: str = "ended", details: dict[str, Any] | None = None,
@@ -335,7 +344,7 @@ class Conversation:
         return True
 
     def _converse(self, session: Session, text: str, tools: list[Tool], budget: "_Budget", context: CallContext,
-                  say_now: Deliver | None) -> Turn:
+                  say_now: Deliver | None, streaming: "_Streaming | None" = None) -> Turn:
         """Ask the model; run the operator's tools it uses, a bounded number of rounds; shape the reply."""
         history: list[Message] = session["messages"]
         _add_caller_words(history, text)
@@ -345,12 +354,21 @@ class Conversation:
         answer: Reply | None = None
         for rounds_left in range(self.settings.max_tool_rounds, -1, -1):
             context.renew()
+            streamed: list[str] = []
             try:
                 # The last round must speak: tools stay defined (the history names them), not usable.
-                answer = self.llm.reply(self._system, history, budget.for_model(self.settings.llm_timeout),
-                                        tools, allow_tools=rounds_left > 0)
+                timeout = budget.for_model(self.settings.llm_timeout)
+                if streaming is None:
+                    answer = self.llm.reply(self._system, history, timeout, tools, allow_tools=rounds_left > 0)
+                else:
+                    answer = self.llm.stream_reply(self._system, history, timeout,
+                                                   streaming.sayer(self, context, streamed, asked), tools,
+                                                   allow_tools=rounds_left > 0)
             except LLMError as exc:
                 log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
+                if streamed:  # what was said stays said, and is the reply: no fallback after it
+                    answer = Reply(" ".join(streamed))
+                    break
                 metrics.FALLBACKS.labels(type(exc).__name__).inc()
                 answer = None
                 break
@@ -358,15 +376,18 @@ class Conversation:
             lookups = [u for u in answer.tool_uses if isinstance(offered.get(u.name), HttpTool)]
             if not lookups or rounds_left == 0 or any(u.name in LIFECYCLE_TOOLS for u in answer.tool_uses):
                 break
-            words = make_speakable(answer.text, self.settings.max_reply_chars)
+            words = " ".join(streamed) or make_speakable(answer.text, self.settings.max_reply_chars)
             history.append({"role": "assistant", "content": [*([{"type": "text", "text": words}] if words else []),
                                                              *(u.block() for u in answer.tool_uses)]})
-            if words:
+            if streamed:
+                context.said(words)
+            elif words:
                 self._say_meanwhile(words, context, say_now, said_first)
             history.append({"role": "user", "content": self._use_tools(session, answer.tool_uses, offered, budget,
                                                                        context, say_now)})
             answer = None
-        return self._reply(session, history, answer, offered, said_first, time.monotonic() - asked)
+        turn = self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed)
+        return replace(turn, first_sentence_seconds=streaming.first_sentence) if streaming else turn
 
     def _say_meanwhile(self, words: str, context: CallContext, say_now: Deliver | None,
                        said_first: list[str]) -> None:
@@ -407,10 +428,10 @@ class Conversation:
         return blocks
 
     def _reply(self, session: Session, history: list[Message], answer: Reply | None, offered: dict[str, Tool],
-               said_first: list[str], llm_seconds: float) -> Turn:
+               said_first: list[str], llm_seconds: float, streamed: list[str]) -> Turn:
         """The words the caller hears and the call action, recorded in the history."""
         answer = answer or Reply("")
-        reply = make_speakable(answer.text, self.settings.max_reply_chars)
+        reply = " ".join(streamed) or make_speakable(answer.text, self.settings.max_reply_chars)
         action, results = None, []
         for use in answer.tool_uses:
             if use.name == END_CALL and END_CALL in offered and action is None:
@@ -446,7 +467,46 @@ class Conversation:
         if action is not None:
             session.setdefault("actions", []).append({"at": iso(time.time()), **action.as_dict(),
                                                       "reason": action.reason})
-        return Turn(" ".join([*said_first, reply]), fallback, llm_seconds=llm_seconds, action=action)
+        # Streamed words are said; a goodbye or hold line standing in for none is not yet.
+        unsaid = None if not streamed else ""
+        return Turn(" ".join([*said_first, reply]), fallback, llm_seconds=llm_seconds, action=action, unsaid=unsaid)
+
+
+@dataclass
+class _Streaming:
+    """Saying a reply as the model writes it: each run of whole sentences at once, until the caller talks."""
+
+    deliver: Deliver
+    interrupted: Callable[[CallContext], bool] | None
+    first_sentence: float | None = None  # seconds from asking the model to its first sentence
+
+    def sayer(self, conversation: "Conversation", context: CallContext, streamed: list[str],
+              asked: float) -> Callable[[str], bool]:
+        limit = conversation.settings.max_reply_chars
+
+        def say(text: str) -> bool:
+            if self.first_sentence is None:
+                self.first_sentence = time.monotonic() - asked
+            if self.interrupted is not None and self.interrupted(context):
+                return False  # the caller is talking: what is queued was flushed, and no more is said
+            left = limit - sum(len(s) + 1 for s in streamed)
+            if left <= 0:
+                return False
+            words = make_speakable(text, left)
+            if not words:
+                return True  # nothing speakable in it (an emoji, a link): wait for more
+            try:
+                self.deliver(words, context)
+            except Exception as exc:
+                if not streamed:
+                    raise  # nothing was heard: the turn fails, and the platform may send it again
+                log.warning("streamed reply cut short: %s: %s", type(exc).__name__, exc)
+                return False
+            streamed.append(words)
+            # Past MAX_REPLY_CHARS the reply is cut here, at a sentence end, as a whole reply would be.
+            return words == make_speakable(text, 1 << 20)
+
+        return say
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,20 @@ def _cut(text: str, max_chars: int) -> str:
     # One long sentence: stop at the last whole word and close it.
     words = head[:max_chars].rsplit(" ", 1)[0].rstrip(" ,;:-")
     return words + "." if words else ""
+
+
+# A sentence end in a stream: the mark, and a space or the end of what has come so far; models
+# pause after a sentence as after any token, so waiting for the next word would cost one token's
+# time. A number before a point at the end is not taken for one ("3." may yet become "3.5").
+_STREAMED_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?:\s|$)")
+_ENDS_IN_A_NUMBER = re.compile(r"(?:^|\s)[\d,]+\.$")
+
+
+def complete_sentences(buffer: str) -> tuple[str, str]:
+    """Split streamed text into its whole sentences so far and the unfinished rest."""
+    end = 0
+    for match in _STREAMED_SENTENCE_END.finditer(buffer):
+        if match.end() == len(buffer) and _ENDS_IN_A_NUMBER.search(buffer[:match.end()]):
+            continue
+        end = match.end()
+    return buffer[:end], buffer[end:]

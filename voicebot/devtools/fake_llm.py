@@ -287,6 +287,11 @@ class FakeMessagesAPI(LoopbackServer):
         self.hang_rate = hang_rate
         self.hang_seconds = hang_seconds
         self.trickle = 0.0
+        # A reply of more than one sentence, written at a model's pace: the
+        # first sentence after ``latency``, each further one ``sentence_gap`` later.
+        self.sentences = 1
+        self.sentence_gap = 0.0
+        self.break_after = 0  # streamed replies: the connection drops after this many sentences (0: never)
         self.record = record
         self.models = known_models()
         self.cache = PromptCache()
@@ -304,6 +309,7 @@ class FakeMessagesAPI(LoopbackServer):
         """Back to a fast, healthy API with no recorded requests."""
         with self._mutex:
             self.latency = self.jitter = self.fail_rate = self.hang_rate = self.trickle = 0.0
+            self.sentences, self.sentence_gap, self.break_after = 1, 0.0, 0
             self.requests.clear()
             self.peers.clear()
             self.cache = PromptCache()
@@ -363,12 +369,11 @@ class _Handler(JSONHandler):
         if fate == "hang":
             self.close_connection = True  # hung up without a word, like a dead upstream
             return
-        if body.get("stream"):
-            return self._stream(body, text)
         answered = tool_answers(body["messages"])
         if answered:
             text = f"{text} {answered}"
-        message = _message(body, text)
+        more = [FURTHER_SENTENCES[i % len(FURTHER_SENTENCES)] for i in range(self.server.sentences - 1)]
+        message = _message(body, " ".join([text, *more]))
         tool = tool_to_use(body)
         if tool and tool not in ("end_call", "transfer_call"):
             message = _message(body, "Let me check.")  # what a model says before it looks something up
@@ -378,6 +383,10 @@ class _Handler(JSONHandler):
             message["content"].append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": tool,
                                        "input": {"reason": "the caller asked", "query": words}})
             message["stop_reason"] = "tool_use"
+        if body.get("stream"):
+            return self._stream(message)
+        if more and self.server.sentence_gap:
+            self.server.pause(self.server.sentence_gap * len(more))  # the whole reply, written
         if self.server.trickle:
             return self._trickle(message)
         self._send_json(200, message)
@@ -393,32 +402,55 @@ class _Handler(JSONHandler):
             self.wfile.flush()
             self.server.pause(self.server.trickle)
 
-    def _stream(self, body: dict, text: str) -> None:
+    def _stream(self, message: dict) -> None:
+        """The Messages API's server-sent events: text a word at a time, a pause between sentences, then tools."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
-        message = _message(body, "")
-        message["content"], message["stop_reason"] = [], None
-        words = text.split(" ")
-        events = [("message_start", {"type": "message_start", "message": message}),
-                  ("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}}),
-                  ("ping", {"type": "ping"})]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "text_delta",
-                                                      "text": word if i == 0 else " " + word}})
-                   for i, word in enumerate(words)]
-        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   ("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                      "usage": {"output_tokens": len(words)}}),
-                   ("message_stop", {"type": "message_stop"})]
-        for name, data in events:
-            self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        blocks, usage = message["content"], message["usage"]
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        self._event("message_start", {"type": "message_start", "message": start})
+        self._event("ping", {"type": "ping"})
+        for index, block in enumerate(blocks):
+            if block["type"] == "text":
+                self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {"type": "text", "text": ""}})
+                previous, sentences = "", 0
+                for i, word in enumerate(block["text"].split(" ")):
+                    if i and previous.endswith((".", "!", "?")):
+                        sentences += 1
+                        if sentences == self.server.break_after:
+                            self.wfile.flush()
+                            self.close_connection = True  # an upstream that dies mid-reply
+                            return
+                        if self.server.sentence_gap:
+                            self.wfile.flush()
+                            self.server.pause(self.server.sentence_gap)
+                    self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+                        "type": "text_delta", "text": word if i == 0 else " " + word}})
+                    previous = word
+            else:
+                self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                    "content_block": {**block, "input": {}}})
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+                    "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+        self._event("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                      "usage": {"output_tokens": usage["output_tokens"]}})
+        self._event("message_stop", {"type": "message_stop"})
         self.wfile.flush()
         self.close_connection = True
+
+    def _event(self, name: str, data: dict) -> None:
+        self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+
+
+# What the fake says after its echo when asked for longer replies (``sentences``): no markers in them.
+FURTHER_SENTENCES = ("I have noted that.", "Is there anything else I can help you with today?",
+                     "Take your time.")
 
 
 def _message(body: dict, text: str) -> dict:
@@ -435,7 +467,8 @@ def _message(body: dict, text: str) -> dict:
     }
 
 
-def serve(host: str, port: int, **options: Any) -> None:
+def serve(host: str, port: int, *, sentences: int = 1, sentence_gap: float = 0.0, **options: Any) -> None:
     """Run in the foreground until interrupted (``voicebot fake-llm``)."""
     server = FakeMessagesAPI(host, port, record=False, **options)
+    server.sentences, server.sentence_gap = max(1, sentences), sentence_gap
     server.run_in_foreground(f"fake Messages API on {server.url} (api key {server.api_key!r})")

@@ -123,6 +123,7 @@ class FakeVoipbin(LoopbackServer):
         self.transcribes: dict[str, dict] = {}
         self.speakings: dict[str, dict] = {}
         self.said: dict[str, list[str]] = defaultdict(list)  # call id -> texts, in order
+        self.said_at: dict[str, list[float]] = defaultdict(list)  # call id -> time.perf_counter() of each say
         self.flushed: list[str] = []  # speaking ids
         self.hung_up_by_api: list[str] = []  # call ids
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every authorized request
@@ -356,6 +357,7 @@ class FakeVoipbin(LoopbackServer):
             if not isinstance(text, str) or not text.strip() or len(text.encode()) > 5000:
                 raise ApiError(400, "text must be non-empty and at most 5000 bytes")
             self.said[speaking["reference_id"]].append(text)
+            self.said_at[speaking["reference_id"]].append(time.perf_counter())
             if self.echo:
                 print(f"[{speaking['reference_id']}] bot says: {text}", flush=True)
         else:

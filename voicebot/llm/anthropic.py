@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from queue import Empty, SimpleQueue
 from typing import Any, Sequence
 
 import anthropic
 
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
-from .base import LLM, Message, Reply, ToolUse
+from ..speakable import complete_sentences
+from .base import LLM, Message, OnText, Reply, ToolUse
 
 # The SDK's errors, most specific first, and what each means to a turn.
 # Retrying inside a phone turn is left to the next turn: the caller hears the
@@ -47,6 +50,7 @@ class AnthropicLLM(LLM):
         # Message costs about a fifth of the SDK's CPU per call, and a turn
         # needs only the text blocks.
         self._create = self._client.messages.with_raw_response.create
+        self._stream_create = self._client.messages.with_streaming_response.create
         self._max_concurrency = max_concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -75,8 +79,51 @@ class AnthropicLLM(LLM):
             future.cancel()
             raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
 
-    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
-              allow_tools: bool) -> Reply:
+    def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
+                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+        """The Messages API's streaming, read on a pool thread; sentences are handed on here, in the turn's thread.
+
+        The pool thread puts each run of whole sentences on a queue as it
+        completes; the turn takes them within the same wall-clock deadline as
+        ``reply``. What arrives while a run is being said is said next in one
+        piece, so a fast model costs one say, not one per sentence.
+        """
+        if timeout <= 0.01:
+            raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
+        deadline = time.monotonic() + timeout
+        pieces: SimpleQueue = SimpleQueue()
+        stop = threading.Event()
+        self._executor().submit(self._stream, system, list(messages), timeout,
+                                [tool.spec() for tool in tools], allow_tools, pieces, stop)
+        handed: list[str] = []
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    kind, value = pieces.get(timeout=max(left, 0.0)) if left > 0 else pieces.get_nowait()
+                except Empty:
+                    raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
+                if kind == "text":
+                    text = value
+                    while not pieces.empty():  # what came meanwhile goes with it
+                        more_kind, more = pieces.get_nowait()
+                        if more_kind != "text":
+                            pieces.put((more_kind, more))  # the end is always last: putting it back keeps the order
+                            break
+                        text += more
+                    handed.append(text)
+                    if not on_text(text):
+                        return Reply("".join(handed))
+                elif kind == "done":
+                    reply: Reply = value
+                    return Reply("".join(handed) or reply.text, reply.tool_uses, reply.usage)
+                else:
+                    raise value
+        finally:
+            stop.set()
+
+    def _request(self, system: str, messages: list[Message], tools: list[dict],
+                 allow_tools: bool) -> dict[str, Any]:
         # As raw JSON (extra_body), not typed params: the SDK walks typed params
         # through its transform on every call, and tool schemas are deep (~0.1 ms a turn).
         extra: dict = {"tools": tools} if tools else {}
@@ -87,19 +134,94 @@ class AnthropicLLM(LLM):
         sent_messages: Any = messages
         if self.prompt_caching:
             sent_system, sent_messages = _with_cache_breakpoints(system, messages)
+        return {"model": self.model, "max_tokens": self.max_tokens, "system": sent_system,
+                "messages": sent_messages, "extra_body": extra or None}
+
+    def _ours(self, exc: Exception) -> Exception:
+        for vendor_error, ours in _ERRORS:
+            if isinstance(exc, vendor_error):
+                status = getattr(exc, "status_code", None)
+                detail = f"HTTP {status}" if status else type(exc).__name__
+                return ours(f"{self.model}: {detail}")
+        return exc
+
+    def _stream(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
+                allow_tools: bool, pieces: SimpleQueue, stop: threading.Event) -> None:
         try:
-            response = self._create(model=self.model, max_tokens=self.max_tokens, system=sent_system,
-                                    messages=sent_messages, timeout=timeout, extra_body=extra or None)
+            pieces.put(("done", self._read_stream(self._request(system, messages, tools, allow_tools), timeout,
+                                                  pieces, stop)))
+        except LLMError as exc:
+            pieces.put(("error", exc))
+        except Exception as exc:
+            mapped = self._ours(exc)
+            pieces.put(("error", mapped if isinstance(mapped, LLMError)
+                        else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")))
+
+    def _read_stream(self, request: dict[str, Any], timeout: float, pieces: SimpleQueue,
+                     stop: threading.Event) -> Reply:
+        """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""
+        buffer, text, finished = "", [], False
+        blocks: dict[int, dict[str, Any]] = {}
+        usage: dict[str, Any] = {}
+        with self._stream_create(**request, stream=True, timeout=timeout) as response:
+            for line in response.iter_lines():
+                if stop.is_set():
+                    break  # the turn has what it needs (or gave up): let go of the model
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta":
+                        buffer += delta.get("text", "")
+                        whole, buffer = complete_sentences(buffer)
+                        if whole:
+                            text.append(whole)
+                            pieces.put(("text", whole))
+                    elif delta.get("type") == "input_json_delta":
+                        block = blocks.setdefault(event.get("index", -1), {})
+                        block["json"] = block.get("json", "") + delta.get("partial_json", "")
+                elif kind == "content_block_start":
+                    block = event.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        blocks[event.get("index", -1)] = {"id": block.get("id"), "name": block.get("name"),
+                                                          "json": ""}
+                elif kind == "message_start":
+                    usage.update((event.get("message") or {}).get("usage") or {})
+                elif kind == "message_delta":
+                    usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+                elif kind == "message_stop":
+                    finished = True
+                elif kind == "error":
+                    raise LLMUnavailable(f"{self.model}: {(event.get('error') or {}).get('type', 'error')} "
+                                         "while streaming")
+        if stop.is_set():
+            return Reply("".join(text))
+        if not finished:
+            raise LLMUnavailable(f"{self.model}: the stream ended before the reply did")
+        if buffer.strip():
+            text.append(buffer)
+            pieces.put(("text", buffer))
+        uses = []
+        for block in blocks.values():
+            try:
+                arguments = json.loads(block["json"]) if block.get("json") else {}
+            except ValueError:
+                arguments = {}
+            if isinstance(block.get("id"), str) and isinstance(block.get("name"), str):
+                uses.append(ToolUse(block["id"], block["name"], arguments if isinstance(arguments, dict) else {}))
+        return Reply("".join(text), uses, _usage(usage))
+
+    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
+              allow_tools: bool) -> Reply:
+        try:
+            response = self._create(**self._request(system, messages, tools, allow_tools), timeout=timeout)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
         except Exception as exc:
-            for vendor_error, ours in _ERRORS:
-                if isinstance(exc, vendor_error):
-                    status = getattr(exc, "status_code", None)
-                    detail = f"HTTP {status}" if status else type(exc).__name__
-                    raise ours(f"{self.model}: {detail}") from exc
-            raise
+            raise self._ours(exc) from exc
         blocks = message.get("content") if isinstance(message, dict) else None
         if not isinstance(blocks, list):
             raise LLMUnavailable(f"{self.model}: the answer has no content")

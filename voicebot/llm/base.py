@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence, TypedDict
+from typing import Any, Callable, Sequence, TypedDict
 
 from ..tools import Tool
 
@@ -32,6 +32,10 @@ class Reply:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+# Called with the sentences streamed so far; False stops the stream.
+OnText = Callable[[str], bool]
+
+
 class LLM(ABC):
     name = "llm"
 
@@ -44,6 +48,18 @@ class LLM(ABC):
         ``allow_tools`` False the model must answer in words only this time.
         Raises LLMTimeout, LLMUnavailable or LLMRejected; never a vendor's error.
         """
+
+    def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
+                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+        """As ``reply``, handing ``on_text`` each run of whole sentences as soon as the model has written it.
+
+        ``on_text`` returns False to stop the model (the caller talked over
+        the bot): the Reply then holds what was handed on. An adapter that
+        cannot stream hands on nothing and returns the whole reply, which the
+        caller then delivers as usual. If the model fails after some text was
+        handed on, the error is raised all the same: the caller knows what it said.
+        """
+        return self.reply(system, messages, timeout, tools, allow_tools)
 
     def close(self) -> None:
         """Let go of connections."""

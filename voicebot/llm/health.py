@@ -15,7 +15,7 @@ from .. import metrics
 from ..exceptions import LLMKeyRejected, StoreError
 from ..stores import SessionStore
 from ..tools import Tool
-from .base import LLM, Message, Reply
+from .base import LLM, Message, OnText, Reply
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,15 @@ class MonitoredLLM(LLM):
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+        return self._watched(lambda: self.inner.reply(system, messages, timeout, tools, allow_tools))
+
+    def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
+                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+        return self._watched(lambda: self.inner.stream_reply(system, messages, timeout, on_text, tools, allow_tools))
+
+    def _watched(self, call: Callable[[], Reply]) -> Reply:
         try:
-            answer = self.inner.reply(system, messages, timeout, tools, allow_tools)
+            answer = call()
         except LLMKeyRejected as exc:
             self.health.key_rejected(str(exc))
             raise

@@ -52,6 +52,7 @@ Renew = Callable[[], None]
 class Outcome:
     status: str  # a word for the response body
     llm_seconds: float = 0.0
+    first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class VoipbinSettings:
     max_transcript_chars: int
     numbers: frozenset[str]
     fetch_interval: float
+    stream_replies: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "VoipbinSettings":
@@ -74,12 +76,17 @@ class VoipbinSettings:
             max_transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
             numbers=frozenset(normalize_number(n) for n in config["VOIPBIN_NUMBERS"]),
             fetch_interval=config["VOIPBIN_FETCH_INTERVAL_SECONDS"],
+            stream_replies=config["VOIPBIN_STREAM_REPLIES"],
         )
 
 
 def normalize_number(number: str) -> str:
     """'+1 (555) 123-4567' and '+15551234567' are one number; a SIP address is kept as it is."""
     return number.strip() if "@" in number else re.sub(r"[\s().-]", "", number)
+
+
+def _barge_in_marker(call_id: str) -> str:
+    return f"voipbin:barge-in:{call_id}"
 
 
 def _transcribe_alias(transcribe_id: str) -> str:
@@ -269,10 +276,22 @@ class VoipbinBridge:
         if channel.get("transferred_to") or channel.get("hanging_up"):
             return "ignored"  # the bot's part of this call is over
         after: dict = {}
+        started = time.time()
 
         def deliver(reply: str, context: CallContext) -> None:
-            self._say(call_id, context.channel, reply, context.renew, deadline)
+            if reply:  # streamed replies are said already
+                self._say(call_id, context.channel, reply, context.renew, deadline)
             after.update(context.channel)
+
+        def interrupted(context: CallContext) -> bool:
+            talked = self.conversation.store.recall(_barge_in_marker(call_id))
+            if talked is None or float(talked) < started:
+                return False
+            # The caller talks over the reply being streamed: what is queued goes, and no more is said.
+            if context.channel.get("speaking_id"):
+                _quietly(lambda: self.client.flush(context.channel["speaking_id"], deadline=deadline), call_id)
+            log.info("barge-in call_id=%s: the streamed reply stops here", call_id)
+            return True
 
         def say_now(words: str, context: CallContext) -> None:
             # While a tool works: "one moment" is heard at once, and stays said whatever follows.
@@ -284,7 +303,9 @@ class VoipbinBridge:
         try:
             turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver,
                                                deadline=deadline, deliver_seconds=self.speech_seconds,
-                                               allow_transfer=channel.get("owner") == "fetch", say_now=say_now)
+                                               allow_transfer=channel.get("owner") == "fetch", say_now=say_now,
+                                               stream=self.settings.stream_replies,
+                                               interrupted=interrupted if self.settings.barge_in else None)
         except VoipbinRejected as exc:
             # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.
@@ -299,7 +320,7 @@ class VoipbinBridge:
                 self._act(call_id, turn, after, deadline)
             except StoreError as exc:
                 log.warning("call action not taken call_id=%s: %s", call_id, exc)
-        return Outcome("said" if turn.recorded else "said_not_recorded", turn.llm_seconds)
+        return Outcome("said" if turn.recorded else "said_not_recorded", turn.llm_seconds, turn.first_sentence_seconds)
 
     def _act(self, call_id: str, turn: Turn, channel: dict, deadline: Deadline) -> None:
         """After the words: hang up once they have been heard, or hand the caller to a person."""
@@ -355,6 +376,8 @@ class VoipbinBridge:
         event_id = data.get("id")
         if isinstance(event_id, str) and event_id and not self.conversation.mark_event(call_id, event_id):
             return "duplicate"
+        # A reply still being streamed stops at its next sentence (the turn flushes then).
+        self.conversation.store.remember(_barge_in_marker(call_id), repr(time.time()))
         if channel.get("speaking_until", 0) <= self.clock():
             return "not_speaking"
         try:

@@ -36,6 +36,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOIPBIN_VOICE_ID", "", text, "Voice of the speaking session. Unset: the provider's default."),
     Setting("VOIPBIN_BARGE_IN", True, flag,
             "1: when the caller starts talking over the bot, drop what it was still going to say."),
+    Setting("VOIPBIN_STREAM_REPLIES", True, flag,
+            "1: the model's reply is streamed and each sentence said as soon as it is written, so the caller "
+            "hears the first one while the model writes the rest. 0: the whole reply is said at once."),
     Setting("VOIPBIN_TIMEOUT_SECONDS", 3.0, positive_float,
             "Read timeout of one VoIPBin REST call (connect: 1 s). With the model's deadline it must fit "
             "in the 13 s voicebot gives itself of the 15 s VoIPBin waits for an answer."),

@@ -60,7 +60,7 @@ def events():
     # Only call events carry the call id; the bridge logs the others' call ids itself.
     g.call_id = data.get("id") if event_type.startswith("call_") and isinstance(data.get("id"), str) else "-"
     outcome = bridge.handle(event_type, data, deadline)
-    return with_llm_timing(jsonify(status=outcome.status), outcome.llm_seconds)
+    return with_llm_timing(jsonify(status=outcome.status), outcome.llm_seconds, outcome.first_sentence_seconds)
 
 
 @bp.route("/fetch", methods=METHODS)

@@ -53,10 +53,16 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def with_llm_timing(response, llm_seconds: float):
-    """Tell load tests how much of the latency was the model's, and the app's (Server-Timing, in ms)."""
+def with_llm_timing(response, llm_seconds: float, first_sentence_seconds: float | None = None):
+    """Tell load tests how much of the latency was the model's, and the app's (Server-Timing, in ms).
+
+    A streamed reply adds ``llm-first``: how long the model took to write its first sentence.
+    """
     app_ms = (time.perf_counter() - g.started) * 1000 if "started" in g else 0.0
-    response.headers["Server-Timing"] = f"llm;dur={llm_seconds * 1000:.1f}, app;dur={app_ms:.1f}"
+    timing = f"llm;dur={llm_seconds * 1000:.1f}, app;dur={app_ms:.1f}"
+    if first_sentence_seconds is not None:
+        timing += f", llm-first;dur={first_sentence_seconds * 1000:.1f}"
+    response.headers["Server-Timing"] = timing
     return response
 
 
