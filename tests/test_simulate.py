@@ -51,7 +51,9 @@ def test_an_article_campaign_passes(fake_llm, capsys, tmp_path):
     assert summary["turns"] == 60 and summary["errors"] == 0 and summary["isolation_violations"] == 0
 
 
-def test_a_voipbin_campaign_passes(fake_llm, capsys):
+def test_a_voipbin_campaign_passes_and_reports_the_time_to_first_word(fake_llm, capsys, monkeypatch):
+    monkeypatch.setattr(fake_llm, "sentences", 2)
+    monkeypatch.setattr(fake_llm, "sentence_gap", 0.05)
     port = free_port()
     app = create_app(app_config(fake_llm, VOIPBIN_WEBHOOK_SECRET="sim-secret", VOIPBIN_ACCESS_KEY="sim-key",
                                 VOIPBIN_API_URL=f"http://127.0.0.1:{port}/v1.0",
@@ -64,7 +66,8 @@ def test_a_voipbin_campaign_passes(fake_llm, capsys):
     finally:
         served.stop()
     assert status == 0, out
-    assert "30/30 turns" in out
+    assert "30/30 turns" in out and "isolation violations: 0" in out
+    assert "first word ms:" in out and "model's first sentence ms:" in out and "first word beyond it ms:" in out
 
 
 def test_a_twilio_campaign_passes_signed_against_the_public_url(fake_llm, capsys):

@@ -30,6 +30,7 @@ from .fake_voipbin import call_event_data, transcript_event_data
 
 _LLM_TIMING = re.compile(r"llm;dur=([0-9.]+)")
 _APP_TIMING = re.compile(r"app;dur=([0-9.]+)")
+_FIRST_SENTENCE_TIMING = re.compile(r"llm-first;dur=([0-9.]+)")
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
     app_overheads: list[float] = field(default_factory=list)
+    # VoIPBin, streamed replies: event sent -> first say at VoIPBin; the model's own first sentence; the gap.
+    first_words: list[float] = field(default_factory=list)
+    model_first_sentences: list[float] = field(default_factory=list)
+    first_word_overheads: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     error_example: dict[str, str] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
@@ -55,6 +60,12 @@ class Tally:
             self.overheads.append(max(0.0, latency - llm))
             if app is not None:
                 self.app_overheads.append(max(0.0, app - llm))
+
+    def first_word(self, seconds: float, model_first_sentence: float | None) -> None:
+        self.first_words.append(seconds)
+        if model_first_sentence is not None:
+            self.model_first_sentences.append(model_first_sentence)
+            self.first_word_overheads.append(max(0.0, seconds - model_first_sentence))
 
     def error(self, kind: str, example: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -279,12 +290,21 @@ class Campaign:
         if self.contract == "voipbin":
             transcribe_id = self.voipbin.transcribe_of(call_id)
             event = {"type": "transcript_created", "data": transcript_event_data(transcribe_id, text)}
+            with self.voipbin.lock:
+                before = len(self.voipbin.said[call_id])
+            sent = time.perf_counter()
             answer, elapsed, headers = await self._post(connections, "/webhook/voipbin", event, call_id)
             if answer.get("status") != "said":
                 self.tally.error(f"status_{answer.get('status')}", f"call {call_id}: answered {answer}")
                 raise _TurnFailed
             with self.voipbin.lock:
-                reply = self.voipbin.said[call_id][-1]
+                # A streamed reply is several says: the turn's reply is all of them.
+                reply = " ".join(self.voipbin.said[call_id][before:])
+                first_said = self.voipbin.said_at[call_id][before:before + 1]
+            first_sentence = _FIRST_SENTENCE_TIMING.search(headers.get("server-timing", ""))
+            if first_said:
+                self.tally.first_word(first_said[0] - sent,
+                                      float(first_sentence.group(1)) / 1000 if first_sentence else None)
         elif self.contract == "twilio":
             root, elapsed, headers = await self._post_form(
                 connections, self._actions.pop(call_id), self._twilio_fields(call_id, SpeechResult=text), call_id)
@@ -368,6 +388,9 @@ class Campaign:
             "latency_ms": ms(t.latencies),
             "overhead_ms": ms(t.overheads) if t.overheads else None,
             "in_app_overhead_ms": ms(t.app_overheads) if t.app_overheads else None,
+            "first_word_ms": ms(t.first_words) if t.first_words else None,
+            "model_first_sentence_ms": ms(t.model_first_sentences) if t.model_first_sentences else None,
+            "first_word_overhead_ms": ms(t.first_word_overheads) if t.first_word_overheads else None,
         }
 
 
@@ -398,6 +421,14 @@ def format_summary(s: dict) -> str:
     if s["in_app_overhead_ms"]:
         lines.append("in-app ms:   " + "  ".join(f"{k} {v}" for k, v in s["in_app_overhead_ms"].items())
                      + "  (the part of it spent inside voicebot's view)")
+    if s.get("first_word_ms"):
+        lines.append("first word ms:  " + "  ".join(f"{k} {v}" for k, v in s["first_word_ms"].items())
+                     + "  (event sent to the first say at VoIPBin)")
+    if s.get("model_first_sentence_ms"):
+        lines.append("model's first sentence ms: "
+                     + "  ".join(f"{k} {v}" for k, v in s["model_first_sentence_ms"].items()))
+        lines.append("first word beyond it ms: "
+                     + "  ".join(f"{k} {v}" for k, v in s["first_word_overhead_ms"].items()))
     shown = {**s["error_examples"], **(s["violation_examples"] if s["isolation_checked"] else {})}
     for kind, example in shown.items():
         lines.append(f"  e.g. {kind}: {example}")
