@@ -12,7 +12,7 @@ import redis
 from voicebot import close_app, create_app
 from voicebot.devtools.fake_llm import FakeMessagesAPI
 
-from .support import RedisServer, redis_server_binary
+from .support import Gunicorn, RedisServer, redis_server_binary
 
 STORES = ["memory", "redis"]
 TEST_REDIS_VARIABLE = "VOICEBOT_TEST_REDIS_URL"
@@ -88,6 +88,42 @@ def voipbin():
 
     with FakeVoipbin() as fake:
         yield fake
+
+
+@pytest.fixture
+def gunicorns(tmp_path):
+    """Start gunicorn with an environment, as often as a test needs; every one is stopped afterwards."""
+    started: list[Gunicorn] = []
+
+    def start(env: dict[str, str]) -> Gunicorn:
+        server = Gunicorn(env).start(tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# The number voicebot answers on VoIPBin in the tests, and its fetch token.
+OUR_NUMBER = "+15559870000"
+FETCH_TOKEN = "fetch-token-0123"
+
+
+@pytest.fixture
+def make_voipbin_app(make_app, voipbin):
+    def make(**overrides):
+        settings = {
+            "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret,
+            "VOIPBIN_ACCESS_KEY": voipbin.access_key,
+            "VOIPBIN_API_URL": voipbin.api_url,
+            "VOIPBIN_TIMEOUT_SECONDS": 1.0,
+            "VOIPBIN_NUMBERS": (OUR_NUMBER,),
+            "VOIPBIN_FETCH_TOKEN": FETCH_TOKEN,
+            **overrides,
+        }
+        return make_app(**settings)
+    return make
 
 
 @pytest.fixture(scope="session")

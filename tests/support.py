@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+from voicebot.devtools.loopback import JSONHandler, LoopbackServer
 from voicebot.devtools.processes import (ROOT, Gunicorn, RedisServer, free_port, procfile_command,  # noqa: F401
                                          redis_server_binary, wait_for)
 
@@ -109,7 +110,6 @@ class RecordReceiver:
 
     def __init__(self, secret: str) -> None:
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.secret = secret
         self.down = False
@@ -122,16 +122,11 @@ class RecordReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self):
                 import json
 
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 with receiver._lock:
                     hold = receiver.hold > 0
                     if hold:
@@ -160,10 +155,8 @@ class RecordReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
+        self.url = self.server.base_url + "/records"
 
     def by_id(self) -> dict[str, dict]:
         with self._lock:
@@ -174,8 +167,7 @@ class RecordReceiver:
 
     def stop(self) -> None:
         self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 class ToolServer:
@@ -187,7 +179,6 @@ class ToolServer:
 
     def __init__(self, secret: str, mode: str = "ok", delay: float = 2.0) -> None:
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.secret = secret
         self.mode = mode
@@ -197,16 +188,11 @@ class ToolServer:
         self._stop = threading.Event()
         tool = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self):
                 import json
 
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 if not signed_by(tool.secret, body, self.headers.get("X-Voicebot-Signature")):
                     tool.bad_signatures += 1
                     return self._send(401, b"{}")
@@ -232,10 +218,8 @@ class ToolServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tool"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
+        self.url = self.server.base_url + "/tool"
 
     def tools_file(self, path: Path, *, timeout: float = 2.0, filler: str = "One moment while I check that.") -> str:
         import json
@@ -248,8 +232,7 @@ class ToolServer:
 
     def stop(self) -> None:
         self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 class ServedApp:

@@ -29,9 +29,7 @@ def receiver():
 
 
 @pytest.fixture
-def deploy(tmp_path, fake_llm, redis_url, redis_prefix, receiver, voipbin):
-    started: list[Gunicorn] = []
-
+def deploy(gunicorns, fake_llm, redis_url, redis_prefix, receiver, voipbin):
     def start(redis: str = redis_url, **settings: str) -> Gunicorn:
         env = {"REDIS_URL": redis, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
                "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
@@ -39,13 +37,9 @@ def deploy(tmp_path, fake_llm, redis_url, redis_prefix, receiver, voipbin):
                "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret, "VOIPBIN_ACCESS_KEY": voipbin.access_key,
                "VOIPBIN_API_URL": voipbin.api_url, "VOIPBIN_NUMBERS": NUMBER, "VOIPBIN_FETCH_TOKEN": "ft",
                "VOIPBIN_TIMEOUT_SECONDS": "1", "REDIS_TIMEOUT_SECONDS": "0.5", **settings}
-        server = Gunicorn(env).start(tmp_path / f"gunicorn-{len(started)}.log")
-        started.append(server)
-        return server
+        return gunicorns(env)
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def article_call(server: Gunicorn, call_id: str, *words: str) -> list[dict]:

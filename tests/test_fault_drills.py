@@ -23,10 +23,8 @@ FALLBACK = "One moment, let me try that again."
 
 
 @pytest.fixture
-def deploy(tmp_path, fake_llm, redis_url, redis_prefix):
+def deploy(gunicorns, fake_llm, redis_url, redis_prefix):
     """Start gunicorn (2 workers, Redis) with extra settings; stopped afterwards."""
-    started: list[Gunicorn] = []
-
     def start(redis: str = redis_url, **settings: str) -> Gunicorn:
         env = {
             "REDIS_URL": redis, "REDIS_PREFIX": redis_prefix, "REDIS_TIMEOUT_SECONDS": "0.5",
@@ -34,13 +32,9 @@ def deploy(tmp_path, fake_llm, redis_url, redis_prefix):
             "WEB_CONCURRENCY": "2", "WEB_THREADS": "64", "LLM_TIMEOUT_SECONDS": "3",
             "FALLBACK_REPLY": FALLBACK, **settings,
         }
-        server = Gunicorn(env).start(tmp_path / f"gunicorn-{len(started)}.log")
-        started.append(server)
-        return server
+        return gunicorns(env)
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def say(server: Gunicorn, call_id: str, text: str, timeout: float = 30) -> requests.Response:

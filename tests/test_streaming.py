@@ -10,18 +10,9 @@ import pytest
 from voicebot.devtools.fake_voipbin import speech_event_data
 
 from .support import wait_for
-from .test_voipbin import OUR_NUMBER, answer, post_event, speak
+from .test_voipbin import answer, post_event, speak
 
 SENTENCES = ["Heard mk1.", "I have noted that.", "Is there anything else I can help you with today?"]
-
-
-@pytest.fixture
-def voipbin_app(make_app, voipbin):
-    def make(**overrides):
-        return make_app(VOIPBIN_WEBHOOK_SECRET=voipbin.webhook_secret, VOIPBIN_ACCESS_KEY=voipbin.access_key,
-                        VOIPBIN_API_URL=voipbin.api_url, VOIPBIN_TIMEOUT_SECONDS=1.0,
-                        VOIPBIN_NUMBERS=(OUR_NUMBER,), **overrides)
-    return make
 
 
 @pytest.fixture
@@ -37,8 +28,8 @@ def history_of(app, call_id):
     return conversation.store.peek(conversation.key(call_id))["messages"]
 
 
-def test_each_sentence_is_said_as_soon_as_the_model_has_written_it(voipbin_app, voipbin, slow_writer):
-    app = voipbin_app()
+def test_each_sentence_is_said_as_soon_as_the_model_has_written_it(make_voipbin_app, voipbin, slow_writer):
+    app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
     response = speak(client, voipbin, call_id, "mk1 please")
@@ -52,16 +43,16 @@ def test_each_sentence_is_said_as_soon_as_the_model_has_written_it(voipbin_app, 
     assert slow_writer.requests[-1]["stream"] is True
 
 
-def test_with_streaming_off_the_whole_reply_is_one_say(voipbin_app, voipbin, slow_writer):
-    client = voipbin_app(VOIPBIN_STREAM_REPLIES=False).test_client()
+def test_with_streaming_off_the_whole_reply_is_one_say(make_voipbin_app, voipbin, slow_writer):
+    client = make_voipbin_app(VOIPBIN_STREAM_REPLIES=False).test_client()
     call_id = answer(client, voipbin)
     assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
     assert voipbin.said[call_id][1:] == [" ".join(SENTENCES)]
     assert "stream" not in slow_writer.requests[-1]
 
 
-def test_barge_in_stops_the_stream_and_only_what_was_said_is_recorded(voipbin_app, voipbin, slow_writer):
-    app = voipbin_app()
+def test_barge_in_stops_the_stream_and_only_what_was_said_is_recorded(make_voipbin_app, voipbin, slow_writer):
+    app = make_voipbin_app()
     call_id = answer(app.test_client(), voipbin)
     answers = []
     turn = threading.Thread(target=lambda: answers.append(speak(app.test_client(), voipbin, call_id, "mk1")))
@@ -77,10 +68,10 @@ def test_barge_in_stops_the_stream_and_only_what_was_said_is_recorded(voipbin_ap
     assert history_of(app, call_id)[-1] == {"role": "assistant", "content": SENTENCES[0]}
 
 
-def test_a_model_that_dies_mid_reply_leaves_what_was_said_said_and_recorded(voipbin_app, voipbin, slow_writer,
+def test_a_model_that_dies_mid_reply_leaves_what_was_said_said_and_recorded(make_voipbin_app, voipbin, slow_writer,
                                                                             monkeypatch):
     monkeypatch.setattr(slow_writer, "break_after", 1)
-    app = voipbin_app()
+    app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
     assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
@@ -90,17 +81,17 @@ def test_a_model_that_dies_mid_reply_leaves_what_was_said_said_and_recorded(voip
     assert voipbin.said[call_id][2] == "Heard mk1 mk2."  # the call goes on
 
 
-def test_a_model_that_fails_before_a_word_gives_the_fallback(voipbin_app, voipbin, fake_llm, monkeypatch):
+def test_a_model_that_fails_before_a_word_gives_the_fallback(make_voipbin_app, voipbin, fake_llm, monkeypatch):
     monkeypatch.setattr(fake_llm, "fail_rate", 1.0)
-    app = voipbin_app()
+    app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
     assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
     assert voipbin.said[call_id][1:] == [app.config["FALLBACK_REPLY"]]
 
 
-def test_a_first_sentence_voipbin_refuses_for_now_fails_the_turn_for_its_redelivery(voipbin_app, voipbin, slow_writer):
-    client = voipbin_app().test_client()
+def test_a_first_say_refused_for_now_fails_the_turn_for_its_redelivery(make_voipbin_app, voipbin, slow_writer):
+    client = make_voipbin_app().test_client()
     call_id = answer(client, voipbin)
     voipbin.retry_after = 30
     voipbin.rate_limit_next["say"] = 1

@@ -20,28 +20,10 @@ from voicebot.devtools.fake_voipbin import (FlowRunner, call_event_data, go_json
 from voicebot.exceptions import ConfigError
 from voicebot.voipbin.signing import HEADER, sign
 
-from .conftest import app_config
+from .conftest import FETCH_TOKEN, OUR_NUMBER, app_config  # noqa: F401 - other tests take them from here
 
 GREETING = "Hello! How can I help you today?"
-OUR_NUMBER = "+15559870000"
 SECRET = "test-webhook-secret-0123456789ab"
-FETCH_TOKEN = "fetch-token-0123"
-
-
-@pytest.fixture
-def make_voipbin_app(make_app, voipbin):
-    def make(**overrides):
-        settings = {
-            "VOIPBIN_WEBHOOK_SECRET": voipbin.webhook_secret,
-            "VOIPBIN_ACCESS_KEY": voipbin.access_key,
-            "VOIPBIN_API_URL": voipbin.api_url,
-            "VOIPBIN_TIMEOUT_SECONDS": 1.0,
-            "VOIPBIN_NUMBERS": (OUR_NUMBER,),
-            "VOIPBIN_FETCH_TOKEN": FETCH_TOKEN,
-            **overrides,
-        }
-        return make_app(**settings)
-    return make
 
 
 @pytest.fixture

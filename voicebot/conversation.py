@@ -492,9 +492,10 @@ class _Streaming:
             left = limit - sum(len(s) + 1 for s in streamed)
             if left <= 0:
                 return False
-            words = make_speakable(text, left)
-            if not words:
+            whole = make_speakable(text, 1 << 20)
+            if not whole:
                 return True  # nothing speakable in it (an emoji, a link): wait for more
+            words = whole if len(whole) <= left else make_speakable(whole, left)
             try:
                 self.deliver(words, context)
             except Exception as exc:
@@ -504,7 +505,7 @@ class _Streaming:
                 return False
             streamed.append(words)
             # Past MAX_REPLY_CHARS the reply is cut here, at a sentence end, as a whole reply would be.
-            return words == make_speakable(text, 1 << 20)
+            return words == whole
 
         return say
 

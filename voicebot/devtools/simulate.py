@@ -173,6 +173,7 @@ class Campaign:
         self.twilio_token = twilio_token  # TWILIO_AUTH_TOKEN of the server (Twilio contract)
         self.public_url = public_url.rstrip("/")  # its PUBLIC_URL, if set: what Twilio signs
         self._actions: dict[str, str] = {}  # call -> the path its last <Gather> posts to (Twilio contract)
+        self._validator: Any = None  # Twilio's RequestValidator, made once (Twilio contract)
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:6]
         self.tally = Tally()
@@ -229,12 +230,10 @@ class Campaign:
     async def _post_form(self, connections: list[HTTPConnection], path: str, fields: dict[str, str],
                          call_id: str) -> tuple[ET.Element, float, dict]:
         """As Twilio posts: form-encoded, signed over the URL it calls and every field; the TwiML parsed."""
-        from twilio.request_validator import RequestValidator
-
         connection = connections[next(self._next_url) % len(connections)]
         url = (self.public_url or connection.base_url) + path
         headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   "X-Twilio-Signature": RequestValidator(self.twilio_token).compute_signature(url, fields)}
+                   "X-Twilio-Signature": self._twilio_validator().compute_signature(url, fields)}
         raw, elapsed, answer_headers = await self._send(connection, path, urlencode(fields).encode(), headers,
                                                         call_id)
         try:
@@ -265,6 +264,13 @@ class Campaign:
             self.tally.error(f"http_{status}", f"call {call_id}: {raw[:200].decode(errors='replace')}")
             raise _TurnFailed
         return raw, elapsed, answer_headers
+
+    def _twilio_validator(self) -> Any:
+        if self._validator is None:
+            from twilio.request_validator import RequestValidator
+
+            self._validator = RequestValidator(self.twilio_token)
+        return self._validator
 
     def _twilio_fields(self, call_id: str, **more: str) -> dict[str, str]:
         return {"CallSid": call_id, "AccountSid": "AC" + "0" * 32, "From": "+15550000000", "To": self.number,

@@ -100,8 +100,10 @@ def say_sorry(exc: Exception):
                     type(exc).__name__, exc)
     else:
         log.exception("Twilio %s failed unexpectedly call_id=%s", request.endpoint, g.get("call_id", "-"))
-    n = request.args.get("n", "0")
-    next_turn = int(n) + 1 if n.isdigit() and int(n) < 100_000 else 1
+    try:
+        next_turn = _turn_number() + 1 if request.endpoint == "twilio.turn" else 1
+    except InvalidEvent:
+        next_turn = 1
     return _twiml(_voice().listen(current_app.config["FALLBACK_REPLY"], _turn_url(next_turn)))
 
 
