@@ -59,7 +59,7 @@ def main() -> None:
     print("|---|---|---|")
     previous = 0.0
     for name, value in rows:
-        print(f"| {name} | {value:.3f} | {value - previous:+.3f} |")
+        print(f"| {name} | {value:.3f} | {f'{value - previous:+.3f}' if name.startswith(('+', 'model')) else ''} |")
         previous = value
 
 
@@ -106,16 +106,19 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
                                                    environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ())
     rows.append(("+ Flask (the WSGI app, called directly)", cpu_ms(wsgi) - builder_cost))
     rows.append(("+ gunicorn (1 worker, 1 thread, kept-alive connection)", gunicorn_turn(settings)))
+    rows.append(("naive Flask port (bench/naive_port.py), same gunicorn shape", gunicorn_turn(
+        settings, [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gthread", "--threads", "1",
+                   "bench.naive_port:app"])))
     return rows
 
 
-def gunicorn_turn(settings: dict) -> float:
+def gunicorn_turn(settings: dict, command: list[str] | None = None) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     from campaign import cpu_seconds, process_tree
 
     from voicebot.devtools.processes import Gunicorn
 
-    server = Gunicorn({**settings, "WEB_CONCURRENCY": "1", "WEB_THREADS": "1"})
+    server = Gunicorn({**settings, "WEB_CONCURRENCY": "1", "WEB_THREADS": "1"}, command=command)
     server.start(Path("/tmp") / f"breakdown-{uuid.uuid4().hex[:6]}.log")
     try:
         pids = process_tree(server.process.pid)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, wait_for  # noqa: E402
+from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
 from voicebot.devtools.simulate import Campaign, ok  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,13 +58,15 @@ def rss_mib(pid: int) -> float:
 class Deployment:
     """Redis, the fake LLM and gunicorn, started and stopped together."""
 
-    def __init__(self, *, llm_latency: float, workers: int, threads: int, redis: bool,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, llm_latency: float, workers: int, threads: int | None, redis: bool,
+                 extra_env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.llm_latency = llm_latency
         self.workers = workers
         self.threads = threads
         self.use_redis = redis
         self.extra_env = extra_env or {}
+        # By default the Procfile's command, as Heroku or Railway runs it.
+        self.command = command or procfile_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="voicebot-bench-"))
 
     def __enter__(self) -> "Deployment":
@@ -82,12 +84,14 @@ class Deployment:
             "REDIS_URL": self.redis.url if self.redis else "",
             "ANTHROPIC_API_KEY": "test-key",
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{llm_port}",
+            # As Heroku sets it; voicebot would pick 2 on this machine by itself.
             "WEB_CONCURRENCY": str(self.workers),
-            "WEB_THREADS": str(self.threads),
             "LOG_LEVEL": "INFO",
             **self.extra_env,
         }
-        self.server = Gunicorn(env).start(self.tmp / "gunicorn.log")
+        if self.threads:
+            env["WEB_THREADS"] = str(self.threads)
+        self.server = Gunicorn(env, command=self.command).start(self.tmp / "gunicorn.log")
         wait_for(lambda: len(process_tree(self.server.process.pid)) == 1 + self.workers, what="workers")
         self.pids = process_tree(self.server.process.pid)
         return self
@@ -113,47 +117,71 @@ def run_campaign(deployment: Deployment, **options) -> tuple[dict, float]:
     return summary, deployment.cpu() - before
 
 
-# Threads per worker for each scenario, chosen from measurements (see
-# voicebot/gunicorn_config.py): a 700 ms model needs ~150 turns in flight per
-# worker at this load; with no model latency, fewer threads contend less for the GIL.
-THREADS = {"campaign": 160, "capacity": 4, "memory": 32}
+NAIVE_PORT = [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "--worker-class", "gthread",
+              "--workers", "2", "--threads", "256", "--bind", "127.0.0.1:$PORT", "bench.naive_port:app"]
 
 
-def scenario_campaign(args) -> dict:
-    with Deployment(llm_latency=0.7, workers=args.workers, threads=args.threads or THREADS["campaign"],
-                    redis=True) as d:
+def naive_deployment(llm_latency: float) -> Deployment:
+    """The naive Flask port under the same gunicorn shape as voicebot's defaults
+    (2 gthread workers x 256 threads): the same work spread the same way."""
+    command = ["sh", "-c", "exec " + " ".join(NAIVE_PORT)]
+    return Deployment(llm_latency=llm_latency, workers=2, threads=None, redis=False, command=command)
+
+
+def campaign(args, llm_latency: float) -> dict:
+    """The README campaign on the Procfile's defaults: only REDIS_URL (and
+    WEB_CONCURRENCY=2, as Heroku sets it) in the environment."""
+    with Deployment(llm_latency=llm_latency, workers=args.workers, threads=args.threads or None, redis=True) as d:
         rounds = [run_campaign(d, calls=args.calls, turns=6, think=2.0, ramp=args.ramp, timeout=30)
                   for _ in range(args.rounds)]
         rss = d.worker_rss()
     rounds.sort(key=lambda r: r[0]["overhead_ms"]["p99"])
     summary, cpu = rounds[len(rounds) // 2]
     p99s = [r[0]["overhead_ms"]["p99"] for r in rounds]
-    return {"scenario": f"campaign {args.calls} calls x 6 turns, think 2 s, LLM 700 ms "
-                        f"(median of {len(rounds)}; p99 overhead {min(p99s)}-{max(p99s)} ms)",
+    return {"scenario": f"campaign {args.calls} calls x 6 turns, think 2 s, LLM {int(llm_latency * 1000)} ms, "
+                        f"defaults (median of {len(rounds)}; p99 overhead {min(p99s)}-{max(p99s)} ms)",
             "summary": summary, "cpu_ms_per_turn": 1000 * cpu / max(1, summary["turns"]), "worker_rss_mib": rss,
             "target": "0 errors, 0 violations, p99 overhead <= 10 ms",
             "met": all(ok(s) for s, _ in rounds) and summary["overhead_ms"]["p99"] <= 10}
 
 
+def scenario_campaign(args) -> dict:
+    return campaign(args, 0.7)
+
+
+def scenario_campaign_slow(args) -> dict:
+    return campaign(args, 1.5)
+
+
 def scenario_capacity(args) -> dict:
-    with Deployment(llm_latency=0.0, workers=args.workers, threads=args.threads or THREADS["capacity"],
-                    redis=True) as d:
-        run_campaign(d, calls=20, turns=5)  # warm up: imports, connections, scripts loaded
-        # This machine's CPU speed drifts from run to run (a shared VM): the
-        # median of three rounds, with the spread shown.
-        rounds = [run_campaign(d, calls=100, turns=20, history=20) for _ in range(3)]
+    """CPU per turn with an instant model, voicebot on its defaults beside the
+    naive port, rounds interleaved so that the VM's drifting speed hits both alike."""
+    with Deployment(llm_latency=0.0, workers=args.workers, threads=args.threads or None, redis=True) as d, \
+            naive_deployment(0.0) as naive:
+        per_turn: dict[str, list[float]] = {"voicebot": [], "naive": []}
+        summaries = []
+        for deployment in (d, naive):
+            run_campaign(deployment, calls=20, turns=5)  # warm up: imports, connections, scripts loaded
+        for _ in range(3):
+            for name, deployment in (("voicebot", d), ("naive", naive)):
+                summary, cpu = run_campaign(deployment, calls=100, turns=20, history=20)
+                per_turn[name].append(1000 * cpu / max(1, summary["turns"]))
+                if name == "voicebot":
+                    summaries.append((summary, cpu))
         rss = d.worker_rss()
-    per_turn = sorted(1000 * cpu / max(1, s["turns"]) for s, cpu in rounds)
-    summary = sorted(rounds, key=lambda r: r[1] / max(1, r[0]["turns"]))[1][0]
-    return {"scenario": "capacity 100 calls x 20 turns, LLM 0 ms (median of 3)", "summary": summary,
-            "cpu_ms_per_turn": per_turn[1], "cpu_spread": (per_turn[0], per_turn[-1]), "worker_rss_mib": rss,
-            "target": "<= 1.0 ms server CPU per turn",
-            "met": all(ok(s) for s, _ in rounds) and per_turn[1] <= 1.0}
+    mine, theirs = (sorted(per_turn[name]) for name in ("voicebot", "naive"))
+    summary = sorted(summaries, key=lambda r: r[1])[1][0]
+    ratio = mine[1] / theirs[1]
+    return {"scenario": f"capacity 100 calls x 20 turns, LLM 0 ms, defaults (median of 3; naive Flask port "
+                        f"{theirs[1]:.2f} ms ({theirs[0]:.2f}-{theirs[-1]:.2f}), ratio {ratio:.2f}x)",
+            "summary": summary, "cpu_ms_per_turn": mine[1], "cpu_spread": (mine[0], mine[-1]),
+            "worker_rss_mib": rss, "target": "<= 1.0x the naive port's server CPU per turn",
+            "met": all(ok(s) for s, _ in summaries) and ratio <= 1.0}
 
 
 def scenario_memory(args) -> dict:
     """20,000 calls through the in-memory store: worker RSS after each 5,000 must level off."""
-    with Deployment(llm_latency=0.0, workers=1, threads=args.threads or THREADS["memory"], redis=False) as d:
+    with Deployment(llm_latency=0.0, workers=1, threads=args.threads or None, redis=False) as d:
         rss, turns, errors = [], 0, 0
         for _ in range(4):
             summary, _ = run_campaign(d, calls=5000, turns=1, ramp=0)
@@ -166,7 +194,8 @@ def scenario_memory(args) -> dict:
             "target": "worker RSS flat after the first 5,000 (< 5 MiB more)", "met": errors == 0 and growth < 5}
 
 
-SCENARIOS = {"campaign": scenario_campaign, "capacity": scenario_capacity, "memory": scenario_memory}
+SCENARIOS = {"campaign": scenario_campaign, "campaign-slow": scenario_campaign_slow,
+             "capacity": scenario_capacity, "memory": scenario_memory}
 
 
 def spread(result: dict) -> str:

@@ -10,7 +10,7 @@ import redis
 
 from voicebot.exceptions import CallBusy, LockLost, StoreUnavailable
 from voicebot.stores import MemoryStore, RedisStore
-from voicebot.stores.base import REAP_GRACE_SECONDS
+from voicebot.stores.base import FRESH_LEASE_SECONDS, REAP_GRACE_SECONDS
 
 GRACE_MS = REAP_GRACE_SECONDS * 1000
 
@@ -159,6 +159,19 @@ def test_renew_keeps_a_slow_holder_ahead_of_its_lease(redis_store):
         pass
     with pytest.raises(LockLost):
         abandoned.renew()
+
+
+def test_a_lease_just_taken_is_not_renewed_again(redis_store, monkeypatch):
+    renewals = []
+    real = redis_store._renew
+    monkeypatch.setattr(redis_store, "_renew", lambda record: renewals.append(record) or real(record))
+    with redis_store.locked("c", 1) as record:
+        record.renew()  # the lock was taken a moment ago: a round trip would change nothing
+        assert renewals == []
+        record.leased_at -= FRESH_LEASE_SECONDS  # as if the step before had taken a while
+        record.renew()
+        assert renewals == [record]
+        record.save({"ok": True}, release=True)
 
 
 def test_active_calls_count_live_sessions_only(any_store):

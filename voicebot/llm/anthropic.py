@@ -16,6 +16,7 @@ from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMU
 from ..tools import Tool
 from ..speakable import complete_sentences
 from .base import LLM, Message, OnText, Reply, ToolUse
+from .transport import DeadlineTransport, proxy_configured, wall_clock_deadline
 
 # The SDK's errors, most specific first, and what each means to a turn.
 # Retrying inside a phone turn is left to the next turn: the caller hears the
@@ -41,10 +42,18 @@ class AnthropicLLM(LLM):
         self.model = model
         self.max_tokens = max_tokens
         self.prompt_caching = prompt_caching
+        # The deadline is kept by the connections themselves (see transport.py),
+        # so a call runs in the turn's thread; a client given from outside, or
+        # an HTTP proxy (which only httpx's own transport honours), falls back
+        # to running the call on a pool thread and waiting for it.
+        self._deadline_in_sockets = client is None and not proxy_configured()
         self._client = client or anthropic.Anthropic(
             api_key=api_key,
             base_url=base_url or None,
             max_retries=0,
+            http_client=anthropic.DefaultHttpxClient(
+                transport=DeadlineTransport(self._executor, keep_alive=max_concurrency))
+            if self._deadline_in_sockets else None,
         )
         # The raw response, read as plain JSON: building the SDK's typed
         # Message costs about a fifth of the SDK's CPU per call, and a turn
@@ -64,13 +73,17 @@ class AnthropicLLM(LLM):
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
-        """The SDK's timeout bounds each read, not the call: a model that trickles its
-        answer, or a slow DNS lookup, would hold the turn far past it. The call
-        runs on a pool thread and the turn waits for it ``timeout`` seconds of
-        wall time at most; a call left behind ends by itself on the SDK's timeout.
+        """Within ``timeout`` seconds of wall time, however the model trickles its answer.
+
+        The SDK's timeout bounds each read, not the call. Our transport holds
+        every read to the deadline; without it, the call runs on a pool thread
+        and the turn waits for it ``timeout`` seconds at most.
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
+        if self._deadline_in_sockets:
+            with wall_clock_deadline(timeout):
+                return self._call(system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools)
         future = self._executor().submit(self._call, system, list(messages), timeout,
                                          [tool.spec() for tool in tools], allow_tools)
         try:
@@ -148,8 +161,9 @@ class AnthropicLLM(LLM):
     def _stream(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
                 allow_tools: bool, pieces: SimpleQueue, stop: threading.Event) -> None:
         try:
-            pieces.put(("done", self._read_stream(self._request(system, messages, tools, allow_tools), timeout,
-                                                  pieces, stop)))
+            with wall_clock_deadline(timeout):  # an abandoned stream lets go of its thread on time too
+                pieces.put(("done", self._read_stream(self._request(system, messages, tools, allow_tools),
+                                                      timeout, pieces, stop)))
         except LLMError as exc:
             pieces.put(("error", exc))
         except Exception as exc:
