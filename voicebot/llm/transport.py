@@ -128,4 +128,3 @@ def proxy_configured() -> bool:
     from urllib.request import getproxies
 
     return any(scheme in getproxies() for scheme in ("http", "https", "all"))
-
