@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
@@ -72,6 +72,12 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
+def _close_unclaimed(opening: Future) -> None:
+    """A connection opened after its caller gave up is nobody's."""
+    if opening.exception() is None:
+        opening.result().close()
+
+
 class DeadlineBackend(httpcore2.NetworkBackend):
     """httpcore's own socket backend, with every stream held to the thread's deadline."""
 
@@ -88,8 +94,7 @@ class DeadlineBackend(httpcore2.NetworkBackend):
         try:
             stream = opening.result(left)
         except FutureTimeout:
-            # Whatever it opens later is nobody's: close it then.
-            opening.add_done_callback(lambda done: done.exception() is None and done.result().close())
+            opening.add_done_callback(_close_unclaimed)
             raise httpcore2.ConnectTimeout(f"no connection to {host} within the model call's deadline") from None
         return _DeadlineStream(stream)
 
