@@ -109,6 +109,25 @@ def test_a_slow_name_lookup_is_inside_the_deadline_too(make_app, monkeypatch):
     assert time.monotonic() - started < 0.4 + 1.0
 
 
+def test_the_model_is_asked_from_the_turns_own_thread(make_app, fake_llm, monkeypatch):
+    """No hand-off to another thread per turn (it cost a loaded worker ~0.7 ms of CPU a turn)."""
+    app = make_app()
+    llm = app.extensions["conversations"]["article"].llm.inner
+    assert turn(app.test_client(), "c", "mk1").get_json() == {"response": "Heard mk1."}
+    handed_off = []  # the helper pool opens connections (the name lookup takes no timeout), and only that
+    real_submit = llm._pool.submit
+    monkeypatch.setattr(llm._pool, "submit", lambda *a, **k: handed_off.append(a) or real_submit(*a, **k))
+    assert turn(app.test_client(), "c", "mk2").get_json() == {"response": "Heard mk1 mk2."}
+    assert turn(app.test_client(), "d", "mk3").get_json() == {"response": "Heard mk3."}
+    assert handed_off == []
+
+
+def test_behind_an_http_proxy_the_deadline_falls_back_to_a_pool_thread(make_app, fake_llm, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    llm = make_app().extensions["conversations"]["article"].llm.inner
+    assert not llm._deadline_in_sockets  # httpx's own transport, which honours the proxy
+
+
 def test_a_turn_that_outlived_its_lease_is_not_answered_as_recorded(fake_llm, redis_url, redis_prefix):
     """Only Redis has a lease (a thread cannot die and leave a memory lock held)."""
     app = create_app(app_config(fake_llm, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
