@@ -224,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_CONCURRENCY", 0, _non_negative_int,
             "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2).",
             shown="0 (derived)"),
-    Setting("WEB_THREADS", 256, positive_int,
+    Setting("WEB_THREADS", 512, positive_int,
             "Threads per worker: turns one worker holds at once while the model thinks. With 32 or more, "
             "past all but 4 of them webhooks are answered 503 with `Retry-After` at once instead of queueing."),
 )

@@ -13,14 +13,19 @@ in the session store, which is why more than one worker needs Redis.
 Measured with bench/campaign.py on 2 cores, Redis, 2 workers:
 - gevent instead of gthread: the same p99 overhead (74 ms vs 68 ms before
   the GC fix below) and more CPU per turn (3.35 vs 2.2 ms in the campaign,
-  1.89 vs 1.5 ms at capacity), plus monkey-patching: not worth it.
+  1.89 vs 1.5 ms at capacity), plus monkey-patching: not worth it. Measured
+  again on 2026-11-24 on the defaults (capacity scenario, median of 3):
+  gevent 4.09 ms of CPU per turn against gthread's 3.73.
 - sync workers serve one turn per process: a 700 ms model would need
   hundreds of processes.
-- Threads: 1,000 calls with a 700 ms model and 2 s think time (~310
-  turns/s) queued for threads at 128 per worker (p50 overhead 22 ms) and ran
-  clear at 160 (p50 1.6 ms); more threads only add GIL contention, which
-  costs CPU (1 -> 4 concurrent turns per worker: 1.38 -> 1.80 ms of CPU per
-  turn). Size WEB_THREADS to about 1.5 x turns/s per worker x model latency.
+- Threads: a turn holds one thread while the model thinks (the model's
+  deadline is kept in the turn's own thread, voicebot/llm/transport.py), and
+  a thread blocked on a socket costs no CPU, only its stack. 1,000 calls
+  with 2 s think time and a 1.5 s model put ~215 turns in flight per worker
+  on average and more on the busier one: at 256 threads per worker 203 of
+  6,000 turns were shed, at 512 none (same run, 2026-11-24). Size
+  WEB_THREADS to about 1.5 x turns/s per worker x model latency; the
+  default, 512, covers a 1.5 s model at ~140 turns/s per worker.
 """
 
 from __future__ import annotations
