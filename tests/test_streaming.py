@@ -99,3 +99,16 @@ def test_a_first_say_refused_for_now_fails_the_turn_for_its_redelivery(make_voip
     assert first.status_code == 503  # nothing was heard: VoIPBin sends the transcript again
     assert speak(client, voipbin, call_id, "mk1", transcript_id="t-1").get_json() == {"status": "said"}
     assert voipbin.said[call_id][1:] == SENTENCES  # each sentence once
+
+
+def test_a_model_that_stalls_mid_reply_is_cut_off_at_the_deadline(make_voipbin_app, voipbin, slow_writer,
+                                                                    monkeypatch):
+    monkeypatch.setattr(slow_writer, "sentence_gap", 5.0)  # the second sentence would come long past the deadline
+    app = make_voipbin_app(LLM_TIMEOUT_SECONDS=1.0)
+    client = app.test_client()
+    call_id = answer(client, voipbin)
+    started = time.monotonic()
+    assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
+    assert time.monotonic() - started < 1.0 + 1.0
+    assert voipbin.said[call_id][1:] == SENTENCES[:1]  # what was said stays said, and no fallback after it
+    assert history_of(app, call_id)[-1] == {"role": "assistant", "content": SENTENCES[0]}

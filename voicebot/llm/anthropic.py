@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from queue import Empty, SimpleQueue
 from typing import Any, Sequence
 
 import anthropic
+import httpx2
 
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
@@ -31,6 +30,21 @@ _ERRORS: tuple[tuple[type[Exception], type[LLMError]], ...] = (
     (anthropic.APIStatusError, LLMRejected),
     (anthropic.AnthropicError, LLMUnavailable),
 )
+
+
+class _NotSaid(Exception):
+    """What ``on_text`` raised, carried past the mapping of the model's errors unchanged."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _hand_on(on_text: OnText, piece: str) -> bool:
+    try:
+        return on_text(piece)
+    except Exception as exc:
+        raise _NotSaid(exc) from exc
 
 
 class AnthropicLLM(LLM):
@@ -94,46 +108,34 @@ class AnthropicLLM(LLM):
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
                      tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
-        """The Messages API's streaming, read on a pool thread; sentences are handed on here, in the turn's thread.
+        """The Messages API's streaming, read in the turn's own thread.
 
-        The pool thread puts each run of whole sentences on a queue as it
-        completes; the turn takes them within the same wall-clock deadline as
-        ``reply``. What arrives while a run is being said is said next in one
-        piece, so a fast model costs one say, not one per sentence.
+        The whole sentences that each read brings go to ``on_text`` as one piece.
+
+        While a piece is being said, the model's next words wait in the
+        socket, and the read after it takes them all: a fast model costs one
+        say, not one per sentence, and no thread hands anything to another.
+        The wall-clock deadline holds every read, as in ``reply``; behind an
+        HTTP proxy, where it cannot, the reply comes whole instead.
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
-        deadline = time.monotonic() + timeout
-        pieces: SimpleQueue = SimpleQueue()
-        stop = threading.Event()
-        self._executor().submit(self._stream, system, list(messages), timeout,
-                                [tool.spec() for tool in tools], allow_tools, pieces, stop)
-        handed: list[str] = []
+        if not self._deadline_in_sockets:
+            return self.reply(system, messages, timeout, tools, allow_tools)
+        request = self._request(system, list(messages), [tool.spec() for tool in tools], allow_tools)
         try:
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    kind, value = pieces.get(timeout=max(left, 0.0)) if left > 0 else pieces.get_nowait()
-                except Empty:
-                    raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
-                if kind == "text":
-                    text = value
-                    while not pieces.empty():  # what came meanwhile goes with it
-                        more_kind, more = pieces.get_nowait()
-                        if more_kind != "text":
-                            pieces.put((more_kind, more))  # the end is always last: putting it back keeps the order
-                            break
-                        text += more
-                    handed.append(text)
-                    if not on_text(text):
-                        return Reply("".join(handed))
-                elif kind == "done":
-                    reply: Reply = value
-                    return Reply("".join(handed) or reply.text, reply.tool_uses, reply.usage)
-                else:
-                    raise value
-        finally:
-            stop.set()
+            with wall_clock_deadline(timeout):
+                return self._read_stream(request, timeout, on_text)
+        except _NotSaid as failed:
+            raise failed.error from None  # the platform's own error, for the turn to answer as it does
+        except LLMError:
+            raise
+        except httpx2.TimeoutException:
+            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
+        except Exception as exc:
+            mapped = self._ours(exc)
+            raise (mapped if isinstance(mapped, LLMError)
+                   else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")) from exc
 
     def _request(self, system: str, messages: list[Message], tools: list[dict],
                  allow_tools: bool) -> dict[str, Any]:
@@ -158,65 +160,54 @@ class AnthropicLLM(LLM):
                 return ours(f"{self.model}: {detail}")
         return exc
 
-    def _stream(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
-                allow_tools: bool, pieces: SimpleQueue, stop: threading.Event) -> None:
-        try:
-            with wall_clock_deadline(timeout):  # an abandoned stream lets go of its thread on time too
-                pieces.put(("done", self._read_stream(self._request(system, messages, tools, allow_tools),
-                                                      timeout, pieces, stop)))
-        except LLMError as exc:
-            pieces.put(("error", exc))
-        except Exception as exc:
-            mapped = self._ours(exc)
-            pieces.put(("error", mapped if isinstance(mapped, LLMError)
-                        else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")))
-
-    def _read_stream(self, request: dict[str, Any], timeout: float, pieces: SimpleQueue,
-                     stop: threading.Event) -> Reply:
+    def _read_stream(self, request: dict[str, Any], timeout: float, on_text: OnText) -> Reply:
         """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""
-        buffer, text, finished = "", [], False
+        pending, buffer, text, finished = b"", "", [], False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         with self._stream_create(**request, stream=True, timeout=timeout) as response:
-            for line in response.iter_lines():
-                if stop.is_set():
-                    break  # the turn has what it needs (or gave up): let go of the model
-                if not line.startswith("data:"):
-                    continue
-                event = json.loads(line[5:])
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta":
-                        buffer += delta.get("text", "")
-                        whole, buffer = complete_sentences(buffer)
-                        if whole:
-                            text.append(whole)
-                            pieces.put(("text", whole))
-                    elif delta.get("type") == "input_json_delta":
-                        block = blocks.setdefault(event.get("index", -1), {})
-                        block["json"] = block.get("json", "") + delta.get("partial_json", "")
-                elif kind == "content_block_start":
-                    block = event.get("content_block") or {}
-                    if block.get("type") == "tool_use":
-                        blocks[event.get("index", -1)] = {"id": block.get("id"), "name": block.get("name"),
-                                                          "json": ""}
-                elif kind == "message_start":
-                    usage.update((event.get("message") or {}).get("usage") or {})
-                elif kind == "message_delta":
-                    usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-                elif kind == "message_stop":
-                    finished = True
-                elif kind == "error":
-                    raise LLMUnavailable(f"{self.model}: {(event.get('error') or {}).get('type', 'error')} "
-                                         "while streaming")
-        if stop.is_set():
-            return Reply("".join(text))
+            for chunk in response.iter_bytes():
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()  # the start of a line the next read completes
+                ready = []
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    kind = event.get("type")
+                    if kind == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta":
+                            buffer += delta.get("text", "")
+                            whole, buffer = complete_sentences(buffer)
+                            if whole:
+                                ready.append(whole)
+                        elif delta.get("type") == "input_json_delta":
+                            block = blocks.setdefault(event.get("index", -1), {})
+                            block["json"] = block.get("json", "") + delta.get("partial_json", "")
+                    elif kind == "content_block_start":
+                        block = event.get("content_block") or {}
+                        if block.get("type") == "tool_use":
+                            blocks[event.get("index", -1)] = {"id": block.get("id"), "name": block.get("name"),
+                                                              "json": ""}
+                    elif kind == "message_start":
+                        usage.update((event.get("message") or {}).get("usage") or {})
+                    elif kind == "message_delta":
+                        usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+                    elif kind == "message_stop":
+                        finished = True
+                    elif kind == "error":
+                        raise LLMUnavailable(f"{self.model}: {(event.get('error') or {}).get('type', 'error')} "
+                                             "while streaming")
+                if ready:
+                    text.append("".join(ready))
+                    if not _hand_on(on_text, text[-1]):
+                        return Reply("".join(text))  # the caller talked: let go of the model
         if not finished:
             raise LLMUnavailable(f"{self.model}: the stream ended before the reply did")
         if buffer.strip():
             text.append(buffer)
-            pieces.put(("text", buffer))
+            _hand_on(on_text, buffer)
         uses = []
         for block in blocks.values():
             try:
