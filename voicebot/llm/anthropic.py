@@ -66,7 +66,7 @@ class AnthropicLLM(LLM):
             base_url=base_url or None,
             max_retries=0,
             http_client=anthropic.DefaultHttpxClient(
-                transport=DeadlineTransport(self._executor, keep_alive=max_concurrency))
+                transport=DeadlineTransport(self._executor))
             if self._deadline_in_sockets else None,
         )
         # The raw response, read as plain JSON: building the SDK's typed

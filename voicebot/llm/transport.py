@@ -28,6 +28,12 @@ import httpx2
 
 _local = threading.local()
 
+# A thread's connection waits this long for its next turn. Longer than
+# httpx's 5 s: a worker's threads take turns in order, so a thread comes back
+# only after all the others have had one, and a connection closed meanwhile
+# by the server is seen (readable at EOF) and replaced before it is used.
+KEEPALIVE_SECONDS = 60.0
+
 
 @contextmanager
 def wall_clock_deadline(seconds: float) -> Iterator[None]:
@@ -107,25 +113,58 @@ class DeadlineBackend(httpcore2.NetworkBackend):
         self._sockets.sleep(seconds)
 
 
-class DeadlineTransport(httpx2.HTTPTransport):
-    """httpx's transport over a pool whose connections keep the calling thread's deadline.
+class _PoolPerThread:
+    """httpcore's request interface over one small pool per thread.
 
-    ``keep_alive`` connections stay open between calls: one per turn in
-    flight, or each turn past them would open (and, over TLS, handshake) a
-    connection of its own.
+    httpcore's shared pool looks at every connection it holds, and asks the
+    kernel whether each idle one has been closed, twice for every request:
+    with a hundred turns in flight per worker that was ~10% of the worker's
+    CPU (py-spy, bench/campaign.py). A thread makes one call at a time, so its
+    own pool holds one connection, kept alive between its turns.
     """
 
-    def __init__(self, helpers: Callable[[], Executor], *, keep_alive: int) -> None:
+    def __init__(self, make: Callable[[], httpcore2.ConnectionPool]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._pools: list[httpcore2.ConnectionPool] = []
+        self._lock = threading.Lock()
+
+    def _own(self) -> httpcore2.ConnectionPool:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = self._make()
+            with self._lock:
+                self._pools.append(pool)
+        return pool
+
+    def handle_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        return self._own().handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = self._pools, []
+        for pool in pools:
+            pool.close()
+
+    def __enter__(self) -> "_PoolPerThread":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeadlineTransport(httpx2.HTTPTransport):
+    """httpx's transport over connections that keep the calling thread's deadline, one pool per thread."""
+
+    def __init__(self, helpers: Callable[[], Executor]) -> None:
         super().__init__()
+        ssl_context = httpx2.create_ssl_context()  # one for every thread's pool: making one loads the CA bundle
+        backend = DeadlineBackend(helpers)
         # httpx takes no network backend of its own: its pool is replaced by
-        # one built the same way (httpcore's public constructor) that takes one.
-        self._pool = httpcore2.ConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
-            max_connections=max(keep_alive, 1000),
-            max_keepalive_connections=keep_alive,
-            keepalive_expiry=5.0,
-            network_backend=DeadlineBackend(helpers),
-        )
+        # ones built the same way (httpcore's public constructor) that take one.
+        self._pool = _PoolPerThread(lambda: httpcore2.ConnectionPool(  # type: ignore[assignment]
+            ssl_context=ssl_context, max_connections=4, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_SECONDS,
+            network_backend=backend))
 
 
 def proxy_configured() -> bool:
