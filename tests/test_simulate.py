@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -68,6 +69,38 @@ def test_a_voipbin_campaign_passes_and_reports_the_time_to_first_word(fake_llm, 
     assert status == 0, out
     assert "30/30 turns" in out and "isolation violations: 0" in out
     assert "first word ms:" in out and "model's first sentence ms:" in out and "first word beyond it ms:" in out
+
+
+def test_a_shed_voipbin_event_is_sent_again_as_voipbin_does(fake_llm, capsys, tmp_path):
+    port = free_port()
+    app = create_app(app_config(fake_llm, VOIPBIN_WEBHOOK_SECRET="sim-secret", VOIPBIN_ACCESS_KEY="sim-key",
+                                VOIPBIN_API_URL=f"http://127.0.0.1:{port}/v1.0",
+                                VOIPBIN_NUMBERS=("+15559870000",)))
+    real, shed = app.wsgi_app, []
+
+    def sheds_one_transcript(environ, start_response):  # as an instance at capacity answers
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        if b"transcript_created" in body and not shed:
+            shed.append(body)
+            start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"), ("Retry-After", "1")])
+            return [b'{"error": "overloaded"}']
+        return real(environ, start_response)
+
+    app.wsgi_app = sheds_one_transcript
+    served = ServedApp(app)
+    report = tmp_path / "summary.json"
+    try:
+        status, out = run_cli([served.url, "--contract", "voipbin", "--calls", "3", "--turns", "2",
+                               "--secret", "sim-secret", "--access-key", "sim-key", "--json", str(report),
+                               "--voipbin-listen", f"127.0.0.1:{port}"], capsys)
+    finally:
+        served.stop()
+    assert status == 0, out
+    summary = json.loads(report.read_text())
+    assert summary["redelivered_by_status"] == {"503": 1} and summary["errors"] == 0 and summary["turns"] == 6
+    assert summary["latency_ms"]["max"] >= 1000  # the caller waited through the second it took
+    assert "redelivered: 1" in out
 
 
 def test_a_twilio_campaign_passes_signed_against_the_public_url(fake_llm, capsys):

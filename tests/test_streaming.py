@@ -102,7 +102,7 @@ def test_a_first_say_refused_for_now_fails_the_turn_for_its_redelivery(make_voip
 
 
 def test_a_model_that_stalls_mid_reply_is_cut_off_at_the_deadline(make_voipbin_app, voipbin, slow_writer,
-                                                                    monkeypatch):
+                                                                  monkeypatch):
     monkeypatch.setattr(slow_writer, "sentence_gap", 5.0)  # the second sentence would come long past the deadline
     app = make_voipbin_app(LLM_TIMEOUT_SECONDS=1.0)
     client = app.test_client()

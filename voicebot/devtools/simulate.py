@@ -48,6 +48,8 @@ class Tally:
     error_example: dict[str, str] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
     violation_example: dict[str, str] = field(default_factory=dict)
+    # VoIPBin sends an event again after a 5xx or no answer; by answer status.
+    redelivered: dict[str, int] = field(default_factory=dict)
     calls_done: int = 0
     calls_started: int = 0
     # Replies that repeat the call's earlier turns' markers: only voicebot fake-llm
@@ -153,6 +155,11 @@ class HTTPConnection:
         self.reader = self.writer = None
 
 
+# VoIPBin's webhook sender: 3 attempts, 1 s apart, on a 5xx (../shared/voipbin-api.md).
+VOIPBIN_ATTEMPTS = 3
+VOIPBIN_REDELIVERY_SECONDS = 1.0
+
+
 class Campaign:
     def __init__(self, urls: list[str], *, contract: str = "article", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
@@ -249,16 +256,24 @@ class Campaign:
 
     async def _send(self, connection: HTTPConnection, path: str, data: bytes, headers: dict[str, str],
                     call_id: str) -> tuple[bytes, float, dict]:
+        """One request, and on VoIPBin its redeliveries; the time from the first attempt to the answer."""
         started = time.perf_counter()
-        try:
-            status, answer_headers, raw = await asyncio.wait_for(
-                connection.post(path, data, headers), self.timeout)
-        except asyncio.TimeoutError:
-            self.tally.error("timeout", f"call {call_id}: no answer within {self.timeout}s")
-            raise _TurnFailed from None
-        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-            self.tally.error("connection", f"call {call_id}: {type(exc).__name__}: {exc}")
-            raise _TurnFailed from None
+        for attempt in range(1, VOIPBIN_ATTEMPTS + 1):
+            try:
+                status, answer_headers, raw = await asyncio.wait_for(
+                    connection.post(path, data, headers), self.timeout)
+            except asyncio.TimeoutError:
+                self.tally.error("timeout", f"call {call_id}: no answer within {self.timeout}s")
+                raise _TurnFailed from None
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                self.tally.error("connection", f"call {call_id}: {type(exc).__name__}: {exc}")
+                raise _TurnFailed from None
+            if self.contract != "voipbin" or status < 500 or attempt == VOIPBIN_ATTEMPTS:
+                break
+            # As VoIPBin's webhook sender: a 5xx is sent again a second later,
+            # whatever Retry-After says; the caller waits through it.
+            self.tally.redelivered[str(status)] = self.tally.redelivered.get(str(status), 0) + 1
+            await asyncio.sleep(VOIPBIN_REDELIVERY_SECONDS)
         elapsed = time.perf_counter() - started
         if status != 200:
             self.tally.error(f"http_{status}", f"call {call_id}: {raw[:200].decode(errors='replace')}")
@@ -385,6 +400,8 @@ class Campaign:
             "errors": sum(t.errors.values()),
             "errors_by_kind": t.errors,
             "error_examples": t.error_example,
+            "redelivered": sum(t.redelivered.values()),
+            "redelivered_by_status": t.redelivered,
             "isolation_checked": t.marked_replies > 0,
             "isolation_violations": sum(t.violations.values()) if t.marked_replies else 0,
             "violations_by_kind": t.violations,
@@ -418,6 +435,8 @@ def format_summary(s: dict) -> str:
         f"contract {s['contract']}: {s['calls']} calls, {s['calls_completed']} completed, "
         f"{s['turns']}/{s['turns_expected']} turns in {s['seconds']}s ({s['turns_per_second']} turns/s)",
         f"errors: {s['errors']} {s['errors_by_kind'] or ''}",
+        *([f"redelivered: {s['redelivered']} {s['redelivered_by_status']} (as VoIPBin does after a 5xx: "
+           "1 s later, 3 attempts in all; the wait is in the latencies)"] if s.get("redelivered") else []),
         isolation,
         "latency ms:  " + "  ".join(f"{k} {v}" for k, v in s["latency_ms"].items()),
     ]
