@@ -31,10 +31,11 @@ def pid_of_connection(pids: list[int], local_port: int, remote_port: int) -> int
 
 
 class TLSProxy:
-    """TLS in front of a plain TCP server (a real Redis), with a self-signed certificate.
+    """TLS in front of a plain TCP server (a real Redis, the fake model), with a self-signed certificate.
 
     Stands in for a managed Redis behind TLS, such as Heroku's, whose
-    certificate no system CA signed.
+    certificate no system CA signed, and for the model's API, which is only
+    ever reached over TLS (``ca`` is the authority to trust).
     """
 
     def __init__(self, backend_port: int) -> None:
@@ -44,7 +45,7 @@ class TLSProxy:
 
         self.backend_port = backend_port
         self.port = free_port()
-        ca = trustme.CA()
+        ca = self.ca = trustme.CA()
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(self.context)
         self._listener = socket.create_server(("127.0.0.1", self.port))

@@ -128,6 +128,25 @@ def test_behind_an_http_proxy_the_deadline_falls_back_to_a_pool_thread(make_app,
     assert not llm._deadline_in_sockets  # httpx's own transport, which honours the proxy
 
 
+def test_the_model_over_tls_keeps_its_deadline_too(make_app, fake_llm, monkeypatch, tmp_path):
+    """The real API is only ever HTTPS: the handshake and reads go through the deadline's streams."""
+    proxy = TLSProxy(int(fake_llm.url.rsplit(":", 1)[1])).start()
+    try:
+        proxy.ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        app = make_app(ANTHROPIC_BASE_URL=f"https://127.0.0.1:{proxy.port}", LLM_TIMEOUT_SECONDS=0.5,
+                       FALLBACK_REPLY="One moment.")
+        assert app.extensions["conversations"]["article"].llm.inner._deadline_in_sockets
+        client = app.test_client()
+        assert turn(client, "c", "mk1").get_json() == {"response": "Heard mk1."}
+        fake_llm.trickle = 0.05
+        started = time.monotonic()
+        assert turn(client, "c", "mk2").get_json() == {"response": "One moment."}
+        assert time.monotonic() - started < 0.5 + 1.0
+    finally:
+        proxy.stop()
+
+
 def test_a_turn_that_outlived_its_lease_is_not_answered_as_recorded(fake_llm, redis_url, redis_prefix):
     """Only Redis has a lease (a thread cannot die and leave a memory lock held)."""
     app = create_app(app_config(fake_llm, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
