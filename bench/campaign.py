@@ -68,8 +68,18 @@ class Deployment:
         # By default the Procfile's command, as Heroku or Railway runs it.
         self.command = command or procfile_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="voicebot-bench-"))
+        self.redis: RedisServer | None = None
+        self.llm: subprocess.Popen | None = None
+        self.server: Gunicorn | None = None
 
     def __enter__(self) -> "Deployment":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # what did start must not outlive a start that failed
+            raise
+
+    def _start(self) -> "Deployment":
         self.redis = RedisServer().start() if self.use_redis else None
         llm_port = free_port()
         self.llm = subprocess.Popen(
@@ -91,15 +101,20 @@ class Deployment:
         }
         if self.threads:
             env["WEB_THREADS"] = str(self.threads)
-        self.server = Gunicorn(env, command=self.command).start(self.tmp / "gunicorn.log")
-        wait_for(lambda: len(process_tree(self.server.process.pid)) == 1 + self.workers, what="workers")
-        self.pids = process_tree(self.server.process.pid)
+        server = self.server = Gunicorn(env, command=self.command)
+        server.start(self.tmp / "gunicorn.log")
+        assert server.process is not None
+        master = server.process.pid
+        wait_for(lambda: len(process_tree(master)) == 1 + self.workers, what="workers")
+        self.pids = process_tree(master)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-        self.llm.terminate()
-        self.llm.wait()
+        if self.server:
+            self.server.stop()
+        if self.llm:
+            self.llm.terminate()
+            self.llm.wait()
         if self.redis:
             self.redis.stop()
 
@@ -113,6 +128,7 @@ class Deployment:
 def run_campaign(deployment: Deployment, **options) -> tuple[dict, float]:
     """The simulator's summary, and the server's CPU seconds spent during it."""
     before = deployment.cpu()
+    assert deployment.server is not None, "enter the deployment first"
     summary = Campaign([deployment.server.url], **options).run()
     return summary, deployment.cpu() - before
 
