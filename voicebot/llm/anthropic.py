@@ -110,13 +110,14 @@ class AnthropicLLM(LLM):
                      tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
         """The Messages API's streaming, read in the turn's own thread.
 
-        The whole sentences that each read brings go to ``on_text`` as one piece.
-
-        While a piece is being said, the model's next words wait in the
-        socket, and the read after it takes them all: a fast model costs one
-        say, not one per sentence, and no thread hands anything to another.
-        The wall-clock deadline holds every read, as in ``reply``; behind an
-        HTTP proxy, where it cannot, the reply comes whole instead.
+        Each sentence goes to ``on_text`` as soon as the model has finished
+        it (sentences finished by one chunk of the stream, together). While a
+        piece is being said, the model's next words wait in the socket, and
+        no thread hands anything to another. httpx yields the stream one HTTP
+        chunk at a time, so sentences that queued during a say are said one
+        by one, not merged. The wall-clock deadline holds every read, as in
+        ``reply``; behind an HTTP proxy, where it cannot, the reply comes
+        whole instead.
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
