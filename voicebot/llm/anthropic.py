@@ -95,11 +95,11 @@ class AnthropicLLM(LLM):
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
+        call = (system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools)
         if self._deadline_in_sockets:
             with wall_clock_deadline(timeout):
-                return self._call(system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools)
-        future = self._executor().submit(self._call, system, list(messages), timeout,
-                                         [tool.spec() for tool in tools], allow_tools)
+                return self._call(*call)
+        future = self._executor().submit(self._call, *call)
         try:
             return future.result(timeout)
         except FutureTimeout:

@@ -93,9 +93,9 @@ class DeadlineBackend(httpcore2.NetworkBackend):
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore2.NetworkStream:
+        if getattr(_local, "deadline", None) is None:  # outside a model call: nothing to wait for
+            return _DeadlineStream(self._sockets.connect_tcp(host, port, timeout, local_address, socket_options))
         left = _left(timeout, httpcore2.ConnectTimeout)
-        if getattr(_local, "deadline", None) is None:
-            return _DeadlineStream(self._sockets.connect_tcp(host, port, left, local_address, socket_options))
         opening = self._helpers().submit(self._sockets.connect_tcp, host, port, left, local_address, socket_options)
         try:
             stream = opening.result(left)
