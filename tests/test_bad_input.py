@@ -77,10 +77,20 @@ def test_bad_input_gets_a_json_4xx_and_leaves_history_alone(client, method, path
     assert MARKER.findall(after.get_json()["response"]) == ["mk1", "mk2"]
 
 
-def test_body_without_a_content_type_is_still_read(client):
-    response = client.post(TRANSCRIPT, data=b'{"call_id": "c", "transcript": "mk1"}')
+def test_body_without_a_content_type_is_still_read_with_the_token(make_app):
+    client = make_app(WEBHOOK_TOKEN="t").test_client()
+    response = client.post(TRANSCRIPT, data=b'{"call_id": "c", "transcript": "mk1"}',
+                           headers={"Authorization": "Bearer t"})
     assert response.status_code == 200
     assert response.get_json()["response"] == "Heard mk1."
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_local_trial_takes_only_json_bodies(client, content_type):
+    # What a page of another site can send without the browser asking first (a form, a no-cors fetch).
+    response = client.post(TRANSCRIPT, data=b'{"call_id": "c", "transcript": "mk1"}', content_type=content_type)
+    assert response.status_code == 415 and response.get_json()["error"] == "unsupported_media_type"
 
 
 def test_body_cap_is_configurable(make_app):

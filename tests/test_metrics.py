@@ -17,7 +17,7 @@ def test_metrics_count_turns_fallbacks_errors_and_active_calls(client, fake_llm)
     client.post("/webhook/transcript", json={"call_id": "m2", "transcript": "mk1"})
     fake_llm.fail_rate = 1.0
     client.post("/webhook/transcript", json={"call_id": "m1", "transcript": "mk2"})
-    client.post("/webhook/transcript", data="not json")
+    client.post("/webhook/transcript", data="not json", content_type="application/json")
     client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "m2"})
     response = client.get("/metrics")
     assert response.status_code == 200

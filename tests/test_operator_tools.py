@@ -12,6 +12,7 @@ from voicebot import create_app
 from voicebot.exceptions import ConfigError
 from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
+from voicebot.outgoing import AddressPolicy
 from voicebot.devtools.fake_voipbin import transcript_event_data
 
 from .conftest import app_config
@@ -117,6 +118,15 @@ def test_the_tools_answer_is_logged_only_at_debug(tool_app, caplog):
                  "url": "http://tools.example.com/x"}]}, "must be https://"),
     ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
                  "url": "http://127.0.0.1:9/x"}]}, "TOOLS_ALLOW_LOOPBACK=1"),
+    # Not public: refused on the URL's text already (a name is checked at each connection).
+    ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
+                 "url": "https://127.0.0.1/x"}]}, "TOOLS_ALLOW_LOOPBACK=1"),
+    ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
+                 "url": "https://[::ffff:127.0.0.1]/x"}]}, "TOOLS_ALLOW_LOOPBACK=1"),
+    ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
+                 "url": "https://169.254.169.254/latest/meta-data"}]}, "not a public address"),
+    ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
+                 "url": "https://10.1.2.3/x"}]}, "TOOLS_ALLOW_NETWORKS"),
     ({"tools": [{"name": "end_call", "description": "d", "input_schema": {"type": "object"},
                  "url": "https://x.example.com"}]}, "the name is taken"),
     ({"tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"},
@@ -127,7 +137,7 @@ def test_a_bad_tools_file_is_refused_with_a_line_per_mistake(tmp_path, tools, wo
     path = tmp_path / "tools.json"
     path.write_text(json.dumps(tools))
     with pytest.raises(ConfigError, match=None) as info:
-        load_tools(str(path), allow_loopback=False)
+        load_tools(str(path), AddressPolicy())
     assert words in str(info.value)
 
 

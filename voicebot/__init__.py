@@ -23,7 +23,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     from .llm import build_llm
     from .llm.health import LLMHealth, MonitoredLLM
     from .logs import configure_logging
-    from .operator_tools import ToolCaller, load_tools
+    from .operator_tools import ToolCaller, address_policy, load_tools
     from .platforms import PLATFORMS, load_config
     from .records import build_outbox
     from .stores import build_store
@@ -43,8 +43,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     llm = MonitoredLLM(build_llm(cfg), llm_health)
     app.extensions["admission"] = Admission(in_flight_limit(cfg["WEB_THREADS"]))
     settings = ConversationSettings.from_config(cfg)
-    tools = load_tools(cfg["TOOLS_FILE"], allow_loopback=cfg["TOOLS_ALLOW_LOOPBACK"]) if cfg["TOOLS_FILE"] else []
-    caller = app.extensions["tool_caller"] = (ToolCaller(cfg["TOOLS_SECRET"], max_workers=cfg["WEB_THREADS"])
+    policy = address_policy(cfg)
+    tools = load_tools(cfg["TOOLS_FILE"], policy) if cfg["TOOLS_FILE"] else []
+    caller = app.extensions["tool_caller"] = (ToolCaller(cfg["TOOLS_SECRET"], tools, policy=policy,
+                                                         per_tool=cfg["TOOLS_MAX_IN_FLIGHT"])
                                               if tools else None)
     _announce(app, store, llm)
     if tools:

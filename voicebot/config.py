@@ -102,6 +102,12 @@ def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _networks(value: str) -> tuple:
+    from .outgoing import parse_networks
+
+    return parse_networks(value)
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -156,6 +162,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Replies are cut at a sentence boundary below this length."),
     Setting("MAX_TRANSCRIPT_CHARS", 2000, positive_int,
             "Longest caller utterance accepted."),
+    Setting("MAX_TRANSCRIPT_LINES", 400, positive_int,
+            "Lines of a call's transcript kept for its record (caller, bot and tool lines; a tool's line "
+            "keeps at most MAX_TRANSCRIPT_CHARS of its answer). Past it the oldest go, and the record says "
+            "how many (`transcript_dropped`): a call's memory stays bounded however long it runs."),
     Setting("MAX_BODY_BYTES", 65536, positive_int,
             "Largest webhook body accepted (413 above it)."),
     Setting("ANTHROPIC_API_KEY", "", text,
@@ -182,6 +192,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CALL_RECORD_RETENTION_SECONDS", 604800.0, positive_float,
             "How long records are kept for `voicebot calls export` (with Redis; in memory, while the "
             "process lives)."),
+    Setting("MAX_QUEUED_RECORDS", 1000, positive_int,
+            "In-memory store only: records one process keeps waiting for CALL_REPORT_URL. Past it, while the "
+            "receiver stays down, the oldest is given up on, logged and counted "
+            "(`voicebot_call_records_total{event=\"dropped\"}`). With Redis the queue is a stream in Redis."),
     Setting("TOOLS_FILE", "", text,
             "A JSON file declaring the operator's tools the model may use mid-call (each an HTTPS endpoint "
             "voicebot POSTs to). Unset: no such tools."),
@@ -189,7 +203,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Key of the tool calls' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
             "with TOOLS_FILE.", secret=True),
     Setting("TOOLS_ALLOW_LOOPBACK", False, flag,
-            "1: tools may be `http://` on loopback (local trials and tests); otherwise only `https://`."),
+            "1: tools may be on loopback, `http://` too (local trials and tests); otherwise only `https://` "
+            "to public addresses."),
+    Setting("TOOLS_ALLOW_NETWORKS", (), _networks,
+            "Comma-separated networks (`10.0.0.0/8, fd00::/8`) tools may reach although they are not public. "
+            "Otherwise a tool whose host resolves to a private, link-local (cloud metadata), shared or "
+            "reserved address is refused at every connection, whatever its URL says."),
+    Setting("TOOLS_MAX_IN_FLIGHT", 32, positive_int,
+            "Calls to one tool that one worker makes at once; past it a call fails at once (the model hears "
+            "the tool is busy), so a slow tool never holds back the others or is called late."),
     Setting("MAX_TOOL_ROUNDS", 3, positive_int,
             "Most rounds of tool calls in one turn before the model must answer in words."),
     Setting("LLM_MODEL", DEFAULT_MODEL, text, "Claude model for replies."),
@@ -289,9 +311,9 @@ def check(settings: Mapping[str, Any]) -> None:
             raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a "
                               "receiver checks")
     if settings["TOOLS_FILE"]:
-        from .operator_tools import load_tools
+        from .operator_tools import address_policy, load_tools
 
-        load_tools(settings["TOOLS_FILE"], allow_loopback=settings["TOOLS_ALLOW_LOOPBACK"])
+        load_tools(settings["TOOLS_FILE"], address_policy(settings))
         if not settings["TOOLS_SECRET"]:
             raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, TypedDict, TypeVar, cast
 
@@ -19,7 +18,7 @@ from .config import lock_wait_seconds
 from .deadline import Deadline, unbounded
 from .exceptions import CallBusy, LLMError, LockLost, StoreError
 from .llm import LLM, Message, Reply, ToolUse
-from .operator_tools import HttpTool, ToolCaller, ToolResult
+from .operator_tools import HttpTool, ToolCall, ToolCaller, ToolResult
 from .records import Outbox, build_record
 from .records.record import iso
 from .speakable import make_speakable
@@ -47,6 +46,7 @@ class ConversationSettings:
     goodbye_line: str = "Thank you for calling. Goodbye!"
     transfer_line: str = "Please hold while I connect you with a person."
     max_tool_rounds: int = 3
+    transcript_chars: int = 2000  # of a tool's answer, in the transcript
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ConversationSettings":
@@ -62,6 +62,7 @@ class ConversationSettings:
             goodbye_line=config["GOODBYE_LINE"],
             transfer_line=config["TRANSFER_LINE"],
             max_tool_rounds=config["MAX_TOOL_ROUNDS"],
+            transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
         )
 
 
@@ -119,6 +120,7 @@ class Session(TypedDict, total=False):
     messages: list[Message]      # what the model sees, trimmed to MAX_HISTORY_TURNS
     actions: list[dict]          # end_call / transfer_call, as the model took them, with their time
     usage: dict[str, int]        # tokens billed over the call, by kind
+    transcript_lines: int        # transcript lines added over the call (the store keeps the last ones)
     # The platform's own state of the call (VoIPBin: owner, transcribe_id,
     # speaking_id, ...); saved with the session, read by nothing else.
     channel: dict[str, Any]
@@ -401,7 +403,7 @@ class Conversation:
     def _use_tools(self, session: Session, uses: list[ToolUse], offered: dict[str, Tool], budget: "_Budget",
                    context: CallContext, say_now: Deliver | None) -> list[dict]:
         """Call the operator's tools the model asked for (at once, in parallel); their tool_result blocks."""
-        pending = {}
+        pending: dict[str, tuple[HttpTool, ToolCall]] = {}
         for use in uses:
             tool = offered.get(use.name)
             if isinstance(tool, HttpTool) and self.tool_caller is not None:
@@ -414,15 +416,14 @@ class Conversation:
         blocks = []
         for use in uses:
             if use.id in pending:
-                tool, future = pending[use.id]
-                try:
-                    result = future.result(timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout) + 0.5)
-                except FutureTimeout:  # an answer trickling in past its time
-                    result = ToolResult(f"The {tool.name} tool did not answer in time.", True)
+                tool, call = pending[use.id]
+                # The call keeps its own deadline; this wait only guards against a worker thread that stalls.
+                result = call.result(timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout) + 0.5)
             else:
                 result = ToolResult(f"There is no tool {use.name} to use now.", True)
-            context.lines.append(_line("tool", result.content, tool=use.name, input=use.input,
-                                       is_error=result.is_error))
+            # The model gets the whole answer; the transcript, kept for the record, its first part.
+            context.lines.append(_line("tool", result.content[:self.settings.transcript_chars], tool=use.name,
+                                       input=use.input, is_error=result.is_error))
             blocks.append(result.block(use.id))
         context.renew()
         return blocks
@@ -525,15 +526,9 @@ class _Budget:
         return self.deadline.cap(tool_timeout, keep=self.deliver_seconds + min(2.0, llm_timeout))
 
 
-def _all_done(pending: dict, wait: float) -> bool:
-    futures = [future for _, future in pending.values()]
+def _all_done(pending: dict[str, tuple[HttpTool, ToolCall]], wait: float) -> bool:
     deadline = time.monotonic() + wait
-    for future in futures:
-        try:
-            future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except Exception:
-            return False
-    return True
+    return all(call.wait(deadline - time.monotonic()) for _, call in pending.values())
 
 
 def _count_usage(session: Session, usage: dict[str, int]) -> None:

@@ -31,7 +31,8 @@ CALLS = Counter("voicebot_calls", "Calls started and ended", ["event"])
 ERRORS = Counter("voicebot_errors", "Requests answered with an error, by kind", ["kind"])
 LLM_TOKENS = Counter("voicebot_llm_tokens", "Model tokens billed, by kind: input, cache_write, cache_read, output",
                      ["kind"])
-RECORDS = Counter("voicebot_call_records", "End-of-call records, by event: made, delivered, retried, failed",
+RECORDS = Counter("voicebot_call_records",
+                  "End-of-call records, by event: made, delivered, retried, failed, dropped (memory queue full)",
                   ["event"])
 
 

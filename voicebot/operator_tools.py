@@ -13,21 +13,21 @@ an answer that is not JSON or too large) becomes a ``tool_result`` with
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import re
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from .exceptions import ConfigError
+from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
+                       is_loopback_host)
+from .signing import sign
 from .tools import LIFECYCLE_TOOLS, Tool
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,13 @@ SIGNATURE_HEADER = "X-Voicebot-Signature"
 CALL_ID_HEADER = "X-Voicebot-Tool-Call-Id"
 MAX_ANSWER_BYTES = 16_384
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def address_policy(config: Mapping[str, Any]) -> AddressPolicy:
+    """Where tools (and anything else of the operator's that a call reaches) may be: public addresses,
+    loopback with TOOLS_ALLOW_LOOPBACK, and the networks TOOLS_ALLOW_NETWORKS names."""
+    return AddressPolicy(allow_loopback=config["TOOLS_ALLOW_LOOPBACK"],
+                         allowed_networks=config["TOOLS_ALLOW_NETWORKS"])
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class ToolResult:
         return block
 
 
-def load_tools(path: str, *, allow_loopback: bool) -> list[HttpTool]:
+def load_tools(path: str, policy: AddressPolicy) -> list[HttpTool]:
     """The tools of ``path``; a ConfigError listing every mistake, one line each, otherwise."""
     try:
         declared = json.loads(Path(path).read_text())
@@ -87,7 +94,7 @@ def load_tools(path: str, *, allow_loopback: bool) -> list[HttpTool]:
         schema = item.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             mistakes.append(f'{where}: input_schema must be a JSON schema with "type": "object"')
-        url_problem = _url_problem(item.get("url"), allow_loopback)
+        url_problem = _url_problem(item.get("url"), policy)
         if url_problem:
             mistakes.append(f"{where}: url {url_problem}")
         timeout = item.get("timeout_seconds", 3)
@@ -104,79 +111,166 @@ def load_tools(path: str, *, allow_loopback: bool) -> list[HttpTool]:
     return tools
 
 
-def _url_problem(url: object, allow_loopback: bool) -> str:
+def _url_problem(url: object, policy: AddressPolicy) -> str:
     if not isinstance(url, str):
         return "is missing"
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return ""
-    if parts.scheme == "http" and parts.hostname:
-        if _is_loopback(parts.hostname):
-            return "" if allow_loopback else "is http:// to loopback: set TOOLS_ALLOW_LOOPBACK=1 (local trials only)"
-        return "must be https:// (http:// only to loopback, with TOOLS_ALLOW_LOOPBACK=1)"
-    return "must be an https:// URL"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
     except ValueError:
-        return False
+        return "is not a URL"
+    if not host or parts.scheme not in ("http", "https"):
+        return "must be an https:// URL"
+    loopback = is_loopback_host(host)
+    if parts.scheme == "http" and not loopback:
+        return "must be https:// (http:// only to loopback, with TOOLS_ALLOW_LOOPBACK=1)"
+    problem = policy.url_problem(host)
+    if problem and loopback:
+        return "is on loopback: set TOOLS_ALLOW_LOOPBACK=1 (local trials only)"
+    if problem:
+        return f"is not allowed: {problem} (name its network in TOOLS_ALLOW_NETWORKS to allow it)"
+    return ""
 
 
-@dataclass
+class ToolCall:
+    """A tool call under way: its result within its deadline, never an exception."""
+
+    def __init__(self, tool: HttpTool, future: "Future[ToolResult] | None", exchange: Exchange | None,
+                 result: "ToolResult | None" = None) -> None:
+        self.tool = tool
+        self._future = future
+        self._exchange = exchange
+        self._result = result
+
+    @classmethod
+    def finished(cls, tool: HttpTool, result: "ToolResult") -> "ToolCall":
+        return cls(tool, None, None, result)
+
+    def wait(self, seconds: float) -> bool:
+        """True once the call is over (answered or failed) within ``seconds``."""
+        if self._future is None:
+            return True
+        try:
+            self._future.result(timeout=max(0.0, seconds))
+        except FutureTimeout:
+            return False
+        except Exception:
+            return True
+        return True
+
+    def result(self, timeout: float) -> "ToolResult":
+        """The tool's result; past ``timeout`` the call is cut off (and never sent, if it was not yet)."""
+        if self._future is None:
+            assert self._result is not None
+            return self._result
+        try:
+            return self._future.result(timeout=max(0.0, timeout))
+        except FutureTimeout:
+            if self._exchange is not None:
+                self._exchange.cancel()
+            return ToolResult(f"The {self.tool.name} tool did not answer in time.", True)
+        except Exception:  # the call itself catches everything; this is the last guard
+            log.exception("tool %s failed unexpectedly", self.tool.name)
+            return ToolResult(f"The {self.tool.name} tool failed.", True)
+
+
 class ToolCaller:
-    """Calls the operator's tools: signed, bounded in time and size, in a small pool of threads."""
+    """Calls the operator's tools: signed, never redirected, one deadline each, a bounded number at a time.
 
-    secret: str
-    max_workers: int = 32
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    Each tool has its own ``per_tool`` slots in this worker: a tool that is
+    slow or down fills only its own, and a call to it past them fails at once
+    (an ``is_error`` result) instead of queueing to be sent late; other tools
+    keep working.
+    """
 
-    def __post_init__(self) -> None:
-        self._session = requests.Session()
+    def __init__(self, secret: str, tools: Sequence[HttpTool], *, policy: AddressPolicy | None = None,
+                 per_tool: int = 32) -> None:
+        self.secret = secret
+        self.per_tool = per_tool
+        self.http = OutgoingHTTP(policy=policy or AddressPolicy(), pool_size=per_tool)
+        self._slots = {tool.name: threading.BoundedSemaphore(per_tool) for tool in tools}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def start(self, tool: HttpTool, tool_use_id: str, tool_input: dict, *, call_id: str, platform: str,
-              caller: str | None, timeout: float) -> "Future[ToolResult]":
-        if self._pool is None:  # made on first use, in the worker process
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="tool")
+              caller: str | None, timeout: float) -> ToolCall:
         body = {"id": tool_use_id, "call_id": call_id, "platform": platform, "caller": caller,
                 "tool": tool.name, "input": tool_input}
-        return self._pool.submit(self._call, tool, tool_use_id, body, timeout)
-
-    def _call(self, tool: HttpTool, tool_use_id: str, body: dict, timeout: float) -> ToolResult:
         if timeout < 0.05:
-            return ToolResult("The tool could not be asked: no time was left in this turn.", True)
-        raw = json.dumps(body, separators=(",", ":")).encode()
-        signature = "sha256=" + hmac.new(self.secret.encode(), raw, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature, CALL_ID_HEADER: tool_use_id}
+            return ToolCall.finished(tool, self._failed(tool, body, "could not be asked: no time was left in "
+                                                                    "this turn"))
+        slots = self._slots.get(tool.name)
+        if slots is None or not slots.acquire(blocking=False):
+            return ToolCall.finished(tool, self._failed(tool, body, "is busy with other calls"))
+        exchange = self.http.exchange(timeout)
         try:
-            with self._session.post(tool.url, data=raw, headers=headers, timeout=(min(1.0, timeout), timeout),
-                                    stream=True) as answer:
-                data = answer.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
-                status = answer.status_code
-        except requests.Timeout:
-            return self._failed(tool, body, "did not answer in time")
-        except requests.RequestException:
-            return self._failed(tool, body, "could not be reached")
-        if not 200 <= status < 300:
-            return self._failed(tool, body, f"answered with an error (HTTP {status})")
-        if len(data) > MAX_ANSWER_BYTES:
-            return self._failed(tool, body, f"answered with more than {MAX_ANSWER_BYTES} bytes")
-        try:
-            json.loads(data)
-        except ValueError:
-            return self._failed(tool, body, "answered with something that is not JSON")
-        log.debug("tool %s call_id=%s answered %s", tool.name, body["call_id"], data[:500])
-        return ToolResult(data.decode())
+            future = self._executor().submit(self._call_and_free, tool, tool_use_id, body, exchange, slots)
+        except RuntimeError:  # shut down: the worker is stopping
+            slots.release()
+            return ToolCall.finished(tool, self._failed(tool, body, "could not be asked: the service is stopping"))
+        return ToolCall(tool, future, exchange)
 
-    def _failed(self, tool: HttpTool, body: dict, what: str) -> ToolResult:
-        log.warning("tool %s %s call_id=%s", tool.name, what, body["call_id"])
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:  # made on first use, in the worker process
+                self._pool = ThreadPoolExecutor(self.per_tool * max(1, len(self._slots)),
+                                                thread_name_prefix="tool")
+            return self._pool
+
+    def _call_and_free(self, tool: HttpTool, tool_use_id: str, body: dict, exchange: Exchange,
+                       slots: threading.BoundedSemaphore) -> ToolResult:
+        try:
+            return self._call(tool, tool_use_id, body, exchange)
+        except Exception:
+            log.exception("tool %s failed unexpectedly call_id=%s", tool.name, body["call_id"])
+            return self._failed(tool, body, "failed")
+        finally:
+            slots.release()
+
+    def _call(self, tool: HttpTool, tool_use_id: str, body: dict, exchange: Exchange) -> ToolResult:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(raw, self.secret),
+                   CALL_ID_HEADER: tool_use_id}
+        try:
+            answer = self.http.post(tool.url, raw, headers, exchange, MAX_ANSWER_BYTES)
+        except Expired:
+            return self._failed(tool, body, "did not answer in time")
+        except AddressRefused as exc:
+            return self._failed(tool, body, "could not be reached", why=f"refused: {exc}")
+        except OutgoingFailure as exc:
+            return self._failed(tool, body, "could not be reached", why=str(exc))
+        problem = _answer_problem(answer, exchange)
+        if problem:
+            return self._failed(tool, body, problem)
+        assert answer.body is not None
+        text = answer.body.decode("utf-8")
+        log.debug("tool %s call_id=%s answered %s", tool.name, body["call_id"], text[:500])
+        return ToolResult(text)
+
+    def _failed(self, tool: HttpTool, body: dict, what: str, why: str = "") -> ToolResult:
+        log.warning("tool %s %s call_id=%s%s", tool.name, what, body["call_id"], f" ({why})" if why else "")
         return ToolResult(f"The {tool.name} tool {what}; tell the caller you could not check this right now.",
                           True)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self._session.close()
+        self.http.close()
+
+
+def _answer_problem(answer: Answer, exchange: Exchange) -> str:
+    """What is wrong with a tool's answer, in words for the model; empty when it is a JSON answer."""
+    if answer.redirect:
+        return f"answered with a redirect (HTTP {answer.status}), which is not followed"
+    if not answer.ok:
+        return f"answered with an error (HTTP {answer.status})"
+    if answer.body is None:
+        return "did not answer in time" if exchange.cancelled else "answered with a broken or cut-off body"
+    if len(answer.body) > MAX_ANSWER_BYTES:
+        return f"answered with more than {MAX_ANSWER_BYTES} bytes"
+    try:
+        json.loads(answer.body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return "answered with something that is not JSON (in UTF-8)"
+    return ""

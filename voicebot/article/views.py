@@ -15,7 +15,7 @@ from ..web.errors import json_error
 from ..exceptions import InvalidEvent, LockLost
 from ..web.validation import identifier, optional_text, required_text
 from ..web import json_body, start_timing, with_llm_timing
-from ..web.access import bearer_matches, is_local
+from ..web.access import bearer_matches, local_trial_refusal
 from ..web.admission import admit, release
 
 bp = Blueprint("article", __name__, url_prefix="/webhook")
@@ -31,9 +31,10 @@ def check_access():
         if not bearer_matches(request, token):
             return json_error(401, "unauthorized", "send Authorization: Bearer <WEBHOOK_TOKEN>",
                               **{"WWW-Authenticate": "Bearer"})
-    elif not is_local(request):
-        return json_error(403, "forbidden", "these endpoints answer only requests made on this machine "
-                                            "until WEBHOOK_TOKEN is set")
+    else:
+        refusal = local_trial_refusal(request)
+        if refusal is not None:
+            return json_error(*refusal)
     return admit()
 
 

@@ -11,6 +11,7 @@ the process, with the same guarantees for as long as the process lives.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +21,10 @@ from typing import Any, Iterator, Mapping
 
 import redis
 
+from .. import metrics
 from ..stores.redis import connect, redis_errors
+
+log = logging.getLogger(__name__)
 
 GROUP = "delivery"
 FIRST_RETRY = 1.0  # seconds after a failed attempt; doubled each time...
@@ -74,10 +78,13 @@ class Outbox(ABC):
 
 class MemoryOutbox(Outbox):
     """In this process: the archive keeps the last ``max_archive`` records (within the retention time),
-    so a long-running single process stays bounded; the queue holds what is not delivered yet."""
+    so a long-running single process stays bounded; the queue holds what is not delivered yet, at most
+    ``max_queued`` records: past that, while the receiver stays down, the oldest is given up on (it stays
+    in the archive while the archive keeps it), logged and counted in /metrics."""
 
-    def __init__(self, retention: float, deliver: bool, max_archive: int = 1000) -> None:
+    def __init__(self, retention: float, deliver: bool, max_archive: int = 1000, max_queued: int = 1000) -> None:
         super().__init__(retention, deliver)
+        self.max_queued = max_queued
         self._lock = threading.Lock()
         self._archive: deque[tuple[float, dict]] = deque(maxlen=max_archive)
         self._queue: OrderedDict[str, Entry] = OrderedDict()
@@ -87,6 +94,7 @@ class MemoryOutbox(Outbox):
 
     def add(self, record: dict) -> None:
         now = time.time()
+        dropped: list[str] = []
         with self._lock:
             self._archive.append((now, record))
             while self._archive and self._archive[0][0] < now - self.retention:
@@ -96,6 +104,24 @@ class MemoryOutbox(Outbox):
                 entry_id = f"{int(now * 1000)}-{self._counter}"
                 self._queue[entry_id] = Entry(entry_id, record, 0, now)
                 self._next_try[entry_id] = now
+                dropped = self._drop_oldest_past_bound()
+        for record_id in dropped:
+            log.error("call record %s given up undelivered: %d records already wait for CALL_REPORT_URL "
+                      "(MAX_QUEUED_RECORDS); it stays in the archive while it keeps it: voicebot calls export",
+                      record_id, self.max_queued)
+            metrics.RECORDS.labels("dropped").inc()
+
+    def _drop_oldest_past_bound(self) -> list[str]:
+        dropped = []
+        while len(self._queue) > self.max_queued:
+            # The oldest not being sent right now; one being sent is finished by its sender.
+            oldest = next((i for i in self._queue if i not in self._taken), None)
+            if oldest is None:
+                break
+            entry = self._queue.pop(oldest)
+            self._next_try.pop(oldest, None)
+            dropped.append(entry.record.get("id", "?"))
+        return dropped
 
     def export(self, since: float) -> Iterator[dict]:
         with self._lock:
@@ -222,7 +248,7 @@ def build_outbox(config: Mapping[str, Any]) -> Outbox:
     deliver = bool(config["CALL_REPORT_URL"])
     retention = config["CALL_RECORD_RETENTION_SECONDS"]
     if not config["REDIS_URL"]:
-        return MemoryOutbox(retention, deliver)
+        return MemoryOutbox(retention, deliver, max_queued=config["MAX_QUEUED_RECORDS"])
     client = connect(config["REDIS_URL"], timeout=config["REDIS_TIMEOUT_SECONDS"], max_connections=8,
                      tls_verify=config["REDIS_TLS_VERIFY"])
     return RedisOutbox(client, config["REDIS_PREFIX"], retention, deliver)

@@ -39,4 +39,6 @@ def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lin
         "actions": session.get("actions", []),
         "usage": session.get("usage", {}),
         "transcript": lines,
+        # Lines said but not kept: a call longer than MAX_TRANSCRIPT_LINES keeps its last ones.
+        "transcript_dropped": max(0, int(session.get("transcript_lines", len(lines))) - len(lines)),
     }

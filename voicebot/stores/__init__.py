@@ -16,7 +16,7 @@ def build_store(config: Mapping[str, Any]) -> SessionStore:
     ttl = config["SESSION_TTL_SECONDS"]
     lease = lock_lease_seconds(config)
     if not config["REDIS_URL"]:
-        return MemoryStore(ttl, lease, max_calls=config["MAX_LIVE_CALLS"])
+        return MemoryStore(ttl, lease, max_calls=config["MAX_LIVE_CALLS"], max_lines=config["MAX_TRANSCRIPT_LINES"])
     return RedisStore(
         config["REDIS_URL"],
         ttl_seconds=ttl,
@@ -24,6 +24,7 @@ def build_store(config: Mapping[str, Any]) -> SessionStore:
         prefix=config["REDIS_PREFIX"],
         timeout=config["REDIS_TIMEOUT_SECONDS"],
         tls_verify=config["REDIS_TLS_VERIFY"],
+        max_lines=config["MAX_TRANSCRIPT_LINES"],
         # Every thread of the worker may hold a connection, plus room for
         # health checks.
         max_connections=config["WEB_THREADS"] + 4,

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # any real call (a transcript every few seconds for hours), bounded in bytes
 # for one that is not.
 MAX_EVENTS_PER_CALL = 10_000
+# Transcript lines a call keeps for its record, unless told otherwise (MAX_TRANSCRIPT_LINES).
+DEFAULT_MAX_LINES = 400
+
 # A call idle for the session TTL has expired, but its data is kept this much
 # longer, so that the reaper can turn it into an end-of-call record first.
 REAP_GRACE_SECONDS = 3600.0
@@ -62,9 +65,13 @@ class CallRecord:
 
         ``release`` also gives up the lock in the same step; without it the
         lease starts afresh (a checkpoint in a long piece of work). The
-        transcript is kept beside the session, not in it: a long call's whole
-        transcript is not rewritten on every turn.
+        transcript is kept beside the session, not in it: a long call's
+        transcript is not rewritten on every turn. Only its last
+        ``max_lines`` lines are kept; ``data["transcript_lines"]`` counts
+        every line ever added, so the record can say how many went.
         """
+        if lines and isinstance(data, dict):  # a session is a dict; counted in place, as the caller holds it
+            data["transcript_lines"] = data.get("transcript_lines", 0) + len(lines)
         sent = time.monotonic()
         self.store._write(self, data, release, None if event_id is None else event_digest(event_id), lines or [])
         self.leased_at = sent
@@ -93,9 +100,10 @@ class SessionStore(ABC):
     The lock serializes the turns of one call; calls never wait for each other.
     """
 
-    def __init__(self, ttl_seconds: float, lease_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, lease_seconds: float, max_lines: int = DEFAULT_MAX_LINES) -> None:
         self.ttl_seconds = ttl_seconds
         self.lease_seconds = lease_seconds
+        self.max_lines = max_lines  # of a call's transcript: past it, the oldest lines go
 
     @contextmanager
     def locked(self, call_id: str, wait: float, event_id: str | None = None) -> Iterator[CallRecord]:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Mapping
 
 from ..exceptions import CallBusy, StoreFull
-from .base import MAX_EVENTS_PER_CALL, CallRecord, OnExpired, SessionStore
+from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, CallRecord, OnExpired, SessionStore
 
 log = logging.getLogger(__name__)
 # Expired calls waiting for the reaper; past this, the oldest are forgotten (and said so).
@@ -32,7 +32,7 @@ class _Entry:
         self.expires = expires
         self.value = value
         self.events: OrderedDict[str, None] = OrderedDict()  # digests, oldest first
-        self.lines: list[dict] = []  # the whole transcript
+        self.lines: list[dict] = []  # the transcript's last max_lines lines
 
 
 class _ExpiringMap:
@@ -102,8 +102,8 @@ class MemoryStore(SessionStore):
     """
 
     def __init__(self, ttl_seconds: float, lease_seconds: float = 0.0, *, max_calls: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(ttl_seconds, lease_seconds)
+                 clock: Callable[[], float] = time.monotonic, max_lines: int = DEFAULT_MAX_LINES) -> None:
+        super().__init__(ttl_seconds, lease_seconds, max_lines)
         self.max_calls = max_calls
         self._clock = clock
         self._mutex = threading.Lock()
@@ -156,6 +156,7 @@ class MemoryStore(SessionStore):
                 if digest:
                     _remember(entry, digest)
                 entry.lines.extend(lines)
+                del entry.lines[:-self.max_lines]
         except StoreFull:
             if release:
                 self._release(record)

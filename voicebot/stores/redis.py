@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 import redis
 
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
-from .base import MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
+from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
 
 # KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
 # Returns {1, session or false, seen} when the lock was taken, {0, lock pttl} when not.
@@ -44,7 +44,7 @@ return {0, redis.call('pttl', KEYS[1])}
 """
 
 # KEYS: lock, session, events, lines. ARGV: token, session json, ttl ms, release (1/0),
-# lease ms, event digest or '', now ms, most events kept, then transcript lines to add.
+# lease ms, event digest or '', now ms, most events kept, most lines kept, then transcript lines to add.
 _WRITE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -53,7 +53,10 @@ if ARGV[6] ~= '' then
   redis.call('zremrangebyrank', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
 end
 redis.call('pexpire', KEYS[3], ARGV[3])
-for i = 9, #ARGV do redis.call('rpush', KEYS[4], ARGV[i]) end
+if #ARGV >= 10 then
+  redis.call('rpush', KEYS[4], unpack(ARGV, 10))
+  redis.call('ltrim', KEYS[4], -tonumber(ARGV[9]), -1)
+end
 redis.call('pexpire', KEYS[4], ARGV[3])
 if ARGV[4] == '1' then redis.call('del', KEYS[1]) else redis.call('pexpire', KEYS[1], ARGV[5]) end
 return 1
@@ -127,8 +130,8 @@ class RedisStore(SessionStore):
 
     def __init__(self, client: redis.Redis | str, *, ttl_seconds: float, lease_seconds: float,
                  prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64,
-                 tls_verify: bool = True) -> None:
-        super().__init__(ttl_seconds, lease_seconds)
+                 tls_verify: bool = True, max_lines: int = DEFAULT_MAX_LINES) -> None:
+        super().__init__(ttl_seconds, lease_seconds, max_lines)
         if isinstance(client, str):
             client = connect(client, timeout=timeout, max_connections=max_connections, tls_verify=tls_verify)
         # redis-py types replies as unions over decode_responses; this client returns bytes.
@@ -191,7 +194,8 @@ class RedisStore(SessionStore):
         written = self._with_active(
             self._write_script, self._keys(record.call_id),
             [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
-             int(now * 1000), MAX_EVENTS_PER_CALL, *(json.dumps(line, separators=(",", ":")) for line in lines)],
+             int(now * 1000), MAX_EVENTS_PER_CALL, self.max_lines,
+             *(json.dumps(line, separators=(",", ":")) for line in lines)],
             lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
         )
         if not written:

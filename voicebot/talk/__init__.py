@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, request
 
 from ..web.errors import json_error
-from ..web.access import is_local
+from ..web.access import local_trial_refusal
 
 bp = Blueprint("talk", __name__)
 
@@ -31,8 +31,10 @@ def page():
         given = request.args.get("token", "")
         if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode()):
             return json_error(401, "unauthorized", "open /talk?token=<WEBHOOK_TOKEN>")
-    elif not is_local(request):
-        return json_error(403, "forbidden", "the talk page answers only on this machine until WEBHOOK_TOKEN is set")
+    else:
+        refusal = local_trial_refusal(request)
+        if refusal is not None:
+            return json_error(*refusal)
     response = Response(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
     # The page's only script is its own; it talks to this origin only.
     response.headers["Content-Security-Policy"] = ("default-src 'none'; script-src 'unsafe-inline'; "
