@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
+
+import pytest
 
 from voicebot.devtools.loopback import JSONHandler, LoopbackServer
 from voicebot.devtools.processes import (ROOT, Gunicorn, RedisServer, free_port, procfile_command,  # noqa: F401
                                          redis_server_binary, wait_for)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="this test runs a real browser: apt-get install chromium chromium-driver (.ci/run does)")
 
 
 def pid_of_connection(pids: list[int], local_port: int, remote_port: int) -> int | None:
@@ -259,3 +269,134 @@ def signed_by(secret: str, body: bytes, header: str | None) -> bool:
 
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(header or "", expected)
+
+
+class HostileServer:
+    """An operator's endpoint that misbehaves as told, on loopback: what an attack or a broken system sends.
+
+    ``mode``:
+    - "ok": 200 with ``{"ok": true}``;
+    - "redirect307" / "redirect302": to ``redirect_to``;
+    - "stall": headers for a 100-byte JSON body, then ``{"a":`` and nothing more;
+    - "utf16": a JSON answer in UTF-16 (valid JSON to ``json.loads`` on bytes, not UTF-8);
+    - "bad_gzip": ``Content-Encoding: gzip`` over bytes that are not gzip;
+    - "cut_chunked": a chunked answer whose connection closes mid-chunk;
+    - "trickle": headers, then a byte of the body every ``gap`` seconds;
+    - "ok_then_trickle": 200 and headers at once, then the body a byte every ``gap`` seconds.
+    Every request's arrival time (monotonic), path and body are kept in ``arrivals``.
+    """
+
+    def __init__(self, mode: str = "ok", *, redirect_to: str = "", gap: float = 2.0) -> None:
+        import threading
+        import time
+
+        self.mode = mode
+        self.redirect_to = redirect_to
+        self.gap = gap
+        self.arrivals: list[tuple[float, str, bytes]] = []
+        self._lock = threading.Lock()
+        hostile = self
+
+        class Handler(JSONHandler):
+            def do_POST(self):
+                body = self.read_body()
+                with hostile._lock:
+                    hostile.arrivals.append((time.monotonic(), self.path, body))
+                getattr(self, "_" + hostile.mode)()
+
+            def do_GET(self):
+                self.do_POST()
+
+            def _head(self, status, length=None, **headers):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
+                for name, value in headers.items():
+                    self.send_header(name.replace("_", "-"), value)
+                self.end_headers()
+
+            def _ok(self):
+                self._head(200, 11)
+                self.wfile.write(b'{"ok":true}')
+
+            def _redirect307(self):
+                self._head(307, 0, Location=hostile.redirect_to)
+
+            def _redirect302(self):
+                self._head(302, 0, Location=hostile.redirect_to)
+
+            def _stall(self):
+                self._head(200, 100)
+                self.wfile.write(b'{"a":')
+                self.wfile.flush()
+                self.server.pause(60)
+                self.close_connection = True
+
+            def _utf16(self):
+                data = '{"secret": "AKIA"}'.encode("utf-16")
+                self._head(200, len(data))
+                self.wfile.write(data)
+
+            def _bad_gzip(self):
+                data = b"this is not gzip at all"
+                self._head(200, len(data), Content_Encoding="gzip")
+                self.wfile.write(data)
+
+            def _cut_chunked(self):
+                self._head(200, None, Transfer_Encoding="chunked")
+                self.wfile.write(b"20\r\n{\"partial\": ")
+                self.wfile.flush()
+                self.close_connection = True
+
+            def _trickle(self):
+                self._head(200, 1000)
+                self._drip()
+
+            def _ok_then_trickle(self):
+                self._head(200, 1000)
+                self._drip()
+
+            def _drip(self):
+                try:
+                    for _ in range(1000):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        if hostile_stopped():
+                            break
+                        self.server.pause(hostile.gap)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        def hostile_stopped() -> bool:
+            return self.server._stopping.is_set()
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
+        self.url = self.server.base_url + "/endpoint"
+
+    def arrived(self) -> list[tuple[float, str, bytes]]:
+        with self._lock:
+            return list(self.arrivals)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def tools_file(path: Path, *tools: tuple[str, str, float]) -> str:
+    """A TOOLS_FILE of (name, url, timeout seconds) tools, each taking a ``query``."""
+    import json
+
+    path.write_text(json.dumps({"tools": [{
+        "name": name, "description": f"The {name} tool.",
+        "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+        "url": url, "timeout_seconds": timeout} for name, url, timeout in tools]}))
+    return str(path)
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """One sample's value from a /metrics page (0 when it is not there yet)."""
+    import re
+
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0

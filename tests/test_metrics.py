@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+from .support import metric
 
 
 def test_metrics_count_turns_fallbacks_errors_and_active_calls(client, fake_llm):

@@ -49,7 +49,8 @@ def deployed(tmp_path, redis_url, redis_prefix, fake_llm):
                       command=procfile_command()).start(tmp_path / "gunicorn.log")
     nginx_port = free_port()
     site = tmp_path / "voicebot.conf"
-    site.write_text(nginx_config("localhost", server.port, listen=f"127.0.0.1:{nginx_port}"))
+    site.write_text(nginx_config("localhost", server.port, listen=f"127.0.0.1:{nginx_port}",
+                                 access_log=str(tmp_path / "access.log")))
     main = tmp_path / "nginx.conf"
     main.write_text(f"""
 pid {tmp_path}/nginx.pid;
@@ -69,7 +70,7 @@ http {{
     url = f"http://127.0.0.1:{nginx_port}"
     try:
         wait_for(lambda: requests.get(url + "/healthz", timeout=1).ok, what="nginx in front of gunicorn")
-        yield url, server
+        yield url, server, tmp_path / "access.log"
     finally:
         nginx.terminate()
         nginx.wait(30)
@@ -108,7 +109,7 @@ def open_attack(port: int) -> list[socket.socket]:
 
 
 def test_slowloris_and_idle_connections_leave_turns_answered(deployed):
-    url, server = deployed
+    url, server, _ = deployed
     with ThreadPoolExecutor(10) as pool:
         before = [t for ts in pool.map(lambda n: call(url, n), range(10)) for t in ts]
 
@@ -130,3 +131,14 @@ def test_slowloris_and_idle_connections_leave_turns_answered(deployed):
     # Without nginx the same attack holds every turn until the client gives up; the bound
     # is that failure mode's, far above a loaded machine's normal latency.
     assert max(during) < 5.0
+
+
+def test_tokens_in_query_strings_never_reach_the_access_log(deployed):
+    url, _, access_log = deployed
+    fetch_secret = "fetch-secret-in-the-url"
+    assert requests.get(f"{url}/talk?token={TOKEN}", timeout=5).status_code == 200
+    requests.post(f"{url}/webhook/voipbin/fetch?token={fetch_secret}", json={}, timeout=5)
+    wait_for(lambda: access_log.exists() and access_log.read_text().count("\n") >= 2, what="two access log lines")
+    logged = access_log.read_text()
+    assert "GET /talk " in logged and "/webhook/voipbin/fetch " in logged
+    assert TOKEN not in logged and fetch_secret not in logged and "token=" not in logged

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 import requests
 
 from voicebot import create_app
 
 from .conftest import app_config
-from .support import ServedApp
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="the /talk page is tested in a real browser: apt-get install chromium chromium-driver (.ci/run does)")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
+from .support import ServedApp, needs_browser
 
 
 def talk(browser, text: str) -> None:

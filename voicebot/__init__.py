@@ -52,9 +52,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     if tools:
         log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
 
-    def conversation(namespace: str) -> Conversation:
+    def conversation(namespace: str, *, ended_calls_kept: float | None = None) -> Conversation:
         return Conversation(store, llm, settings, namespace=namespace, records=records,
-                            operator_tools=tools, tool_caller=caller)
+                            operator_tools=tools, tool_caller=caller, ended_calls_kept=ended_calls_kept)
 
     # Each platform keeps its Conversation here, by namespace, for the record reaper.
     app.extensions["conversations"] = {}

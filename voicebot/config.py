@@ -146,8 +146,10 @@ SETTINGS: tuple[Setting, ...] = (
             "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
             "self-signed one (Heroku Redis uses those), still encrypted."),
     Setting("MAX_LIVE_CALLS", 5000, positive_int,
-            "In-memory store only: the most calls one process holds at once (each up to ~45 KB); a new "
-            "call past it is answered 503 with `Retry-After`. With Redis, bound memory with its `maxmemory`."),
+            "In-memory store only: the most calls one process holds at once; a new call past it is answered 503 "
+            "with `Retry-After` (Twilio: busy). A call takes about 23 KiB (20 short turns), at most about 320 KiB "
+            "at the default MAX_HISTORY_TURNS, MAX_TRANSCRIPT_LINES and MAX_TRANSCRIPT_CHARS (measured: "
+            "`bench/call_memory.py`). With Redis, bound memory with its `maxmemory`."),
     Setting("SESSION_TTL_SECONDS", 1800, positive_int,
             "A call idle this long is forgotten; every event restarts the clock."),
     Setting("MAX_HISTORY_TURNS", 20, positive_int,
@@ -162,7 +164,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Replies are cut at a sentence boundary below this length."),
     Setting("MAX_TRANSCRIPT_CHARS", 2000, positive_int,
             "Longest caller utterance accepted."),
-    Setting("MAX_TRANSCRIPT_LINES", 400, positive_int,
+    Setting("MAX_TRANSCRIPT_LINES", 200, positive_int,
             "Lines of a call's transcript kept for its record (caller, bot and tool lines; a tool's line "
             "keeps at most MAX_TRANSCRIPT_CHARS of its answer). Past it the oldest go, and the record says "
             "how many (`transcript_dropped`): a call's memory stays bounded however long it runs."),

@@ -138,8 +138,12 @@ def _line(speaker: str, text: str, **extra: Any) -> dict:
 class Conversation:
     def __init__(self, store: SessionStore, llm: LLM, settings: ConversationSettings,
                  namespace: str = "", records: Outbox | None = None,
-                 operator_tools: list[HttpTool] | None = None, tool_caller: ToolCaller | None = None) -> None:
+                 operator_tools: list[HttpTool] | None = None, tool_caller: ToolCaller | None = None,
+                 ended_calls_kept: float | None = None) -> None:
         self.store = store
+        # How long a call ended for good stays ended (None: the session TTL). A platform whose requests
+        # carry no time (Twilio's signatures) keeps it for as long as it could still send one.
+        self.ended_calls_kept = ended_calls_kept
         self.llm = llm
         self.settings = settings
         self.namespace = namespace
@@ -278,7 +282,7 @@ class Conversation:
                 # Kept before it is forgotten: a crash in between makes it twice, with one id.
                 self._keep_record(call_id, session, self.store.lines(key), reason, details)
             if final:
-                self.store.remember(_tombstone(key), "1")
+                self.store.remember(_tombstone(key), "1", seconds=self.ended_calls_kept)
             record.delete()
         log.info("call ended call_id=%s known=%s reason=%s", call_id, known, reason)
         return known
@@ -293,8 +297,11 @@ class Conversation:
                      details: dict[str, Any] | None) -> None:
         if self.records is None:
             return
+        # Call ids kept ended for long are never reused: the record's id is the call's alone, so a call
+        # somehow opened again (a request replayed after its tombstone) cannot make a record of another id.
         self.records.add(build_record(platform=self.namespace or "voicebot", call_id=call_id, session=session,
-                                      lines=lines, end_reason=reason, details=details))
+                                      lines=lines, end_reason=reason, details=details,
+                                      one_record_per_call_id=self.ended_calls_kept is not None))
         metrics.RECORDS.labels("made").inc()
 
     def mark_event(self, call_id: str, event_id: str) -> bool:

@@ -239,7 +239,8 @@ class _GuardedConnection:
                 sock.close()
                 error = exc
         if error is None and refused:
-            raise _Refused(self, f"{self.host} resolves to {refused[0]}")  # type: ignore[arg-type]
+            why = f"{self.host} resolves only to addresses not allowed: {refused[0]}"
+            raise _Refused(self, why)  # type: ignore[arg-type]
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
 
     def connect(self) -> None:
@@ -352,7 +353,7 @@ class OutgoingHTTP:
                 "POST", url, body=body, headers=dict(headers), redirect=False, retries=False,
                 preload_content=False, timeout=urllib3.Timeout(connect=min(2.0, left), read=left))
         except _Refused as exc:
-            raise AddressRefused(str(exc).split(": ", 1)[-1]) from None
+            raise AddressRefused(str(exc)) from None
         except NameResolutionError:
             raise OutgoingFailure("its host name could not be resolved") from None
         except Exception as exc:  # urllib3's errors, and OSError from a socket cut off mid-way

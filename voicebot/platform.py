@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from .conversation import Conversation
 
 # A Conversation of the platform's own namespace: one call id can never reach another platform's call.
-ConversationFactory = Callable[[str], "Conversation"]
+# ``ended_calls_kept``: for a platform whose call ids are never reused, how long an ended call stays ended.
+ConversationFactory = Callable[..., "Conversation"]
 
 
 def _no_check(settings: Mapping[str, Any]) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf")
 
 
-def nginx_config(server_name: str, port: int, *, listen: str = "443", cert: str = "", key: str = "") -> str:
+def nginx_config(server_name: str, port: int, *, listen: str = "443", cert: str = "", key: str = "",
+                 access_log: str = "/var/log/nginx/access.log") -> str:
     """The nginx site for voicebot on 127.0.0.1:``port``; TLS when ``cert`` and ``key`` are given."""
     if cert and key:
         listening = f"listen {listen} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};"
     else:
         listening = f"listen {listen};"
     return (NGINX_TEMPLATE.read_text().replace("@LISTEN@", listening)
-            .replace("@SERVER_NAME@", server_name).replace("@PORT@", str(port)))
+            .replace("@SERVER_NAME@", server_name).replace("@PORT@", str(port)).replace("@ACCESS_LOG@", access_log))

@@ -19,12 +19,17 @@ def record_id(platform: str, call_id: str, started_at: float) -> str:
 
 
 def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict], end_reason: str,
-                 ended_at: float | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired."""
+                 ended_at: float | None = None, details: dict[str, Any] | None = None,
+                 one_record_per_call_id: bool = False) -> dict[str, Any]:
+    """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired.
+
+    With ``one_record_per_call_id`` (a platform that never reuses call ids) the id depends on the call id
+    alone; otherwise on its start too, as the article's contract may start a call id afresh.
+    """
     ended_at = time.time() if ended_at is None else ended_at
     started_at = float(session.get("started_at") or ended_at)
     return {
-        "id": record_id(platform, call_id, started_at),
+        "id": record_id(platform, call_id, 0.0 if one_record_per_call_id else started_at),
         "type": "call.record",
         "platform": platform,
         "call_id": call_id,

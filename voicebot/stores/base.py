@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # for one that is not.
 MAX_EVENTS_PER_CALL = 10_000
 # Transcript lines a call keeps for its record, unless told otherwise (MAX_TRANSCRIPT_LINES).
-DEFAULT_MAX_LINES = 400
+DEFAULT_MAX_LINES = 200
 
 # A call idle for the session TTL has expired, but its data is kept this much
 # longer, so that the reaper can turn it into an end-of-call record first.
@@ -169,8 +169,9 @@ class SessionStore(ABC):
         """Restart the call's TTL without a write (a long call with long silences); False if unknown."""
 
     @abstractmethod
-    def remember(self, name: str, value: str) -> None:
-        """Remember a short string under ``name`` for the session TTL (e.g. transcribe id -> call id)."""
+    def remember(self, name: str, value: str, *, seconds: float | None = None) -> None:
+        """Remember a short string under ``name`` for ``seconds``, or the session TTL (e.g. transcribe id ->
+        call id)."""
 
     @abstractmethod
     def recall(self, name: str, *, refresh: bool = False) -> str | None:

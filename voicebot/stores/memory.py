@@ -110,6 +110,7 @@ class MemoryStore(SessionStore):
         self._unreaped: OrderedDict[str, _Entry] = OrderedDict()
         self._sessions = _ExpiringMap(ttl_seconds, on_drop=self._keep_for_reaper)
         self._aliases = _ExpiringMap(ttl_seconds)
+        self._kept_longer: dict[float, _ExpiringMap] = {}  # aliases remembered for another time than the TTL
         self._locks: dict[str, _CallLock] = {}
 
     def active_calls(self) -> int:
@@ -222,9 +223,16 @@ class MemoryStore(SessionStore):
         with self._mutex:
             return self._sessions.touch(call_id, self._clock())
 
-    def remember(self, name: str, value: str) -> None:
+    def remember(self, name: str, value: str, *, seconds: float | None = None) -> None:
         with self._mutex:
-            self._aliases.put(name, value, self._clock())
+            if seconds is None or seconds == self._aliases.ttl:
+                self._aliases.put(name, value, self._clock())
+                return
+            # One map per lifetime keeps each in expiry order; there are one or two lifetimes in use.
+            kept = self._kept_longer.get(seconds)
+            if kept is None:
+                kept = self._kept_longer[seconds] = _ExpiringMap(seconds)
+            kept.put(name, value, self._clock())
 
     def recall(self, name: str, *, refresh: bool = False) -> str | None:
         with self._mutex:
@@ -232,6 +240,8 @@ class MemoryStore(SessionStore):
             if refresh:
                 self._aliases.touch(name, now)
             entry = self._aliases.get(name, now)
+            for kept in self._kept_longer.values():
+                entry = entry or kept.get(name, now)
             return entry.value if entry else None
 
     def ping(self) -> None:

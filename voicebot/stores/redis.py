@@ -277,9 +277,10 @@ class RedisStore(SessionStore):
             value = self.client.get(self._keys(call_id)[1])
         return json.loads(value) if value is not None else None
 
-    def remember(self, name: str, value: str) -> None:
+    def remember(self, name: str, value: str, *, seconds: float | None = None) -> None:
         with redis_errors():
-            self.client.set(f"{self.prefix}:alias:{name}", value, px=self._ttl_ms)
+            self.client.set(f"{self.prefix}:alias:{name}", value,
+                            px=self._ttl_ms if seconds is None else int(seconds * 1000))
 
     def recall(self, name: str, *, refresh: bool = False) -> str | None:
         key = f"{self.prefix}:alias:{name}"

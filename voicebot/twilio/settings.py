@@ -8,6 +8,13 @@ from urllib.parse import urlsplit
 from ..config import Setting, comma_list, positive_int, text
 from ..exceptions import ConfigError
 
+# How long a Twilio call that ended stays ended. Twilio's requests are signed but carry no time, so a
+# captured one can be sent again at any moment; Twilio itself sends a call's requests only while the call
+# lasts, and a call lasts at most 24 hours (the longest TimeLimit), so a day and an hour covers every
+# request Twilio could still send (a late status callback included). A replay after it cannot make a
+# second record either: Twilio's call ids are never reused, and the record's id is the call id's.
+ENDED_CALLS_KEPT_SECONDS = 25 * 3600.0
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_AUTH_TOKEN", "", text,
             "The Twilio account's Auth Token: every request to `/webhook/twilio/*` must carry its "

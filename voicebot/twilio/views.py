@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..conversation import CallContext, Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
-from ..exceptions import InvalidEvent, VoicebotError
+from ..exceptions import InvalidEvent, StoreFull, VoicebotError
 from ..web import start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
@@ -122,6 +122,10 @@ def voice():
     try:
         caller = optional_text(fields, "From", MAX_CALLER_CHARS)
         greeting = _conversation().start_call(call_id, caller, deadline=Deadline(RESPONSE_BUDGET))
+    except StoreFull:
+        # Held nowhere, the call would hear the fallback on every turn and leave no record: turned away.
+        log.warning("Twilio call refused call_id=%s: the session store is full (MAX_LIVE_CALLS)", call_id)
+        return _twiml(_voice().reject_busy())
     finally:
         admission.leave()
     if greeting is None:
