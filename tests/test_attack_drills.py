@@ -383,3 +383,30 @@ def test_a_new_twilio_call_the_full_store_cannot_hold_hears_busy(procfile):
     refused = twilio(server, "/webhook/twilio/voice", call_fields("CA" + uuid.uuid4().hex))
     assert refused.find("Reject") is not None and refused.find("Reject").get("reason") == "busy"
     assert refused.find("Gather") is None
+
+
+# Every outgoing request of voicebot's: the platforms' REST APIs and the model's API are never redirected.
+
+def test_the_model_api_redirecting_is_not_followed(procfile, hostile):
+    internal = hostile("ok")
+    model = hostile("redirect307", redirect_to=internal.url)
+    server = procfile(ANTHROPIC_BASE_URL=model.url.rsplit("/", 1)[0])
+    answer = turn(server, "model-redirect", "mk1")
+    assert answer.status_code == 200
+    assert answer.json()["response"] == "Sorry, I'm having trouble right now. Could you say that again?"
+    assert len(model.arrived()) == 1 and internal.arrived() == []
+
+
+def test_voipbin_redirecting_is_not_followed(hostile):
+    from voicebot.voipbin.client import VoipbinClient
+    from voicebot.voipbin.exceptions import VoipbinError
+
+    internal = hostile("ok")
+    api = hostile("redirect307", redirect_to=internal.url)
+    client = VoipbinClient(api.url.rsplit("/", 1)[0], "access-key")
+    try:
+        with pytest.raises(VoipbinError, match="redirect"):
+            client.request("POST", "/calls/x/hangup")
+    finally:
+        client.close()
+    assert len(api.arrived()) == 1 and internal.arrived() == []

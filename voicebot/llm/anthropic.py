@@ -65,9 +65,11 @@ class AnthropicLLM(LLM):
             api_key=api_key,
             base_url=base_url or None,
             max_retries=0,
+            # The SDK's client follows redirects by default; the API never redirects, and the key must
+            # not follow a Location header anywhere.
             http_client=anthropic.DefaultHttpxClient(
-                transport=DeadlineTransport(self._executor))
-            if self._deadline_in_sockets else None,
+                transport=DeadlineTransport(self._executor), follow_redirects=False)
+            if self._deadline_in_sockets else anthropic.DefaultHttpxClient(follow_redirects=False),
         )
         # The raw response, read as plain JSON: building the SDK's typed
         # Message costs about a fifth of the SDK's CPU per call, and a turn

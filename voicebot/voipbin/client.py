@@ -76,8 +76,9 @@ class VoipbinClient:
     def _send(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
               what: str) -> requests.Response:
         try:
+            # Never redirected: the access key would go wherever a Location header points.
             return self._session.request(method, self.api_url + path, params=params, json=body,
-                                         cookies=self._cookies, timeout=timeout)
+                                         cookies=self._cookies, timeout=timeout, allow_redirects=False)
         except requests.ConnectTimeout:
             raise VoipbinUnavailable(f"{what}: could not connect (timed out)") from None
         except requests.Timeout:
@@ -167,6 +168,8 @@ def _answer(response: requests.Response, what: str) -> Any:
         raise VoipbinUnavailable(f"{what}: HTTP {status}{_reason(response)}", maybe_done=True)
     if status >= 400:
         raise VoipbinRejected(f"{what}: HTTP {status}{_reason(response)}", status)
+    if status >= 300:
+        raise VoipbinError(f"{what}: HTTP {status}, a redirect, which is not followed")
     try:
         return response.json() if response.content else {}
     except ValueError:
