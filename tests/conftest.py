@@ -59,6 +59,26 @@ def voicebot_logs_reach_caplog(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A private Redis Cluster (3 masters, 3 replicas, 2 s node timeout), for the whole session."""
+    from voicebot.devtools.processes import RedisClusterServers
+
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory):
+    """A private master, replica and three Sentinels, for the whole session."""
+    from voicebot.devtools.processes import RedisSentinelSet
+
+    sentinels = RedisSentinelSet(tmp_path_factory.mktemp("sentinel")).start()
+    yield sentinels
+    sentinels.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_url():
     """A private redis-server that these tests start, or the one VOICEBOT_TEST_REDIS_URL names."""
     if os.environ.get(TEST_REDIS_VARIABLE):

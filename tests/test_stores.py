@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -132,12 +133,20 @@ def test_unreachable_redis_is_store_unavailable():
             pass
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 def any_store(request):
     if request.param == "memory":
         yield MemoryStore(ttl_seconds=60, lease_seconds=0.5)
         return
-    yield request.getfixturevalue("redis_store")
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_store")
+        return
+    # The same store on a Redis Cluster, and on the master a Sentinel set names.
+    servers = request.getfixturevalue(f"redis_{request.param}")
+    store = RedisStore(servers.url, ttl_seconds=60, lease_seconds=0.5, prefix=f"vbtest-{uuid.uuid4().hex[:8]}",
+                       failover_seconds=6.0)
+    yield store
+    store.close()
 
 
 def test_aliases_and_peek(any_store):

@@ -88,9 +88,11 @@ def _announce(app: "Flask", store, llm) -> None:
         log.warning("ANTHROPIC_API_KEY is not set: replies come from the OFFLINE responder, not a model")
     else:
         log.info("replies from %s model %s", llm.name, app.config["LLM_MODEL"])
+    from .config import store_description
+
+    where = store_description(app.config)
     try:
         store.ping()
-        log.info("session store: %s", type(store).__name__)
+        log.info("session store: %s", where)
     except StoreError as exc:
-        log.error("session store %s does not answer (%s); /readyz reports 503 until it does",
-                  type(store).__name__, exc)
+        log.error("session store %s does not answer (%s); /readyz reports 503 until it does", where, exc)

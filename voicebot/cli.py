@@ -24,8 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
     if bind.endswith(":"):
         bind += str(settings["PORT"])
     if args.check_config:
-        print(f"configuration OK: {workers} worker(s), {'Redis' if settings['REDIS_URL'] else 'in-memory'} "
-              f"sessions, listening on {bind}")
+        print(f"configuration OK: {workers} worker(s), {config.store_description(settings)} sessions, "
+              f"listening on {bind}")
         return 0
     busy = _busy(bind)
     if busy:

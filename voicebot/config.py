@@ -76,13 +76,10 @@ def flag(value: str) -> bool:
 
 
 def _redis_url(value: str) -> str:
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
-    if value.startswith(("redis://", "rediss://")):
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-        if not parts.hostname:
-            raise ValueError("has no host")
+    if value:
+        from .stores.redis_url import parse
+
+        parse(value)
     return value
 
 
@@ -136,12 +133,19 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", "", _redis_url,
-            "Session store. Unset: in-process memory (one worker only). "
-            "`redis://` or `rediss://`: Redis, shared by every worker and instance."),
+            "Session store. Unset: in-process memory (one worker only). `redis://`, `rediss://` or "
+            "`unix://`: one Redis (or a proxy endpoint), shared by every worker and instance. "
+            "`redis+cluster://host:port,host:port` (`rediss+cluster://`): a Redis Cluster from its seed nodes. "
+            "`redis+sentinel://host:26379,host:26379/service[/db]` (`rediss+sentinel://`): the master "
+            "Sentinel names, followed through a failover."),
     Setting("REDIS_PREFIX", "voicebot", text,
             "Namespace of every Redis key voicebot writes."),
     Setting("REDIS_TIMEOUT_SECONDS", 2.0, positive_float,
             "Connect and socket timeout for Redis commands."),
+    Setting("REDIS_FAILOVER_SECONDS", 0.0, _non_negative_float,
+            "How long each Redis step is tried again, backing off, while a master is lost. 0: 6 s on "
+            "cluster and Sentinel URLs (a replica is promoted in a few seconds), none on one server.",
+            shown="0 (derived)"),
     Setting("REDIS_TLS_VERIFY", True, flag,
             "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
             "self-signed one (Heroku Redis uses those), still encrypted."),
@@ -318,6 +322,26 @@ def check(settings: Mapping[str, Any]) -> None:
         load_tools(settings["TOOLS_FILE"], address_policy(settings))
         if not settings["TOOLS_SECRET"]:
             raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
+
+
+def store_description(config: Mapping[str, Any]) -> str:
+    """Which store REDIS_URL names, for the start-up log and --check-config: never a password."""
+    if not config["REDIS_URL"]:
+        return "in-memory"
+    from .stores.redis_url import parse
+
+    return parse(config["REDIS_URL"]).describe()
+
+
+def redis_failover_seconds(config: Mapping[str, Any]) -> float:
+    """How long a Redis step is tried again through a failover: 0 (derived) is 6 s on a cluster or
+    Sentinel URL, where a replica is promoted in a few seconds, and nothing on one server."""
+    seconds = config["REDIS_FAILOVER_SECONDS"]
+    if seconds > 0 or not config["REDIS_URL"]:
+        return seconds
+    from .stores.redis_url import parse
+
+    return 6.0 if parse(config["REDIS_URL"]).replicated else 0.0
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import requests
 
@@ -85,6 +85,190 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def cluster_ports(count: int) -> list[int]:
+    """Free loopback ports below 55536 whose cluster bus port (port + 10000) is free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port < 55536 and port not in ports and _is_free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class RedisClusterServers:
+    """A private Redis Cluster: ``masters`` masters with one replica each, made with CLUSTER MEET,
+    ADDSLOTSRANGE and REPLICATE (no redis-cli needed), on free loopback ports."""
+
+    def __init__(self, workdir: Path, masters: int = 3, node_timeout_ms: int = 2000) -> None:
+        self.workdir = workdir
+        self.masters = masters
+        self.node_timeout_ms = node_timeout_ms
+        self.ports = cluster_ports(masters * 2)
+        self.processes: dict[int, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:self.masters])
+
+    def start_node(self, port: int) -> None:
+        folder = self.workdir / f"node-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(folder / "nodes.conf"), "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--dir", str(folder), "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.node(port).ping(), what=f"cluster node on port {port}")
+
+    def node(self, port: int):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+    def start(self) -> "RedisClusterServers":
+        for port in self.ports:
+            self.start_node(port)
+        first = self.node(self.ports[0])
+        for port in self.ports[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        share = 16384 // self.masters
+        for n, port in enumerate(self.ports[:self.masters]):
+            last = 16383 if n == self.masters - 1 else (n + 1) * share - 1
+            self.node(port).execute_command("CLUSTER", "ADDSLOTSRANGE", n * share, last)
+        wait_for(lambda: all(self._info(p)["cluster_known_nodes"] == str(len(self.ports)) for p in self.ports),
+                 timeout=30, what="every cluster node meeting the others")
+        for master, replica in zip(self.ports[:self.masters], self.ports[self.masters:]):
+            master_id = self.node(master).execute_command("CLUSTER", "MYID").decode()
+            wait_for(lambda: self._replicate(replica, master_id), timeout=30, what=f"node {replica} replicating")
+        self.wait_ok()
+        return self
+
+    def _replicate(self, replica: int, master_id: str) -> bool:
+        self.node(replica).execute_command("CLUSTER", "REPLICATE", master_id)
+        return True
+
+    def _info(self, port: int) -> dict[str, str]:
+        text = self.node(port).execute_command("CLUSTER", "INFO").decode()
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says the cluster is ok and every replica is in sync."""
+        def ok() -> bool:
+            for port, process in self.processes.items():
+                if process.poll() is not None:
+                    continue
+                if self._info(port)["cluster_state"] != "ok":
+                    return False
+                info = self.node(port).info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+            return True
+
+        wait_for(ok, timeout=timeout, what="the cluster ok, replicas in sync")
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot now."""
+        import redis
+
+        slot = redis.cluster.key_slot(key.encode())
+        for port, process in self.processes.items():
+            if process.poll() is None:
+                for start, end, master, *_ in self.node(port).execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return int(master[1])
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def kill(self, port: int) -> None:
+        import signal
+
+        self.processes[port].send_signal(signal.SIGKILL)
+        self.processes[port].wait(10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            process.wait(10)
+
+
+class RedisSentinelSet:
+    """A private master, its replica and three Sentinels watching them (quorum 2, down after 1 s)."""
+
+    SERVICE = "voicebot"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return ("redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+                + f"/{self.SERVICE}/0")
+
+    def start(self) -> "RedisSentinelSet":
+        import redis
+
+        self.master.start()
+        self.replica.start()
+        redis.Redis(port=self.replica.port).replicaof("127.0.0.1", self.master.port)
+        for port in self.sentinel_ports:
+            conf = self.workdir / f"sentinel-{port}.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                            f"sentinel failover-timeout {self.SERVICE} 5000\n")
+            self.sentinels.append(subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: redis.Redis(port=self.replica.port).info("replication").get("master_link_status") == "up",
+                 timeout=30, what="the replica in sync")
+        wait_for(lambda: all(self._sees_replica(port) for port in self.sentinel_ports), timeout=30,
+                 what="every Sentinel seeing the master, its replica and the others")
+        return self
+
+    def _sees_replica(self, port: int) -> bool:
+        import redis
+
+        sentinel: Any = redis.Redis(port=port)
+        master = sentinel.sentinel_master(self.SERVICE)
+        return master["num-slaves"] >= 1 and master["num-other-sentinels"] >= 2
+
+    def master_port(self) -> int:
+        import redis
+
+        sentinel: Any = redis.Redis(port=self.sentinel_ports[0])
+        _, port = sentinel.sentinel_get_master_addr_by_name(self.SERVICE)
+        return int(port)
+
+    def kill_master(self) -> None:
+        import signal
+
+        server = self.master if self.master_port() == self.master.port else self.replica
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            process.wait(10)
+        self.master.stop()
+        self.replica.stop()
 
 
 def procfile_command() -> list[str]:

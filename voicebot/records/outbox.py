@@ -17,14 +17,16 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import redis
 
 from .. import metrics
-from ..stores.redis import connect, redis_errors
+from ..config import redis_failover_seconds
+from ..stores.redis import connect, patiently, redis_errors
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GROUP = "delivery"
 FIRST_RETRY = 1.0  # seconds after a failed attempt; doubled each time...
@@ -157,40 +159,75 @@ class MemoryOutbox(Outbox):
 
 
 class RedisOutbox(Outbox):
-    def __init__(self, client: redis.Redis, prefix: str, retention: float, deliver: bool) -> None:
+    """Two Redis Streams under one hash tag, ``<prefix>:{records}:outbox`` and ``...:archive``: one slot,
+    so the transaction that adds a record to both works on a cluster too."""
+
+    def __init__(self, client: Any, prefix: str, retention: float, deliver: bool,
+                 failover_seconds: float = 0.0) -> None:
         super().__init__(retention, deliver)
         # redis-py types replies as unions over decode_responses; this client returns bytes.
         self.client: Any = client
-        self.outbox = f"{prefix}:records:outbox"
-        self.archive = f"{prefix}:records:archive"
+        self.failover_seconds = failover_seconds
+        self.outbox = f"{prefix}:{{records}}:outbox"
+        self.archive = f"{prefix}:{{records}}:archive"
+        # Where versions before the hash tag kept them (one server only): moved once, on first use.
+        self._untagged = (f"{prefix}:records:outbox", f"{prefix}:records:archive")
+        self._moved = False
         self._group_ready = False
+
+    def _do(self, operation: Callable[[], T]) -> T:
+        with redis_errors():
+            return patiently(operation, self.failover_seconds)
 
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        with redis_errors():
+        self._move_untagged()
+
+        def create() -> None:
             try:
                 self.client.xgroup_create(self.outbox, GROUP, id="0", mkstream=True)
             except redis.exceptions.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):  # made already, by this worker or another
                     raise
+
+        self._do(create)
         self._group_ready = True
+
+    def _move_untagged(self) -> None:
+        if self._moved or isinstance(self.client, redis.cluster.RedisCluster):
+            return  # a cluster never had them: cross-slot keys never worked there
+
+        def move(old: str, new: str) -> None:
+            try:
+                self.client.renamenx(old, new)
+            except redis.exceptions.ResponseError as exc:
+                if "no such key" not in str(exc):  # nothing kept there: the usual case
+                    raise
+
+        for old, new in zip(self._untagged, (self.outbox, self.archive)):
+            self._do(lambda: move(old, new))
+        self._moved = True
 
     def add(self, record: dict) -> None:
         data = json.dumps(record, separators=(",", ":"))
         oldest_kept = int((time.time() - self.retention) * 1000)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.archive, {"record": data}, minid=oldest_kept, approximate=True)
-        if self.deliver:
-            pipe.xadd(self.outbox, {"record": data})
-        with redis_errors():
+        self._move_untagged()
+
+        def both() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.archive, {"record": data}, minid=oldest_kept, approximate=True)
+            if self.deliver:
+                pipe.xadd(self.outbox, {"record": data})
             pipe.execute()
+
+        self._do(both)
 
     def export(self, since: float) -> Iterator[dict]:
         start = f"{int(since * 1000)}-0"
+        self._move_untagged()
         while True:
-            with redis_errors():
-                batch = self.client.xrange(self.archive, min=start, max="+", count=500)
+            batch = self._do(lambda: self.client.xrange(self.archive, min=start, max="+", count=500))
             for entry_id, fields in batch:
                 yield json.loads(fields[b"record"])
             if len(batch) < 500:
@@ -201,20 +238,19 @@ class RedisOutbox(Outbox):
     def due(self, consumer: str, limit: int) -> list[Entry]:
         self._ensure_group()
         entries: list[Entry] = []
-        with redis_errors():
-            pending = self.client.xpending_range(self.outbox, GROUP, min="-", max="+", count=limit,
-                                                 idle=int(FIRST_RETRY * 1000))
+        pending = self._do(lambda: self.client.xpending_range(self.outbox, GROUP, min="-", max="+", count=limit,
+                                                              idle=int(FIRST_RETRY * 1000)))
         for item in pending:
             wait_ms = int(backoff(item["times_delivered"]) * 1000)
             if item["time_since_delivered"] < wait_ms:
                 continue
             # Claimed only if still idle that long: two workers never take the same entry.
-            with redis_errors():
-                claimed = self.client.xclaim(self.outbox, GROUP, consumer, wait_ms, [item["message_id"]])
+            claimed = self._do(lambda: self.client.xclaim(self.outbox, GROUP, consumer, wait_ms,
+                                                          [item["message_id"]]))
             entries += [self._entry(i, f, item["times_delivered"]) for i, f in claimed if f]
         if len(entries) < limit:
-            with redis_errors():
-                fresh = self.client.xreadgroup(GROUP, consumer, {self.outbox: ">"}, count=limit - len(entries))
+            fresh = self._do(lambda: self.client.xreadgroup(GROUP, consumer, {self.outbox: ">"},
+                                                            count=limit - len(entries)))
             for _, items in fresh or []:
                 entries += [self._entry(i, f, 0) for i, f in items if f]
         return entries
@@ -227,15 +263,16 @@ class RedisOutbox(Outbox):
         """A failed attempt: the entry stays pending, to be claimed again after its back-off."""
 
     def done(self, entry: Entry) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.outbox, GROUP, entry.entry_id)
-        pipe.xdel(self.outbox, entry.entry_id)
-        with redis_errors():
+        def both() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.outbox, GROUP, entry.entry_id)
+            pipe.xdel(self.outbox, entry.entry_id)
             pipe.execute()
 
+        self._do(both)
+
     def oldest_undelivered(self) -> float | None:
-        with redis_errors():
-            first = self.client.xrange(self.outbox, min="-", max="+", count=1)
+        first = self._do(lambda: self.client.xrange(self.outbox, min="-", max="+", count=1))
         if not first:
             return None
         return time.time() - int(first[0][0].decode().split("-")[0]) / 1000
@@ -251,4 +288,5 @@ def build_outbox(config: Mapping[str, Any]) -> Outbox:
         return MemoryOutbox(retention, deliver, max_queued=config["MAX_QUEUED_RECORDS"])
     client = connect(config["REDIS_URL"], timeout=config["REDIS_TIMEOUT_SECONDS"], max_connections=8,
                      tls_verify=config["REDIS_TLS_VERIFY"])
-    return RedisOutbox(client, config["REDIS_PREFIX"], retention, deliver)
+    return RedisOutbox(client, config["REDIS_PREFIX"], retention, deliver,
+                       failover_seconds=redis_failover_seconds(config))

@@ -2,13 +2,15 @@
 
 Keys are ``<prefix>:call:{<call id>}:session``, ``...:lock``, ``...:events``
 (digests of the event ids handled, for dropping redeliveries) and ``...:lines``
-(the whole transcript, one JSON line per entry, appended as it grows). The braces
+(the transcript's last lines, one JSON line per entry, appended as it grows). The braces
 are a Redis Cluster hash tag: a call's keys land on the same slot, so
 the Lua scripts below, which touch them together, work on a cluster too. A sorted set
 ``<prefix>:active`` (call id -> last activity) answers "how many calls are
 live"; it is written in the same round trip as the session, by pipeline
-rather than inside the script, because on a cluster it lives on another slot;
+rather than inside the script, because on a cluster it lives on another slot
+(there, where no script runs in a pipeline, it is a second round trip);
 each call's first write also prunes the calls that expired, in that round trip.
+Every step is tried again with back-off through a failover (``patiently``).
 
 The lock follows redis-py's ``redis/lock.py``: a random token set with NX and
 a lease (PX), released only by its holder (token checked in Lua). A worker
@@ -25,17 +27,24 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import redis
 
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
 from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
+from .redis_url import connect, patiently
+
+__all__ = ["RedisStore", "connect", "redis_errors", "patiently"]
+
+T = TypeVar("T")
 
 # KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
-# Returns {1, session or false, seen} when the lock was taken, {0, lock pttl} when not.
+# Returns {1, session or false, seen} when the lock was taken (or is already this token's),
+# {0, lock pttl} when not.
 _ACQUIRE = """
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local mine = redis.call('get', KEYS[1]) == ARGV[1]  -- sent again after a reply lost in a failover
+if mine or redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local seen = 0
   if ARGV[3] ~= '' and redis.call('zscore', KEYS[3], ARGV[3]) then seen = 1 end
   return {1, redis.call('get', KEYS[2]), seen}
@@ -105,37 +114,20 @@ def redis_errors() -> Iterator[None]:
         raise StoreError(f"Redis error: {exc}") from exc
 
 
-def connect(url: str, *, timeout: float, max_connections: int, tls_verify: bool = True) -> redis.Redis:
-    """One client (and so one connection pool) for this process.
-
-    A blocking pool makes threads wait for a free connection instead of
-    failing when every connection is busy. ``tls_verify=False`` (with
-    ``rediss://``) accepts a self-signed certificate, as Heroku Redis has.
-    """
-    tls = {"ssl_cert_reqs": "none"} if url.startswith("rediss://") and not tls_verify else {}
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        **tls,
-    )
-    return redis.Redis(connection_pool=pool)
-
-
 class RedisStore(SessionStore):
     """Takes a ready client, or a URL to build one from (like cachelib's RedisCache)."""
 
-    def __init__(self, client: redis.Redis | str, *, ttl_seconds: float, lease_seconds: float,
+    def __init__(self, client: Any, *, ttl_seconds: float, lease_seconds: float,
                  prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64,
-                 tls_verify: bool = True, max_lines: int = DEFAULT_MAX_LINES) -> None:
+                 tls_verify: bool = True, max_lines: int = DEFAULT_MAX_LINES, failover_seconds: float = 0.0) -> None:
         super().__init__(ttl_seconds, lease_seconds, max_lines)
         if isinstance(client, str):
             client = connect(client, timeout=timeout, max_connections=max_connections, tls_verify=tls_verify)
         # redis-py types replies as unions over decode_responses; this client returns bytes.
         self.client: Any = client
+        # A Redis Cluster runs no script inside a pipeline, and keys of two slots in no pipeline step.
+        self.cluster = isinstance(client, redis.cluster.RedisCluster)
+        self.failover_seconds = failover_seconds
         self.prefix = prefix
         self._active_key = f"{prefix}:active"
         # Keys outlive the session TTL by a grace period: the reaper turns an
@@ -149,6 +141,11 @@ class RedisStore(SessionStore):
         self._release_script = client.register_script(_RELEASE)
         self._mark_script = client.register_script(_MARK)
 
+    def _do(self, operation: Callable[[], T]) -> T:
+        """One step against Redis, tried again through a failover, with redis-py's errors mapped."""
+        with redis_errors():
+            return patiently(operation, self.failover_seconds)
+
     def _keys(self, call_id: str) -> list[str]:
         base = f"{self.prefix}:call:{{{call_id}}}"
         return [base + ":lock", base + ":session", base + ":events", base + ":lines"]
@@ -159,8 +156,7 @@ class RedisStore(SessionStore):
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
         while True:
-            with redis_errors():
-                answer = self._acquire_script(keys=keys, args=[token, self._lease_ms, digest or ""])
+            answer = self._do(lambda: self._acquire_script(keys=keys, args=[token, self._lease_ms, digest or ""]))
             taken, value = answer[0], answer[1]
             if taken:
                 data = json.loads(value) if value is not None else None
@@ -173,18 +169,35 @@ class RedisStore(SessionStore):
             pause = min(pause * 2, _MAX_POLL)
 
     def _with_active(self, script, keys: list[str], args: list, active: Callable) -> Any:
-        """Run ``script`` and ``active(pipeline)`` in one round trip; the script's result."""
-        pipe = self.client.pipeline(transaction=False)
-        # evalsha directly: a Script on a pipeline asks SCRIPT EXISTS first, every time.
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-        active(pipe)
-        with redis_errors():
+        """Run ``script`` and ``active(pipeline)`` (the active-call index, another slot); the script's result.
+
+        One round trip on one server. On a cluster, two: a Script called on the
+        client reloads itself where it is missing (a promoted replica has no
+        script cache), which a pipelined EVALSHA cannot.
+        """
+        if self.cluster:
+            result = self._do(lambda: script(keys=keys, args=args))
+            self._do(lambda: self._pipelined(active))
+            return result
+
+        def both() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            # evalsha directly: a Script on a pipeline asks SCRIPT EXISTS first, every time.
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            active(pipe)
             result = pipe.execute(raise_on_error=False)[0]
-            if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted or flushed
+            if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted, flushed or failed over
                 result = script(keys=keys, args=args)
             elif isinstance(result, Exception):
                 raise result
-        return result
+            return result
+
+        return self._do(both)
+
+    def _pipelined(self, add: Callable[[Any], Any], transaction: bool = False) -> list:
+        pipe = self.client.pipeline(transaction=transaction)
+        add(pipe)
+        return pipe.execute()
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
                lines: list[dict]) -> None:
@@ -203,8 +216,8 @@ class RedisStore(SessionStore):
             raise LockLost(f"lease on call {record.call_id} ran out before the write")
 
     def _renew(self, record: CallRecord) -> None:
-        with redis_errors():
-            renewed = self._renew_script(keys=self._keys(record.call_id)[:1], args=[record.token, self._lease_ms])
+        renewed = self._do(lambda: self._renew_script(keys=self._keys(record.call_id)[:1],
+                                                      args=[record.token, self._lease_ms]))
         if not renewed:
             raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
 
@@ -215,31 +228,27 @@ class RedisStore(SessionStore):
             pipe.zremrangebyscore(self._active_key, "-inf", now - self.ttl_seconds - REAP_GRACE_SECONDS)
 
     def _mark(self, call_id: str, digest: str) -> bool:
-        with redis_errors():
-            return bool(self._mark_script(keys=self._keys(call_id)[2:],
-                                          args=[digest, int(time.time() * 1000), self._ttl_ms,
-                                                MAX_EVENTS_PER_CALL]))
+        return bool(self._do(lambda: self._mark_script(keys=self._keys(call_id)[2:],
+                                                       args=[digest, int(time.time() * 1000), self._ttl_ms,
+                                                             MAX_EVENTS_PER_CALL])))
 
     def lines(self, call_id: str) -> list[dict]:
-        with redis_errors():
-            return [json.loads(line) for line in self.client.lrange(self._keys(call_id)[3], 0, -1)]
+        return [json.loads(line) for line in self._do(lambda: self.client.lrange(self._keys(call_id)[3], 0, -1))]
 
     def reap(self, on_expired: OnExpired, limit: int = 100) -> int:
         now = time.time()
-        with redis_errors():
-            idle = self.client.zrangebyscore(self._active_key, "-inf", now - self.ttl_seconds, start=0, num=limit)
+        idle = self._do(lambda: self.client.zrangebyscore(self._active_key, "-inf", now - self.ttl_seconds,
+                                                          start=0, num=limit))
         reaped = 0
         for raw in idle:
             call_id = raw.decode()
             try:
                 with self.locked(call_id, 0.0) as record:
-                    with redis_errors():
-                        last = self.client.zscore(self._active_key, call_id)
+                    last = self._do(lambda: self.client.zscore(self._active_key, call_id))
                     if last is not None and last > now - self.ttl_seconds:
                         continue  # an event came while we looked
                     if record.data is None:
-                        with redis_errors():
-                            self.client.zrem(self._active_key, call_id)
+                        self._do(lambda: self.client.zrem(self._active_key, call_id))
                         continue
                     on_expired(call_id, record.data, self.lines(call_id))
                     record.delete()
@@ -250,15 +259,14 @@ class RedisStore(SessionStore):
 
     def touch(self, call_id: str) -> bool:
         _, session, events, lines = self._keys(call_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.pexpire(session, self._ttl_ms)
-        pipe.pexpire(events, self._ttl_ms)
-        pipe.pexpire(lines, self._ttl_ms)
-        with redis_errors():
-            known = bool(pipe.execute()[0])
+
+        def expire(pipe: Any) -> None:
+            for key in (session, events, lines):  # one slot: a cluster pipeline sends them to one node
+                pipe.pexpire(key, self._ttl_ms)
+
+        known = bool(self._do(lambda: self._pipelined(expire))[0])
         if known:
-            with redis_errors():
-                self.client.zadd(self._active_key, {call_id: time.time()}, xx=True)
+            self._do(lambda: self.client.zadd(self._active_key, {call_id: time.time()}, xx=True))
         return known
 
     def _delete(self, record: CallRecord) -> None:
@@ -269,32 +277,27 @@ class RedisStore(SessionStore):
             raise LockLost(f"lease on call {record.call_id} ran out before the delete")
 
     def _release(self, record: CallRecord) -> None:
-        with redis_errors():
-            self._release_script(keys=self._keys(record.call_id)[:1], args=[record.token])
+        self._do(lambda: self._release_script(keys=self._keys(record.call_id)[:1], args=[record.token]))
 
     def peek(self, call_id: str) -> dict | None:
-        with redis_errors():
-            value = self.client.get(self._keys(call_id)[1])
+        value = self._do(lambda: self.client.get(self._keys(call_id)[1]))
         return json.loads(value) if value is not None else None
 
     def remember(self, name: str, value: str, *, seconds: float | None = None) -> None:
-        with redis_errors():
-            self.client.set(f"{self.prefix}:alias:{name}", value,
-                            px=self._ttl_ms if seconds is None else int(seconds * 1000))
+        ms = self._ttl_ms if seconds is None else int(seconds * 1000)
+        self._do(lambda: self.client.set(f"{self.prefix}:alias:{name}", value, px=ms))
 
     def recall(self, name: str, *, refresh: bool = False) -> str | None:
         key = f"{self.prefix}:alias:{name}"
-        with redis_errors():
-            value = self.client.getex(key, px=self._ttl_ms) if refresh else self.client.get(key)
+        value = self._do(lambda: self.client.getex(key, px=self._ttl_ms) if refresh else self.client.get(key))
         return value.decode() if value is not None else None
 
     def active_calls(self) -> int:
-        with redis_errors():
-            return self.client.zcount(self._active_key, time.time() - self.ttl_seconds, "+inf")
+        return self._do(lambda: self.client.zcount(self._active_key, time.time() - self.ttl_seconds, "+inf"))
 
     def ping(self) -> None:
         with redis_errors():
-            self.client.ping()
+            self.client.ping()  # no retry: /readyz says what is true now
 
     def close(self) -> None:
         self.client.close()

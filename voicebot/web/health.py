@@ -25,7 +25,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """The session store answers too: without it no turn can be served."""
-    store = current_app.extensions["conversations"]["article"].store
+    store = current_app.extensions["store"]
     try:
         store.ping()
     except StoreError as exc:
@@ -44,6 +44,5 @@ def prometheus_metrics():
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
-    body, content_type = metrics.render(current_app.extensions["conversations"]["article"].store,
-                                        current_app.extensions["records"])
+    body, content_type = metrics.render(current_app.extensions["store"], current_app.extensions["records"])
     return Response(body, content_type=content_type)

@@ -1,0 +1,207 @@
+"""REDIS_URL's cluster and Sentinel shapes: parsing, sessions and records on them, and failovers mid-campaign.
+
+The cluster (3 masters, 3 replicas) and the Sentinel set (a master, a
+replica, three Sentinels) are private redis-servers the tests start. The
+drills run gunicorn on them, kill a master mid-campaign and print one
+``DRILL`` line each.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from voicebot import close_app, create_app
+from voicebot.devtools.fake_llm import MARKER
+from voicebot.records import RedisOutbox
+from voicebot.stores.redis_url import connect, parse
+
+from .conftest import app_config
+from .support import ROOT, Gunicorn
+
+SECRET = "s3cret-pass"
+
+
+@pytest.mark.parametrize("url, kind, described", [
+    ("redis://:s3cret-pass@127.0.0.1:6379/0", "single", "Redis (127.0.0.1:6379)"),
+    ("unix:///run/redis.sock", "single", "Redis (/run/redis.sock)"),
+    ("redis+cluster://:s3cret-pass@10.0.0.1:7000,10.0.0.2:7001", "cluster",
+     "Redis Cluster (seeds 10.0.0.1:7000, 10.0.0.2:7001)"),
+    ("rediss+cluster://user:s3cret-pass@[::1]:7000", "cluster", "Redis Cluster (seeds ::1:7000)"),
+    ("redis+sentinel://:s3cret-pass@h1:26379,h2/mymaster/2", "sentinel",
+     "Redis via Sentinel (service 'mymaster', db 2, sentinels h1:26379, h2:26379)"),
+])
+def test_every_shape_of_redis_url_is_understood_and_never_shows_its_password(url, kind, described):
+    target = parse(url)
+    assert target.kind == kind and target.describe() == described
+    assert SECRET not in target.describe()
+    if kind != "single":
+        assert target.password == SECRET and target.replicated
+
+
+@pytest.mark.parametrize("url, words", [
+    ("mysql://h/0", "must start with"),
+    ("redis+cluster://", "has no host"),
+    ("redis+cluster://h:7000/3", "does not have"),
+    ("redis+cluster://h:99999", "not a TCP port"),
+    ("redis+sentinel://h:26379", "names no service"),
+    ("redis+sentinel://h:26379/svc/x", "not a number"),
+])
+def test_a_bad_redis_url_is_refused_in_one_line(url, words):
+    with pytest.raises(ValueError, match=words):
+        parse(url)
+
+
+def test_check_config_names_the_cluster_and_not_its_password():
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": f"redis+cluster://:{SECRET}@127.0.0.1:7000,127.0.0.1:7001"}
+    out = subprocess.run([sys.executable, "-m", "voicebot.cli", "serve", "--check-config"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Redis Cluster (seeds 127.0.0.1:7000, 127.0.0.1:7001)" in out.stdout and SECRET not in out.stdout
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_records_are_queued_claimed_and_exported(kind, request):
+    servers = request.getfixturevalue(f"redis_{kind}")
+    outbox = RedisOutbox(connect(servers.url, timeout=1, max_connections=4), f"vbtest-{uuid.uuid4().hex[:8]}",
+                         retention=3600, deliver=True, failover_seconds=6)
+    try:
+        for n in range(3):
+            outbox.add({"id": f"rec_{n}", "call_id": f"c{n}"})
+        entries = outbox.due("worker-a", 10)
+        assert [e.record["id"] for e in entries] == ["rec_0", "rec_1", "rec_2"]
+        assert outbox.due("worker-b", 10) == []  # handed to one worker at a time
+        for entry in entries[:2]:
+            outbox.done(entry)
+        assert outbox.oldest_undelivered() is not None
+        assert [r["id"] for r in outbox.export(0)] == ["rec_0", "rec_1", "rec_2"]
+    finally:
+        outbox.close()
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_calls_run_whole_on_a_cluster_and_on_sentinel(kind, request, fake_llm):
+    servers = request.getfixturevalue(f"redis_{kind}")
+    app = create_app(app_config(fake_llm, REDIS_URL=servers.url, REDIS_PREFIX=f"vbtest-{uuid.uuid4().hex[:8]}"))
+    try:
+        client = app.test_client()
+        for call in ("a", "b"):
+            assert client.post("/webhook/call-started", json={"call_id": call}).status_code == 200
+        for n in range(3):
+            for call in ("a", "b"):
+                reply = client.post("/webhook/transcript", json={"call_id": call, "transcript": f"mk{call}{n}"})
+                assert MARKER.findall(reply.get_json()["response"]) == [f"mk{call}{k}" for k in range(n + 1)]
+        assert client.get("/readyz").status_code == 200
+        assert "voicebot_active_calls 2.0" in client.get("/metrics").get_data(as_text=True)
+        client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "a"})
+        (record,) = list(app.extensions["records"].export(0))
+        assert record["call_id"] == "a" and record["turns"] == 3
+    finally:
+        close_app(app)
+
+
+class Campaign:
+    """Calls of many turns, in parallel threads, through a load balancer or a server, with VoIPBin's
+    redelivery: an answer of 5xx, or none, is sent again 1 s later, 3 attempts in all."""
+
+    def __init__(self, url: str, calls: int, turns: int) -> None:
+        self.url = url
+        self.calls = calls
+        self.turns = turns
+        self.answered = 0
+        self.redelivered = 0
+        self.wrong: list[str] = []
+        self.lost: list[str] = []
+        self.slowest = 0.0
+        self._lock = threading.Lock()
+
+    def run(self, on_turn=None) -> "Campaign":
+        with ThreadPoolExecutor(self.calls) as pool:
+            list(pool.map(lambda n: self._call(n, on_turn), range(self.calls)))
+        return self
+
+    def _call(self, n: int, on_turn) -> None:
+        call_id = f"drill-{uuid.uuid4().hex[:8]}-{n}"
+        with requests.Session() as session:
+            for turn in range(self.turns):
+                if on_turn is not None:
+                    on_turn(n, turn)
+                started = time.monotonic()
+                answer = self._send(session, call_id, f"mkc{n}t{turn}")
+                took = time.monotonic() - started
+                with self._lock:
+                    self.slowest = max(self.slowest, took)
+                    if answer is None:
+                        self.lost.append(f"{call_id} turn {turn}")
+                        return
+                    self.answered += 1
+                    expected = [f"mkc{n}t{t}" for t in range(turn + 1)]
+                    if MARKER.findall(answer) != expected:
+                        self.wrong.append(f"{call_id} turn {turn}: {answer!r}")
+                time.sleep(0.05)  # the caller's next words come a moment later
+
+    def _send(self, session: requests.Session, call_id: str, text: str) -> str | None:
+        for attempt in range(3):
+            if attempt:
+                with self._lock:
+                    self.redelivered += 1
+                time.sleep(1.0)
+            try:
+                answer = session.post(self.url + "/webhook/transcript", json={"call_id": call_id, "transcript": text},
+                                      timeout=15)
+            except requests.RequestException:
+                continue
+            if answer.status_code < 500:
+                return answer.json().get("response") if answer.status_code == 200 else None
+        return None
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_a_master_killed_mid_campaign_costs_no_turn(kind, tmp_path, fake_llm, gunicorns):
+    from voicebot.devtools.processes import RedisClusterServers, RedisSentinelSet
+
+    servers = (RedisClusterServers(tmp_path / "cluster") if kind == "cluster" else RedisSentinelSet(tmp_path)).start()
+    try:
+        fake_llm.latency = 0.05
+        server = gunicorns({"REDIS_URL": servers.url, "REDIS_PREFIX": "drill", "ANTHROPIC_API_KEY": fake_llm.api_key,
+                            "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
+                            "LOG_LEVEL": "WARNING"})
+        killed = threading.Event()
+
+        def kill_once(n: int, turn: int) -> None:
+            if turn == 3 and n == 0 and not killed.is_set():
+                killed.set()
+                if kind == "cluster":
+                    servers.kill(servers.ports[0])  # a master, with a third of the slots
+                else:
+                    servers.kill_master()
+
+        started = time.monotonic()
+        campaign = Campaign(server.url, calls=20, turns=8).run(kill_once)
+        took = time.monotonic() - started
+        print(f"\nDRILL {kind}-failover: a master SIGKILLed mid-campaign; {campaign.answered} of 160 turns "
+              f"answered with exactly their call's history, {campaign.redelivered} redelivered, "
+              f"slowest {campaign.slowest * 1000:.0f} ms, campaign {took:.1f} s")
+        assert killed.is_set()
+        assert campaign.lost == [] and campaign.wrong == []
+        assert campaign.answered == 160
+    finally:
+        servers.stop()
+
+
+def test_gunicorn_serves_a_cluster_url(redis_cluster, fake_llm, tmp_path):
+    server = Gunicorn({"REDIS_URL": redis_cluster.url, "REDIS_PREFIX": f"vbtest-{uuid.uuid4().hex[:8]}",
+                       "ANTHROPIC_API_KEY": fake_llm.api_key, "ANTHROPIC_BASE_URL": fake_llm.url,
+                       "WEB_CONCURRENCY": "2"}).start(tmp_path / "gunicorn.log")
+    try:
+        assert requests.get(server.url + "/readyz", timeout=5).json() == {"status": "ready"}
+        assert "session store: Redis Cluster (seeds" in server.log()
+    finally:
+        server.stop()
