@@ -400,3 +400,55 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
     match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+needs_nginx = pytest.mark.skipif(
+    NGINX is None, reason="this drill runs real nginx: apt-get install nginx-light (.ci/run does)")
+
+
+class Nginx:
+    """Real nginx (Debian's package) with voicebot's shipped site in front of instances on ``ports``."""
+
+    def __init__(self, workdir: Path, ports: list[int]) -> None:
+        self.workdir = workdir
+        self.ports = ports
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.access_log = workdir / "access.log"
+        self.process = None
+
+    def start(self) -> "Nginx":
+        import subprocess
+
+        import requests
+
+        from voicebot.deploy import nginx_config
+
+        site = self.workdir / "voicebot.conf"
+        site.write_text(nginx_config("localhost", self.ports, listen=f"127.0.0.1:{self.port}",
+                                     access_log=str(self.access_log)))
+        main = self.workdir / "nginx.conf"
+        main.write_text(f"""
+pid {self.workdir}/nginx.pid;
+error_log {self.workdir}/nginx-error.log warn;
+worker_processes 2;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.workdir}/body;
+    proxy_temp_path {self.workdir}/proxy;
+    include {site};
+}}
+""")
+        assert NGINX is not None
+        self.process = subprocess.Popen([NGINX, "-c", str(main), "-p", str(self.workdir), "-g", "daemon off;"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: requests.get(self.url + "/healthz", timeout=1).ok, what="nginx in front of voicebot")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)

@@ -125,3 +125,16 @@ def test_simultaneous_transcripts_of_one_call_take_turns(client):
     assert len(first) == 2 and first[0] == "mk0"
     assert second == first + [({"mkX", "mkY"} - {first[1]}).pop()]
     assert heard(say(client, "c", "mkZ")) == second + ["mkZ"]
+
+
+def test_an_event_sent_again_gets_the_reply_it_missed_and_the_model_is_not_asked_twice(client, fake_llm):
+    first = client.post("/webhook/transcript", json={"call_id": "dup", "transcript": "mk1", "event_id": "e1"})
+    asked = len(fake_llm.requests)
+    again = client.post("/webhook/transcript", json={"call_id": "dup", "transcript": "mk1", "event_id": "e1"})
+    assert again.status_code == 200
+    assert again.get_json() == {"response": first.get_json()["response"], "duplicate": True}
+    assert len(fake_llm.requests) == asked
+    later = client.post("/webhook/transcript", json={"call_id": "dup", "transcript": "mk2", "event_id": "e2"})
+    assert MARKER.findall(later.get_json()["response"]) == ["mk1", "mk2"]  # taken once, not twice
+    bad = client.post("/webhook/transcript", json={"call_id": "dup", "transcript": "mk3", "event_id": "a\nb"})
+    assert bad.status_code == 400

@@ -12,25 +12,19 @@ about the latency they had before. It prints one ``DRILL`` line.
 from __future__ import annotations
 
 import resource
-import shutil
 import socket
 import statistics
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
-from voicebot.deploy import nginx_config
 from voicebot.devtools.fake_llm import MARKER
 
-from .support import Gunicorn, free_port, procfile_command, wait_for
+from .support import Gunicorn, Nginx, needs_nginx, procfile_command, wait_for
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-pytestmark = pytest.mark.skipif(
-    NGINX is None, reason="the slow-client drill runs real nginx: apt-get install nginx-light (.ci/run does)")
+pytestmark = needs_nginx
 
 TOKEN = "drill-token"
 SLOWLORIS = 200
@@ -47,33 +41,11 @@ def deployed(tmp_path, redis_url, redis_prefix, fake_llm):
                        "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "32",
                        "WEBHOOK_TOKEN": TOKEN, "LOG_LEVEL": "WARNING"},
                       command=procfile_command()).start(tmp_path / "gunicorn.log")
-    nginx_port = free_port()
-    site = tmp_path / "voicebot.conf"
-    site.write_text(nginx_config("localhost", server.port, listen=f"127.0.0.1:{nginx_port}",
-                                 access_log=str(tmp_path / "access.log")))
-    main = tmp_path / "nginx.conf"
-    main.write_text(f"""
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log warn;
-worker_processes 2;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    include {site};
-}}
-""")
-    nginx = subprocess.Popen([NGINX, "-c", str(main), "-p", str(tmp_path), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{nginx_port}"
+    nginx = Nginx(tmp_path, [server.port]).start()
     try:
-        wait_for(lambda: requests.get(url + "/healthz", timeout=1).ok, what="nginx in front of gunicorn")
-        yield url, server, tmp_path / "access.log"
+        yield nginx.url, server, nginx.access_log
     finally:
-        nginx.terminate()
-        nginx.wait(30)
+        nginx.stop()
         server.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

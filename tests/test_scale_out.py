@@ -24,7 +24,7 @@ from voicebot.records import RedisOutbox
 from voicebot.stores.redis_url import connect, parse
 
 from .conftest import app_config
-from .support import ROOT, Gunicorn
+from .support import ROOT, Gunicorn, Nginx, needs_nginx, procfile_command
 
 SECRET = "s3cret-pass"
 
@@ -111,8 +111,9 @@ class Campaign:
     """Calls of many turns, in parallel threads, through a load balancer or a server, with VoIPBin's
     redelivery: an answer of 5xx, or none, is sent again 1 s later, 3 attempts in all."""
 
-    def __init__(self, url: str, calls: int, turns: int) -> None:
+    def __init__(self, url: str, calls: int, turns: int, token: str = "") -> None:
         self.url = url
+        self.token = token
         self.calls = calls
         self.turns = turns
         self.answered = 0
@@ -120,6 +121,7 @@ class Campaign:
         self.wrong: list[str] = []
         self.lost: list[str] = []
         self.slowest = 0.0
+        self.call_ids: list[str] = []
         self._lock = threading.Lock()
 
     def run(self, on_turn=None) -> "Campaign":
@@ -129,12 +131,16 @@ class Campaign:
 
     def _call(self, n: int, on_turn) -> None:
         call_id = f"drill-{uuid.uuid4().hex[:8]}-{n}"
+        with self._lock:
+            self.call_ids.append(call_id)
         with requests.Session() as session:
+            if self.token:
+                session.headers["Authorization"] = f"Bearer {self.token}"
             for turn in range(self.turns):
                 if on_turn is not None:
                     on_turn(n, turn)
                 started = time.monotonic()
-                answer = self._send(session, call_id, f"mkc{n}t{turn}")
+                answer = self._send(session, call_id, f"mkc{n}t{turn}", f"{call_id}-{turn}")
                 took = time.monotonic() - started
                 with self._lock:
                     self.slowest = max(self.slowest, took)
@@ -147,15 +153,15 @@ class Campaign:
                         self.wrong.append(f"{call_id} turn {turn}: {answer!r}")
                 time.sleep(0.05)  # the caller's next words come a moment later
 
-    def _send(self, session: requests.Session, call_id: str, text: str) -> str | None:
+    def _send(self, session: requests.Session, call_id: str, text: str, event_id: str) -> str | None:
         for attempt in range(3):
             if attempt:
                 with self._lock:
                     self.redelivered += 1
                 time.sleep(1.0)
             try:
-                answer = session.post(self.url + "/webhook/transcript", json={"call_id": call_id, "transcript": text},
-                                      timeout=15)
+                answer = session.post(self.url + "/webhook/transcript", timeout=15,
+                                      json={"call_id": call_id, "transcript": text, "event_id": event_id})
             except requests.RequestException:
                 continue
             if answer.status_code < 500:
@@ -205,3 +211,73 @@ def test_gunicorn_serves_a_cluster_url(redis_cluster, fake_llm, tmp_path):
         assert "session store: Redis Cluster (seeds" in server.log()
     finally:
         server.stop()
+
+
+@needs_nginx
+def test_three_instances_behind_nginx_through_failover_and_resharding(tmp_path, fake_llm):
+    """The article's shape: instances behind a load balancer with no stickiness, sharing a Redis Cluster.
+
+    Mid-campaign: one instance SIGKILLed, then one master SIGKILLed, then a
+    third of a master's slots moved onto a new master while calls run. Every
+    turn must come back with exactly its call's history, and every call's
+    record must be exported once.
+    """
+    import json
+    import os
+    import signal
+
+    from voicebot.devtools.processes import RedisClusterServers
+
+    cluster = RedisClusterServers(tmp_path / "cluster").start()
+    instances: list[Gunicorn] = []
+    nginx = None
+    try:
+        fake_llm.latency = 0.05
+        env = {"REDIS_URL": cluster.url, "REDIS_PREFIX": "drill", "ANTHROPIC_API_KEY": fake_llm.api_key,
+               "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "1", "LOG_LEVEL": "WARNING",
+               "WEBHOOK_TOKEN": "drill-token"}
+        for n in range(3):
+            instances.append(Gunicorn(env, command=procfile_command()).start(tmp_path / f"instance-{n}.log"))
+        nginx = Nginx(tmp_path, [i.port for i in instances]).start()
+        moved = []
+
+        def disturb(n: int, turn: int) -> None:
+            if n != 0:
+                return
+            if turn == 2:  # the whole instance, master and worker, as a lost VM
+                for pid in [*instances[0].workers(), instances[0].process.pid]:
+                    os.kill(pid, signal.SIGKILL)
+            elif turn == 4:
+                cluster.kill(cluster.ports[1])
+            elif turn == 6:
+                cluster.wait_ok()  # the failover over (calls go on meanwhile), then the resharding
+                new_master = cluster.add_master()
+                moved.append(cluster.move_slots(cluster.ports[2], new_master, 1500))
+
+        started = time.monotonic()
+        campaign = Campaign(nginx.url, calls=30, turns=10, token="drill-token").run(disturb)
+        took = time.monotonic() - started
+        ended = [requests.post(nginx.url + "/webhook/transcript", timeout=15,
+                               headers={"Authorization": "Bearer drill-token"},
+                               json={"type": "call.ended", "call_id": call_id}).status_code
+                 for call_id in campaign.call_ids]
+        out = subprocess.run([sys.executable, "-m", "voicebot.cli", "calls", "export"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, **env}, cwd=ROOT)
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        print(f"\nDRILL three-instances: 30 calls x 10 turns through nginx (round robin) on a Redis Cluster; an "
+              f"instance and a master SIGKILLed, {moved[0] if moved else 0} slots resharded onto a new master "
+              f"mid-campaign: {campaign.answered} of 300 turns answered with exactly their history, "
+              f"{campaign.redelivered} redelivered, slowest {campaign.slowest * 1000:.0f} ms, {took:.1f} s; "
+              f"{len(records)} records exported for 30 calls")
+        assert campaign.lost == [], campaign.lost
+        assert campaign.wrong == [], campaign.wrong
+        assert campaign.answered == 300
+        assert moved and moved[0] == 1500
+        assert set(ended) == {200}
+        assert sorted(r["call_id"] for r in records) == sorted(campaign.call_ids)  # each once
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for instance in instances:
+            instance.stop()
+        cluster.stop()

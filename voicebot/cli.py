@@ -206,8 +206,8 @@ def _calls_export(args: argparse.Namespace) -> int:
 def _nginx_config(args: argparse.Namespace) -> int:
     from .deploy import nginx_config
 
-    print(nginx_config(args.server_name, args.port, listen=args.listen, cert=args.tls_cert, key=args.tls_key),
-          end="")
+    print(nginx_config(args.server_name, args.port or [8000], listen=args.listen, cert=args.tls_cert,
+                       key=args.tls_key), end="")
     return 0
 
 
@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints an nginx server block for voicebot listening on 127.0.0.1:PORT. Save it as "
                     "/etc/nginx/sites-enabled/voicebot and raise worker_connections as it says.")
     nginx.add_argument("--server-name", required=True, help="the public host name, e.g. bot.example.com")
-    nginx.add_argument("--port", type=int, default=8000, help="voicebot's PORT on this machine")
+    nginx.add_argument("--port", type=int, action="append",
+                       help="voicebot's PORT on this machine (8000); again for each instance behind this nginx")
     nginx.add_argument("--listen", default="443", help="what nginx listens on")
     nginx.add_argument("--tls-cert", default="", help="certificate file, e.g. certbot's fullchain.pem")
     nginx.add_argument("--tls-key", default="", help="its private key file, e.g. certbot's privkey.pem")

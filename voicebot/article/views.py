@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from ..conversation import Conversation
+from ..conversation import CallContext, Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
 from ..exceptions import InvalidEvent, LockLost
@@ -77,8 +77,21 @@ def transcript():
         return jsonify(status="ended")
     text = required_text(body, "transcript", current_app.config["MAX_TRANSCRIPT_CHARS"])
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
+    event_id = identifier(body, "event_id") if body.get("event_id") not in (None, "") else None
     deadline = Deadline(RESPONSE_BUDGET)
-    turn = conversation.take_turn(call_id, text, caller, deadline=deadline)
+
+    def keep_reply(reply: str, context: CallContext) -> None:
+        # Saved with the turn: the same event sent again is answered from it.
+        context.channel["last_turn"] = {"event_id": event_id, "reply": reply}
+
+    turn = conversation.take_turn(call_id, text, caller, event_id=event_id,
+                                  deliver=keep_reply if event_id else None, deadline=deadline)
+    if turn is None:  # only calls ended for good have no turn; the article's contract ends none so
+        return jsonify(status="ended")
+    if turn.duplicate:
+        last = (conversation.channel(call_id) or {}).get("last_turn") or {}
+        reply = last.get("reply", "") if last.get("event_id") == event_id else ""
+        return jsonify(response=reply, duplicate=True)
     if not turn.recorded:
         # Another turn of the call may have run meanwhile; this reply would
         # answer a history that no longer exists.

@@ -177,6 +177,36 @@ class RedisClusterServers:
 
         wait_for(ok, timeout=timeout, what="the cluster ok, replicas in sync")
 
+    def add_master(self) -> int:
+        """A new, empty master joins the cluster; its port."""
+        (port,) = [p for p in cluster_ports(len(self.ports) + 1) if p not in self.ports][:1]
+        self.start_node(port)
+        self.ports.append(port)
+        self.node(self.ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        live = [p for p, process in self.processes.items() if process.poll() is None]
+        wait_for(lambda: all(int(self._info(p)["cluster_known_nodes"]) >= len(self.ports) for p in live),
+                 timeout=30, what="the new master known to every node")
+        return port
+
+    def move_slots(self, source: int, target: int, count: int) -> int:
+        """Reshard online: ``count`` of ``source``'s slots, with their keys, to ``target`` (MIGRATING,
+        IMPORTING, MIGRATE, SETSLOT NODE, as redis-cli --cluster reshard does); how many moved."""
+        src, dst = self.node(source), self.node(target)
+        src_id = src.execute_command("CLUSTER", "MYID").decode()
+        dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+        slots = [slot for start, end, master, *_ in src.execute_command("CLUSTER", "SLOTS")
+                 if int(master[1]) == source for slot in range(start, end + 1)][:count]
+        masters = [p for p, process in self.processes.items()
+                   if process.poll() is None and self.node(p).info("replication")["role"] == "master"]
+        for slot in slots:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            for port in [target, source, *(m for m in masters if m not in (source, target))]:
+                self.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return len(slots)
+
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""
         import redis
