@@ -281,3 +281,39 @@ def test_three_instances_behind_nginx_through_failover_and_resharding(tmp_path, 
         for instance in instances:
             instance.stop()
         cluster.stop()
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_a_turn_is_answered_once_a_replica_has_it(kind, request, caplog):
+    from voicebot.stores import RedisStore
+
+    servers = request.getfixturevalue(f"redis_{kind}")
+    store = RedisStore(servers.url, ttl_seconds=60, lease_seconds=2, prefix=f"vbtest-{uuid.uuid4().hex[:8]}",
+                       failover_seconds=6, wait_replicas=1)
+    try:
+        for n in range(5):
+            with store.locked("replicated", 2) as record:
+                record.save({"n": n}, release=True, lines=[{"text": f"line {n}"}])
+        assert store.peek("replicated")["n"] == 4 and len(store.lines("replicated")) == 5
+        assert "replicas REDIS_WAIT_REPLICAS asks for" not in caplog.text  # each write reached its replica
+    finally:
+        store.close()
+
+
+def test_a_turn_its_replica_cannot_take_is_still_answered_and_said_so(redis_sentinel, caplog):
+    import signal
+
+    from voicebot.stores import RedisStore
+
+    replica = redis_sentinel.replica if redis_sentinel.master_port() == redis_sentinel.master.port \
+        else redis_sentinel.master
+    store = RedisStore(redis_sentinel.url, ttl_seconds=60, lease_seconds=2, prefix=f"vbtest-{uuid.uuid4().hex[:8]}",
+                       wait_replicas=1, wait_ms=100)
+    replica.process.send_signal(signal.SIGSTOP)
+    try:
+        with store.locked("unreplicated", 2) as record:
+            record.save({"n": 1}, release=True)
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        store.close()
+    assert "a turn reached 0 of the 1 replicas" in caplog.text

@@ -105,6 +105,13 @@ def _networks(value: str) -> tuple:
     return parse_networks(value)
 
 
+def _wait_replicas(value: str) -> int:
+    number = int(value)
+    if number < -1:
+        raise ValueError("must be -1 (derived), 0 or more")
+    return number
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -146,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How long each Redis step is tried again, backing off, while a master is lost. 0: 6 s on "
             "cluster and Sentinel URLs (a replica is promoted in a few seconds), none on one server.",
             shown="0 (derived)"),
+    Setting("REDIS_WAIT_REPLICAS", -1, _wait_replicas,
+            "Replicas each turn's write must reach (Redis's WAIT, up to 200 ms) before the turn is answered, so "
+            "an answered turn survives its master's failover. -1: 1 on cluster and Sentinel URLs, 0 on one "
+            "server. A turn that reaches fewer is still answered, with a WARNING.", shown="-1 (derived)"),
     Setting("REDIS_TLS_VERIFY", True, flag,
             "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
             "self-signed one (Heroku Redis uses those), still encrypted."),
@@ -342,6 +353,16 @@ def redis_failover_seconds(config: Mapping[str, Any]) -> float:
     from .stores.redis_url import parse
 
     return 6.0 if parse(config["REDIS_URL"]).replicated else 0.0
+
+
+def redis_wait_replicas(config: Mapping[str, Any]) -> int:
+    """Replicas a turn's write must reach: REDIS_WAIT_REPLICAS, or (-1) 1 where a failover can promote one."""
+    wanted = config["REDIS_WAIT_REPLICAS"]
+    if wanted >= 0 or not config["REDIS_URL"]:
+        return max(0, wanted)
+    from .stores.redis_url import parse
+
+    return 1 if parse(config["REDIS_URL"]).replicated else 0
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import lock_lease_seconds, redis_failover_seconds
+from ..config import lock_lease_seconds, redis_failover_seconds, redis_wait_replicas
 from .base import CallRecord, SessionStore
 from .memory import MemoryStore
 from .redis import RedisStore
@@ -26,6 +26,7 @@ def build_store(config: Mapping[str, Any]) -> SessionStore:
         tls_verify=config["REDIS_TLS_VERIFY"],
         max_lines=config["MAX_TRANSCRIPT_LINES"],
         failover_seconds=redis_failover_seconds(config),
+        wait_replicas=redis_wait_replicas(config),
         # Every thread of the worker may hold a connection, plus room for
         # health checks.
         max_connections=config["WEB_THREADS"] + 4,

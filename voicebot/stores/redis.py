@@ -23,6 +23,7 @@ session is one round trip; writing it back and releasing is another.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -38,6 +39,7 @@ from .redis_url import connect, patiently
 __all__ = ["RedisStore", "connect", "redis_errors", "patiently"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
 # Returns {1, session or false, seen} when the lock was taken (or is already this token's),
@@ -119,7 +121,8 @@ class RedisStore(SessionStore):
 
     def __init__(self, client: Any, *, ttl_seconds: float, lease_seconds: float,
                  prefix: str = "voicebot", timeout: float = 2.0, max_connections: int = 64,
-                 tls_verify: bool = True, max_lines: int = DEFAULT_MAX_LINES, failover_seconds: float = 0.0) -> None:
+                 tls_verify: bool = True, max_lines: int = DEFAULT_MAX_LINES, failover_seconds: float = 0.0,
+                 wait_replicas: int = 0, wait_ms: int = 200) -> None:
         super().__init__(ttl_seconds, lease_seconds, max_lines)
         if isinstance(client, str):
             client = connect(client, timeout=timeout, max_connections=max_connections, tls_verify=tls_verify)
@@ -128,6 +131,9 @@ class RedisStore(SessionStore):
         # A Redis Cluster runs no script inside a pipeline, and keys of two slots in no pipeline step.
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self.failover_seconds = failover_seconds
+        # Replicas a turn's write must reach before it is answered, and how long to wait for them.
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
         self.prefix = prefix
         self._active_key = f"{prefix}:active"
         # Keys outlive the session TTL by a grace period: the reaper turns an
@@ -168,15 +174,18 @@ class RedisStore(SessionStore):
             time.sleep(min(pause * random.uniform(0.5, 1.0), left, lock_ttl))
             pause = min(pause * 2, _MAX_POLL)
 
-    def _with_active(self, script, keys: list[str], args: list, active: Callable) -> Any:
+    def _with_active(self, script, keys: list[str], args: list, active: Callable, *, replicated: bool = False) -> Any:
         """Run ``script`` and ``active(pipeline)`` (the active-call index, another slot); the script's result.
 
-        One round trip on one server. On a cluster, two: a Script called on the
-        client reloads itself where it is missing (a promoted replica has no
-        script cache), which a pipelined EVALSHA cannot.
+        One round trip on one server. On a cluster, two: the script goes to
+        its key's master, and the index to its own. With ``replicated`` and
+        ``wait_replicas``, the script's writes have reached that many replicas
+        (WAIT, on the connection that wrote them) before this returns, so an
+        answered turn outlives its master.
         """
+        wait = self.wait_replicas if replicated else 0
         if self.cluster:
-            result = self._do(lambda: script(keys=keys, args=args))
+            result = self._do(lambda: self._on_key_master(script, keys, args, wait))
             self._do(lambda: self._pipelined(active))
             return result
 
@@ -185,14 +194,48 @@ class RedisStore(SessionStore):
             # evalsha directly: a Script on a pipeline asks SCRIPT EXISTS first, every time.
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             active(pipe)
-            result = pipe.execute(raise_on_error=False)[0]
+            if wait:
+                pipe.execute_command("WAIT", wait, self.wait_ms)
+            results = pipe.execute(raise_on_error=False)
+            result = results[0]
             if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted, flushed or failed over
-                result = script(keys=keys, args=args)
-            elif isinstance(result, Exception):
+                return script(keys=keys, args=args)  # (written where no replica has had time to see it)
+            if isinstance(result, Exception):
                 raise result
+            if wait:
+                self._check_replicas(results[-1], wait)
             return result
 
         return self._do(both)
+
+    def _on_key_master(self, script, keys: list[str], args: list, wait: int) -> Any:
+        """The script on the master of its keys' slot, with WAIT on the same connection; a slot that moved
+        (MOVED, ASK) goes through the cluster client, which follows it."""
+        if not wait:
+            return script(keys=keys, args=args)  # a Script reloads itself where it is missing
+        node = self.client.get_node_from_key(keys[0])
+        pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", wait, self.wait_ms)
+        try:
+            result, acked = pipe.execute(raise_on_error=False)
+        except redis.exceptions.ConnectionError:
+            self.client.nodes_manager.initialize()  # the master is gone: read the topology again
+            raise
+        if isinstance(result, redis.exceptions.NoScriptError):  # a promoted replica has no script cache
+            self.client.get_redis_connection(node).script_load(script.script)
+            return self._on_key_master(script, keys, args, wait)
+        if isinstance(result, redis.exceptions.ResponseError) and str(result).startswith(("MOVED", "ASK")):
+            return script(keys=keys, args=args)  # moving: written through the redirect, without the wait
+        if isinstance(result, Exception):
+            raise result
+        self._check_replicas(acked, wait)
+        return result
+
+    def _check_replicas(self, acked: Any, wanted: int) -> None:
+        if isinstance(acked, int) and acked < wanted:
+            log.warning("a turn reached %d of the %d replicas REDIS_WAIT_REPLICAS asks for within %d ms: "
+                        "a failover now could lose it", acked, wanted, self.wait_ms)
 
     def _pipelined(self, add: Callable[[Any], Any], transaction: bool = False) -> list:
         pipe = self.client.pipeline(transaction=transaction)
@@ -210,6 +253,7 @@ class RedisStore(SessionStore):
              int(now * 1000), MAX_EVENTS_PER_CALL, self.max_lines,
              *(json.dumps(line, separators=(",", ":")) for line in lines)],
             lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
+            replicated=True,
         )
         if not written:
             record.released = True
