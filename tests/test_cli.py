@@ -11,6 +11,7 @@ from voicebot import create_app
 from voicebot.cli import build_parser, main
 
 from .conftest import app_config
+from .support import ROOT
 
 
 def test_a_bare_voicebot_lists_the_commands(capsys):
@@ -65,3 +66,13 @@ def test_a_half_configured_voipbin_is_a_warning(fake_llm, caplog, half):
         create_app(app_config(fake_llm, **half))
     missing = "VOIPBIN_ACCESS_KEY" if "VOIPBIN_WEBHOOK_SECRET" in half else "VOIPBIN_WEBHOOK_SECRET"
     assert any(r.levelno == logging.WARNING and missing in r.getMessage() for r in caplog.records)
+
+
+def test_compose_nginx_site_is_the_one_the_template_writes():
+    """Regenerate with: python -c 'from voicebot.deploy import compose_nginx_config as c; print(c(), end="")'
+    > voicebot/deploy/compose-nginx.conf"""
+    from voicebot.deploy import compose_nginx_config
+
+    written = (ROOT / "voicebot" / "deploy" / "compose-nginx.conf").read_text()
+    assert written.strip() == compose_nginx_config().strip()
+    assert "server voicebot:8000 resolve;" in written and "voicebot_no_query" in written

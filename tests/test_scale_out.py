@@ -317,3 +317,29 @@ def test_a_turn_its_replica_cannot_take_is_still_answered_and_said_so(redis_sent
         replica.process.send_signal(signal.SIGCONT)
         store.close()
     assert "a turn reached 0 of the 1 replicas" in caplog.text
+
+
+def test_voipbin_and_twilio_calls_run_on_a_cluster(redis_cluster, make_voipbin_app, make_app, voipbin, fake_llm):
+    """Transcribe-to-call links, event dedupe, Twilio's turn dedupe and tombstones, on a cluster."""
+    from .test_twilio import PUBLIC, TOKEN, Call
+    from .test_voipbin import GREETING, answer, post_event, speak
+
+    on_cluster = {"REDIS_URL": redis_cluster.url, "REDIS_PREFIX": f"vbtest-{uuid.uuid4().hex[:8]}"}
+    client = make_voipbin_app(**on_cluster).test_client()
+    call_id = answer(client, voipbin)
+    assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
+    assert speak(client, voipbin, call_id, "mk2").get_json() == {"status": "said"}
+    assert voipbin.said[call_id] == [GREETING, "Heard mk1.", "Heard mk1 mk2."]
+    assert post_event(client, "call_hangup", voipbin.hang_up(call_id)).get_json() == {"status": "ended"}
+
+    app = make_app(TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_URL=PUBLIC, **on_cluster)
+    call = Call(app.test_client())
+    call.start()
+    action = call.action
+    call.say("mk1 please")
+    asked = len(fake_llm.requests)
+    call.action = action  # sent again: answered from the saved reply
+    call.say("mk1 please")
+    assert call.heard() == "Heard mk1." and len(fake_llm.requests) == asked
+    call.say("mk2")
+    assert call.heard() == "Heard mk1 mk2."

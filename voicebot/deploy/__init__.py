@@ -9,15 +9,27 @@ NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf")
 
 
 def nginx_config(server_name: str, port: int | Sequence[int], *, listen: str = "443", cert: str = "",
-                 key: str = "", access_log: str = "/var/log/nginx/access.log") -> str:
+                 key: str = "", access_log: str = "/var/log/nginx/access.log", service: str = "",
+                 resolver: str = "") -> str:
     """The nginx site for voicebot on 127.0.0.1:``port`` (or several instances, round robin); TLS when
-    ``cert`` and ``key`` are given."""
+    ``cert`` and ``key`` are given. With ``service`` (``voicebot:8000``) the instances are whatever that
+    name resolves to, asked of ``resolver`` again as instances come and go (``docker compose --scale``)."""
     ports = [port] if isinstance(port, int) else list(port)
-    upstreams = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in ports)
+    if service:
+        upstreams = f"    zone voicebot 64k;\n    server {service} resolve;"
+        listen_extra = f"\n    resolver {resolver} valid=5s ipv6=off;"
+    else:
+        upstreams = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in ports)
+        listen_extra = ""
     if cert and key:
         listening = f"listen {listen} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};"
     else:
         listening = f"listen {listen};"
-    return (NGINX_TEMPLATE.read_text().replace("@LISTEN@", listening)
+    return (NGINX_TEMPLATE.read_text().replace("@LISTEN@", listening + listen_extra)
             .replace("@SERVER_NAME@", server_name).replace("@UPSTREAMS@", upstreams)
             .replace("@ACCESS_LOG@", access_log))
+
+
+def compose_nginx_config() -> str:
+    """compose.yaml's nginx site: every scaled voicebot container, found through Docker's DNS."""
+    return nginx_config("_", [], listen="80", service="voicebot:8000", resolver="127.0.0.11")
