@@ -24,7 +24,7 @@ from voicebot.records import RedisOutbox
 from voicebot.stores.redis_url import connect, parse
 
 from .conftest import app_config
-from .support import ROOT, Gunicorn, Nginx, needs_nginx, procfile_command
+from .support import ROOT, Gunicorn, Nginx, needs_nginx, procfile_command, wait_for
 
 SECRET = "s3cret-pass"
 
@@ -343,3 +343,34 @@ def test_voipbin_and_twilio_calls_run_on_a_cluster(redis_cluster, make_voipbin_a
     assert call.heard() == "Heard mk1." and len(fake_llm.requests) == asked
     call.say("mk2")
     assert call.heard() == "Heard mk1 mk2."
+
+
+def test_a_plain_url_naming_one_cluster_node_says_what_to_write(redis_cluster):
+    from voicebot.exceptions import StoreError
+    from voicebot.stores import RedisStore
+
+    store = RedisStore(f"redis://127.0.0.1:{redis_cluster.ports[0]}/0", ttl_seconds=60, lease_seconds=1,
+                       prefix=f"vbtest-{uuid.uuid4().hex[:8]}")
+    try:
+        with pytest.raises(StoreError, match=r"write redis\+cluster://"):
+            for n in range(20):  # some call ids hash to this node's own slots; the others are MOVED
+                with store.locked(f"call-{n}", 1) as record:
+                    record.save({"n": n}, release=True)
+    finally:
+        store.close()
+
+
+def test_an_idle_call_on_a_cluster_is_reaped_into_its_record(redis_cluster):
+    from voicebot.stores import RedisStore
+
+    store = RedisStore(redis_cluster.url, ttl_seconds=0.3, lease_seconds=1, prefix=f"vbtest-{uuid.uuid4().hex[:8]}")
+    try:
+        with store.locked("idle", 1) as record:
+            record.save({"call_id": "idle"}, release=True, lines=[{"speaker": "caller", "text": "mk1"}])
+        reaped: list = []
+        wait_for(lambda: store.reap(lambda call_id, session, lines: reaped.append((call_id, lines))),
+                 timeout=10, what="the idle call reaped")
+        assert reaped == [("idle", [{"speaker": "caller", "text": "mk1"}])]
+        assert store.peek("idle") is None and store.active_calls() == 0
+    finally:
+        store.close()

@@ -113,6 +113,9 @@ def redis_errors() -> Iterator[None]:
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
     except redis.exceptions.RedisError as exc:
+        if isinstance(exc, redis.exceptions.MovedError):  # a plain redis:// URL naming one node of a cluster
+            raise StoreError(f"Redis error: {exc} (REDIS_URL names one node of a Redis Cluster: "
+                             "write redis+cluster://host:port,host:port)") from exc
         raise StoreError(f"Redis error: {exc}") from exc
 
 
@@ -225,7 +228,7 @@ class RedisStore(SessionStore):
         if isinstance(result, redis.exceptions.NoScriptError):  # a promoted replica has no script cache
             self.client.get_redis_connection(node).script_load(script.script)
             return self._on_key_master(script, keys, args, wait)
-        if isinstance(result, redis.exceptions.ResponseError) and str(result).startswith(("MOVED", "ASK")):
+        if isinstance(result, (redis.exceptions.MovedError, redis.exceptions.AskError)):
             return script(keys=keys, args=args)  # moving: written through the redirect, without the wait
         if isinstance(result, Exception):
             raise result
