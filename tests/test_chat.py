@@ -62,3 +62,29 @@ def test_try_voipbin_places_a_call_and_shows_what_is_said(monkeypatch):
     assert printed[2].startswith("voicebot says into the call: You said: where is my order.")
     assert printed[3] == "voicebot says into the call: Thanks for calling. Goodbye!"
     assert printed[4] == "[VoIPBin] voicebot hung up the call"
+
+
+def test_chat_in_this_process_is_quiet_unless_asked(monkeypatch, capsys):
+    import io
+    import logging
+    import sys
+
+    from voicebot.cli import main
+
+    for name in ("REDIS_URL", "ANTHROPIC_API_KEY", "WEBHOOK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    voicebot_logger = logging.getLogger("voicebot")
+    handlers = [h for h in voicebot_logger.handlers if getattr(h, "_voicebot", False)]
+    levels = [h.level for h in handlers]
+    try:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("where is my order?\n"))
+        assert main(["chat"]) == 0
+        out, err = capsys.readouterr()
+        assert "bot (" in out and "[you hung up]" in out
+        assert err == ""  # no start-up notes for a server, no line per turn
+    finally:
+        for handler, level in zip(handlers, levels):
+            handler.setLevel(level)
+        for handler in voicebot_logger.handlers:
+            if getattr(handler, "_voicebot", False):
+                handler.setLevel(logging.NOTSET)

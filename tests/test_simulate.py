@@ -142,9 +142,28 @@ def test_a_server_that_mixes_calls_up_fails_the_campaign(capsys):
 
 
 def test_errors_are_counted_and_fail_the_campaign(capsys):
-    status, out = run_cli([f"http://127.0.0.1:{free_port()}", "--calls", "2", "--turns", "1"], capsys)
+    status, out = run_cli([f"http://127.0.0.1:{free_port()}", "--calls", "2", "--turns", "1", "--wait", "0"], capsys)
     assert status == 1
     assert "connection" in out and "RESULT: FAIL" in out
+
+
+def test_a_server_that_never_comes_up_is_said_in_one_line(capsys):
+    status = main(["simulate", f"http://127.0.0.1:{free_port()}", "--calls", "1", "--wait", "0.3"])
+    assert status == 2
+    assert "did not answer /healthz within 0.3 s" in capsys.readouterr().err
+
+
+def test_a_token_protected_deployment_is_simulated_with_its_token(capsys, fake_llm, monkeypatch):
+    served = ServedApp(create_app(app_config(fake_llm, WEBHOOK_TOKEN="sim-token")))
+    try:
+        monkeypatch.setenv("WEBHOOK_TOKEN", "sim-token")
+        status, out = run_cli([served.url, "--calls", "3", "--turns", "2"], capsys)
+        assert status == 0 and "RESULT: PASS" in out
+        monkeypatch.delenv("WEBHOOK_TOKEN")
+        status, out = run_cli([served.url, "--calls", "1", "--turns", "1", "--token", "wrong"], capsys)
+        assert status == 1
+    finally:
+        served.stop()
 
 
 def test_against_a_real_model_it_reports_and_says_isolation_was_not_checked(capsys, monkeypatch):

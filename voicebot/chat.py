@@ -46,8 +46,10 @@ def in_process_poster() -> Post:
     return post
 
 
-def chat(post: Post, *, lines: TextIO = sys.stdin, out: TextIO = sys.stdout, caller: str = "+15550000000",
+def chat(post: Post, *, lines: TextIO | None = None, out: TextIO | None = None, caller: str = "+15550000000",
          prompt: bool | None = None) -> int:
+    lines = sys.stdin if lines is None else lines  # read at the call: a test or a pipe may have replaced them
+    out = sys.stdout if out is None else out
     prompt = lines.isatty() if prompt is None else prompt
     call_id = f"chat-{uuid.uuid4().hex[:8]}"
     status, answer = post("/webhook/call-started", {"type": "call.started", "call_id": call_id, "caller_num": caller})
@@ -85,12 +87,30 @@ def _failed(out: TextIO, status: int, answer: dict) -> int:
     return 1
 
 
-def main(url: str | None) -> int:
+def main(url: str | None, verbose: bool = False) -> int:
+    if not url and not verbose:
+        # The conversation is the output here: the service's log lines (start-up notes that concern a
+        # server, a line per turn) would come between "you:" and "bot:". --verbose shows them.
+        _quiet_start()
     post = http_poster(url, os.environ.get("WEBHOOK_TOKEN", "")) if url else in_process_poster()
     try:
         return chat(post)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
+        if url is None:
+            raise
         print(f"voicebot chat: cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
         return 1
+
+
+def _quiet_start() -> None:
+    """voicebot's log handler, made before the app and closed to every line: create_app keeps it."""
+    import logging
+
+    from . import logs
+
+    logs.configure_logging("ERROR")
+    for handler in logging.getLogger("voicebot").handlers:
+        if getattr(handler, "_voicebot", False):
+            handler.setLevel(logging.CRITICAL + 1)

@@ -89,7 +89,7 @@ def _fake_llm(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from .chat import main as chat_main
 
-    return chat_main(args.url)
+    return chat_main(args.url, verbose=args.verbose)
 
 
 def _try(args: argparse.Namespace) -> int:
@@ -113,15 +113,14 @@ def _fake_voipbin(args: argparse.Namespace) -> int:
 
 
 def _voipbin_setup(args: argparse.Namespace) -> int:
-    from . import config
     from .exceptions import ConfigError
-    from .platforms import SETTINGS
+    from .platforms import load_config
     from .voipbin.client import VoipbinClient
     from .voipbin.exceptions import VoipbinError
     from .voipbin.setup import set_up_account
 
     try:
-        settings = {**{s.name: s.default for s in SETTINGS}, **config.from_environ(settings=SETTINGS)}
+        settings = load_config()  # checked as a start would: what it prints must then start
     except ConfigError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
@@ -213,6 +212,7 @@ def _nginx_config(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from .devtools.simulate import Campaign, format_summary, ok, progress_printer
 
@@ -234,8 +234,13 @@ def _simulate(args: argparse.Namespace) -> int:
     campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
                         think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
                         secret=args.secret, voipbin=voipbin, number=args.number, twilio_token=args.twilio_token,
-                        public_url=args.public_url, progress=progress_printer())
+                        public_url=args.public_url, progress=progress_printer(),
+                        token=args.token if args.token is not None else os.environ.get("WEBHOOK_TOKEN", ""))
     try:
+        not_up = campaign.wait_until_up(args.wait)
+        if not_up:
+            print(f"voicebot simulate: {not_up}", file=sys.stderr)
+            return 2
         summary = campaign.run()
     finally:
         if voipbin is not None:
@@ -296,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ends the call. Piped input works too.")
     talk.add_argument("--url", help="a running voicebot, e.g. http://127.0.0.1:8000 (WEBHOOK_TOKEN from the "
                                     "environment); default: an app in this process on the embedded defaults")
+    talk.add_argument("--verbose", action="store_true",
+                      help="also show the service's log lines (with no --url; otherwise they are off)")
     talk.set_defaults(run=_chat)
 
     trial = command("try", "try a platform on this machine, with nothing to set up")
@@ -392,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--public-url", default="",
                      help="PUBLIC_URL of the voicebot under test, if it has one: what the signatures cover "
                           "(twilio contract; default: each request's own URL)")
+    sim.add_argument("--token", help="the WEBHOOK_TOKEN of the voicebot under test, sent as a bearer token "
+                                     "(article contract; default: WEBHOOK_TOKEN from the environment)")
+    sim.add_argument("--wait", type=float, default=30.0,
+                     help="seconds to wait for every URL's /healthz before the campaign starts")
     sim.set_defaults(run=_simulate)
     return parser
 
@@ -405,7 +416,34 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "serve":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    return args.run(args) or 0
+    return _run_in_one_line(args)
+
+
+def _run_in_one_line(args: argparse.Namespace) -> int:
+    """Every command fails in one line, never a traceback: a bad setting or file says which and exits 2,
+    anything else says what broke and exits 1 (VOICEBOT_TRACEBACK=1 shows the traceback too)."""
+    import os
+
+    from .exceptions import ConfigError, VoicebotError
+
+    name = f"voicebot {args.command}"
+    try:
+        return args.run(args) or 0
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (VoicebotError, OSError) as exc:
+        if os.environ.get("VOICEBOT_TRACEBACK"):
+            raise
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get("VOICEBOT_TRACEBACK"):
+            raise
+        print(f"{name} failed: {type(exc).__name__}: {exc} (VOICEBOT_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ class Campaign:
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
                  twilio_token: str = "", public_url: str = "",
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, token: str = "") -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.contract = contract
         self.calls = calls
@@ -178,6 +178,7 @@ class Campaign:
         self.voipbin = voipbin  # a FakeVoipbin that receives the speech (VoIPBin contract)
         self.number = number  # the number called (VoIPBin contract): one of the server's VOIPBIN_NUMBERS
         self.twilio_token = twilio_token  # TWILIO_AUTH_TOKEN of the server (Twilio contract)
+        self.token = token  # WEBHOOK_TOKEN of the server (the article's contract), sent as a bearer token
         self.public_url = public_url.rstrip("/")  # its PUBLIC_URL, if set: what Twilio signs
         self._actions: dict[str, str] = {}  # call -> the path its last <Gather> posts to (Twilio contract)
         self._validator: Any = None  # Twilio's RequestValidator, made once (Twilio contract)
@@ -228,6 +229,8 @@ class Campaign:
                     call_id: str) -> tuple[dict, float, dict]:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
+        if self.contract == "article" and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         if self.contract == "voipbin" and self.secret:
             headers[HEADER] = sign(data, self.secret)
         connection = connections[next(self._next_url) % len(connections)]
@@ -357,6 +360,30 @@ class Campaign:
                              call_id)
 
     # -- the campaign -------------------------------------------------------------
+
+    def wait_until_up(self, seconds: float) -> str:
+        """Wait until every URL answers HTTP (its /healthz), for up to ``seconds`` (0: do not wait); '' once
+        all answer, else which did not."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + seconds
+        waiting = list(self.urls) if seconds > 0 else []
+        while waiting:
+            try:
+                with urllib.request.urlopen(waiting[0] + "/healthz", timeout=2):
+                    pass
+                waiting.pop(0)
+                continue
+            except urllib.error.HTTPError:  # an answer all the same: something serves HTTP there
+                waiting.pop(0)
+                continue
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                return f"{waiting[0]} did not answer /healthz within {seconds:g} s (is voicebot running there?)"
+            time.sleep(0.1)
+        return ""
 
     def run(self) -> dict:
         # The simulator's own garbage collections would show up as server

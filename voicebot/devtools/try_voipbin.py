@@ -3,8 +3,10 @@
 A fake VoIPBin and a voicebot wired to it run in this process. A signed
 call is answered, each line you type arrives as the caller's transcript, and
 what voicebot says into the call (through VoIPBin's speaking session) is
-printed, with the hang-up or transfer when the bot makes one. Ctrl-D or
-``/hangup`` hangs up. It uses ANTHROPIC_API_KEY when set, the offline
+printed, with the hang-up when the bot makes one. (No transfer here: VoIPBin
+hands a call to a person through its ``fetch`` flow action, which this trial
+does not run; "a human, please" is answered in words.) Ctrl-D or ``/hangup``
+hangs up. It uses ANTHROPIC_API_KEY when set, the offline
 responder otherwise.
 """
 
@@ -20,8 +22,11 @@ from ..voipbin.signing import HEADER, sign
 NUMBER = "+15559870000"
 
 
-def run(lines: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
     from .. import create_app
+
+    lines = sys.stdin if lines is None else lines  # read at the call: a test or a pipe may have replaced them
+    out = sys.stdout if out is None else out
 
     with FakeVoipbin(access_key="try-access-key") as voipbin:
         app = create_app({
