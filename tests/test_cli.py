@@ -11,7 +11,7 @@ from voicebot import create_app
 from voicebot.cli import build_parser, main
 
 from .conftest import app_config
-from .support import ROOT
+from .support import ROOT, free_port
 
 
 def test_a_bare_voicebot_lists_the_commands(capsys):
@@ -76,3 +76,27 @@ def test_compose_nginx_site_is_the_one_the_template_writes():
     written = (ROOT / "voicebot" / "deploy" / "compose-nginx.conf").read_text()
     assert written.strip() == compose_nginx_config().strip()
     assert "server voicebot:8000 resolve;" in written and "voicebot_no_query" in written
+
+
+def test_check_config_connect_says_what_each_dependency_answered(monkeypatch, capsys, fake_llm, redis_url, voipbin):
+    for name in ("WEBHOOK_TOKEN", "TWILIO_AUTH_TOKEN", "TOOLS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", fake_llm.api_key)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_llm.url)
+    monkeypatch.setenv("VOIPBIN_ACCESS_KEY", voipbin.access_key)
+    monkeypatch.setenv("VOIPBIN_API_URL", voipbin.api_url)
+    assert main(["serve", "--check-config", "--connect"]) == 0
+    out = capsys.readouterr().out
+    assert "ok     session store, Redis (127.0.0.1:" in out and "answers PING" in out
+    assert "ok     model claude-" in out and "no tokens spent" in out
+    assert "ok     VoIPBin: the access key is accepted" in out
+    assert fake_llm.api_key not in out and voipbin.access_key not in out
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "wrong-key")
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["serve", "--check-config", "--connect"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED session store" in out and "FAILED model" in out and "rejected ANTHROPIC_API_KEY (401)" in out
+    # Without --connect nothing is reached: the settings alone are fine.
+    assert main(["serve", "--check-config"]) == 0

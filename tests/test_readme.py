@@ -24,3 +24,18 @@ def test_the_configuration_table_is_the_one_the_settings_write():
 def test_the_test_command_installs_the_test_extra_and_runs_pytest():
     block = README.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
     assert "'.[test]'" in block and "pytest" in block
+
+
+def test_env_example_is_the_one_the_settings_write():
+    """Regenerate with: python -c 'from voicebot.platforms import env_example; print(env_example(), end="")'
+    > .env.example"""
+    from voicebot.platforms import env_example
+
+    written = (ROOT / ".env.example").read_text()
+    assert written == env_example()
+    assert set(re.findall(r"^# ([A-Z_]+)=", written, re.M)) == {s.name for s in SETTINGS}
+
+
+def test_the_license_is_the_one_setup_cfg_names():
+    assert "license = MIT" in (ROOT / "setup.cfg").read_text()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

@@ -26,7 +26,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.check_config:
         print(f"configuration OK: {workers} worker(s), {config.store_description(settings)} sessions, "
               f"listening on {bind}")
-        return 0
+        if not args.connect:
+            return 0
+        from .checks import connect_all
+
+        found = connect_all(settings)
+        print("dependencies:\n" + "\n".join(f.line() for f in found))
+        return 1 if any(f.ok is False for f in found) else 0
     busy = _busy(bind)
     if busy:
         print(f"voicebot cannot start: {busy}", file=sys.stderr)
@@ -293,7 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "go to gunicorn, e.g. --bind 0.0.0.0:8000.")
     serve.add_argument("--port", type=int, help="listen on 127.0.0.1:PORT (default: the PORT setting, 8000)")
     serve.add_argument("--check-config", action="store_true",
-                       help="check every setting (and TOOLS_FILE) as a real start would, then exit")
+                       help="check every setting (and TOOLS_FILE) as a real start would, then exit; this reaches "
+                            "nothing (add --connect)")
+    serve.add_argument("--connect", action="store_true",
+                       help="with --check-config: also reach Redis, the model's API (no tokens spent) and VoIPBin "
+                            "where configured, and say what answered (exit 1 if anything did not)")
     serve.set_defaults(run=_serve)
 
     talk = command("chat", "be the caller: type what the caller says, read the bot's replies",

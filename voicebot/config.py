@@ -280,6 +280,25 @@ def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
     return "\n".join(rows)
 
 
+def env_example(settings: Sequence[Setting] = SETTINGS) -> str:
+    """``.env.example``, written from the settings registry: every setting, commented out at its default."""
+    import textwrap
+
+    lines = ["# voicebot's settings, each at its default (commented out). Copy to .env, set what you need,",
+             "# and load it into the environment (systemd's EnvironmentFile, docker compose, `set -a; . ./.env`).",
+             "# Written from the settings registry: python -c 'from voicebot.platforms import env_example; "
+             "print(env_example(), end=\"\")' > .env.example", ""]
+    for setting in settings:
+        meaning = setting.meaning.replace("`", "")
+        lines += ["# " + line for line in textwrap.wrap(meaning, 100)]
+        value = "" if setting.secret or setting.default in ("", ()) else setting.default_text()
+        if setting.shown is not None:  # "0 (derived)" sets 0; a description of a long default sets nothing
+            first = setting.shown.split(" ")[0]
+            value = first if first.lstrip("-").isdigit() else ""
+        lines += [f"# {setting.name}={value}", ""]
+    return "\n".join(lines)
+
+
 def from_environ(environ: Mapping[str, str] | None = None, settings: Sequence[Setting] = SETTINGS) -> dict[str, Any]:
     """The settings that the environment sets, parsed; unset ones are left out."""
     environ = os.environ if environ is None else environ

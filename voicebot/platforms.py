@@ -24,3 +24,7 @@ def load_config(environ: Mapping[str, str] | None = None,
 
 def markdown_table() -> str:
     return config.markdown_table(SETTINGS)
+
+
+def env_example() -> str:
+    return config.env_example(SETTINGS)

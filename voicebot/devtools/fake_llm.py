@@ -340,7 +340,18 @@ class _Handler(JSONHandler):
         self._send_json(status, {"type": "error", "error": {"type": kind, "message": message}})
 
     def do_GET(self) -> None:
-        self._error(404, "not_found_error", "Not found")
+        # GET /v1/models/{model}: what a key check asks (it spends no tokens).
+        path = self.path.split("?")[0]
+        if not path.startswith("/v1/models/"):
+            return self._error(404, "not_found_error", "Not found")
+        key = self.headers.get("x-api-key") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key != self.server.api_key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        model = path.removeprefix("/v1/models/")
+        if not model.startswith("claude-"):
+            return self._error(404, "not_found_error", f"model: {model}")
+        self._send_json(200, {"type": "model", "id": model, "display_name": model,
+                              "created_at": "2026-01-01T00:00:00Z"})
 
     def do_POST(self) -> None:
         raw = self.read_body()

@@ -1,0 +1,111 @@
+"""``voicebot serve --check-config --connect``: reach each configured dependency once, and say what answered.
+
+``--check-config`` alone checks the settings only (types, ranges, the tools
+file, combinations), as a start would. ``--connect`` also reaches:
+
+- the session store (a Redis PING, on any shape of REDIS_URL);
+- the model's API: the key and LLM_MODEL, by reading the model's entry
+  (``GET /v1/models/{model}``), which spends no tokens;
+- VoIPBin, with VOIPBIN_ACCESS_KEY: one page of one number (``GET /numbers``);
+- Twilio: not reachable yet (its REST API needs the account SID, which
+  voicebot does not take); said so.
+
+Each check is bounded by a few seconds and never prints a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Found:
+    what: str  # the dependency, as the operator knows it
+    ok: bool | None  # None: nothing to reach, or not checked
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "ok", False: "FAILED", None: "-"}[self.ok]
+        return f"  {mark:6} {self.what}: {self.detail}"
+
+
+def connect_all(settings: Mapping[str, Any]) -> list[Found]:
+    checks: list[Callable[[Mapping[str, Any]], Found]] = [_store, _model, _voipbin, _twilio]
+    return [check(settings) for check in checks]
+
+
+def _store(settings: Mapping[str, Any]) -> Found:
+    from .config import store_description
+
+    what = f"session store, {store_description(settings)}"
+    if not settings["REDIS_URL"]:
+        return Found(what, None, "in this process's memory: nothing to reach")
+    from .exceptions import StoreError
+    from .stores.redis import connect, redis_errors
+
+    try:
+        client = connect(settings["REDIS_URL"], timeout=min(TIMEOUT_SECONDS, settings["REDIS_TIMEOUT_SECONDS"]),
+                         max_connections=2, tls_verify=settings["REDIS_TLS_VERIFY"])
+        try:
+            with redis_errors():
+                client.ping()
+        finally:
+            client.close()
+    except StoreError as exc:
+        return Found(what, False, f"does not answer ({exc})")
+    except Exception as exc:  # a Sentinel that names no master, a refused TLS handshake
+        return Found(what, False, f"does not answer ({type(exc).__name__}: {exc})")
+    return Found(what, True, "answers PING")
+
+
+def _model(settings: Mapping[str, Any]) -> Found:
+    model = settings["LLM_MODEL"]
+    if not settings["ANTHROPIC_API_KEY"]:
+        return Found("model", None, "the offline responder (ANTHROPIC_API_KEY is not set): nothing to reach")
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=settings["ANTHROPIC_API_KEY"], base_url=settings["ANTHROPIC_BASE_URL"] or None,
+                                 max_retries=0, timeout=TIMEOUT_SECONDS)
+    what = f"model {model}"
+    try:
+        client.models.retrieve(model)
+    except anthropic.AuthenticationError:
+        return Found(what, False, "the API rejected ANTHROPIC_API_KEY (401)")
+    except anthropic.PermissionDeniedError:
+        return Found(what, False, "the key may not use this model (403)")
+    except anthropic.NotFoundError:
+        return Found(what, False, "the API knows no such model (404): check LLM_MODEL")
+    except anthropic.APIStatusError as exc:
+        return Found(what, False, f"the API answered HTTP {exc.status_code}")
+    except anthropic.APIError as exc:
+        return Found(what, False, f"the API cannot be reached ({type(exc).__name__})")
+    finally:
+        client.close()
+    return Found(what, True, "the key is accepted and the model exists (no tokens spent)")
+
+
+def _voipbin(settings: Mapping[str, Any]) -> Found:
+    if not settings["VOIPBIN_ACCESS_KEY"]:
+        return Found("VoIPBin", None, "VOIPBIN_ACCESS_KEY is not set: nothing to reach")
+    from .voipbin.client import VoipbinClient
+    from .voipbin.exceptions import VoipbinError
+
+    client = VoipbinClient(settings["VOIPBIN_API_URL"], settings["VOIPBIN_ACCESS_KEY"],
+                           read_timeout=TIMEOUT_SECONDS)
+    try:
+        client.request("GET", "/numbers", params={"page_size": 1})
+    except VoipbinError as exc:
+        return Found("VoIPBin", False, str(exc))
+    finally:
+        client.close()
+    return Found("VoIPBin", True, "the access key is accepted")
+
+
+def _twilio(settings: Mapping[str, Any]) -> Found:
+    if not settings["TWILIO_AUTH_TOKEN"]:
+        return Found("Twilio", None, "TWILIO_AUTH_TOKEN is not set: /webhook/twilio is off")
+    return Found("Twilio", None, "not checked: Twilio's REST API needs the account SID, which voicebot does not "
+                                 "take; its signatures are checked on every request")
