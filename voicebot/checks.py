@@ -6,9 +6,8 @@ file, combinations), as a start would. ``--connect`` also reaches:
 - the session store (a Redis PING, on any shape of REDIS_URL);
 - the model's API: the key and LLM_MODEL, by reading the model's entry
   (``GET /v1/models/{model}``), which spends no tokens;
-- VoIPBin, with VOIPBIN_ACCESS_KEY: one page of one number (``GET /numbers``);
-- Twilio: not reachable yet (its REST API needs the account SID, which
-  voicebot does not take); said so.
+- each platform's own API, as its ``Platform.reach`` says (VoIPBin: one page
+  of one number; Twilio: said to be unchecked).
 
 Each check is bounded by a few seconds and never prints a secret.
 """
@@ -16,7 +15,7 @@ Each check is bounded by a few seconds and never prints a secret.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 TIMEOUT_SECONDS = 5.0
 
@@ -32,9 +31,13 @@ class Found:
         return f"  {mark:6} {self.what}: {self.detail}"
 
 
-def connect_all(settings: Mapping[str, Any]) -> list[Found]:
-    checks: list[Callable[[Mapping[str, Any]], Found]] = [_store, _model, _voipbin, _twilio]
-    return [check(settings) for check in checks]
+Reach = Callable[[Mapping[str, Any]], "Found | None"]
+
+
+def connect_all(settings: Mapping[str, Any], platforms: Sequence[Reach] = ()) -> list[Found]:
+    """The core's dependencies, then what each platform reaches of its own (``Platform.reach``)."""
+    found = [_store(settings), _model(settings)]
+    return found + [f for f in (reach(settings) for reach in platforms) if f is not None]
 
 
 def _store(settings: Mapping[str, Any]) -> Found:
@@ -85,27 +88,3 @@ def _model(settings: Mapping[str, Any]) -> Found:
     finally:
         client.close()
     return Found(what, True, "the key is accepted and the model exists (no tokens spent)")
-
-
-def _voipbin(settings: Mapping[str, Any]) -> Found:
-    if not settings["VOIPBIN_ACCESS_KEY"]:
-        return Found("VoIPBin", None, "VOIPBIN_ACCESS_KEY is not set: nothing to reach")
-    from .voipbin.client import VoipbinClient
-    from .voipbin.exceptions import VoipbinError
-
-    client = VoipbinClient(settings["VOIPBIN_API_URL"], settings["VOIPBIN_ACCESS_KEY"],
-                           read_timeout=TIMEOUT_SECONDS)
-    try:
-        client.request("GET", "/numbers", params={"page_size": 1})
-    except VoipbinError as exc:
-        return Found("VoIPBin", False, str(exc))
-    finally:
-        client.close()
-    return Found("VoIPBin", True, "the access key is accepted")
-
-
-def _twilio(settings: Mapping[str, Any]) -> Found:
-    if not settings["TWILIO_AUTH_TOKEN"]:
-        return Found("Twilio", None, "TWILIO_AUTH_TOKEN is not set: /webhook/twilio is off")
-    return Found("Twilio", None, "not checked: Twilio's REST API needs the account SID, which voicebot does not "
-                                 "take; its signatures are checked on every request")

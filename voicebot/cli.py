@@ -29,8 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.connect:
             return 0
         from .checks import connect_all
+        from .platforms import PLATFORMS
 
-        found = connect_all(settings)
+        found = connect_all(settings, [p.reach for p in PLATFORMS])
         print("dependencies:\n" + "\n".join(f.line() for f in found))
         return 1 if any(f.ok is False for f in found) else 0
     busy = _busy(bind)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .checks import Found
     from .config import Setting
     from .conversation import Conversation
 
@@ -20,6 +21,10 @@ def _no_check(settings: Mapping[str, Any]) -> None:
     return None
 
 
+def _nothing_to_reach(settings: Mapping[str, Any]) -> "Found | None":
+    return None
+
+
 @dataclass(frozen=True)
 class Platform:
     """A webhook contract voicebot speaks, as ``voicebot.platforms`` lists it.
@@ -28,10 +33,12 @@ class Platform:
     in ``app.extensions``) the way flaskr's ``db.init_app(app)`` does; it
     logs why it stays off when its settings say so. ``settings`` join the one
     registry and the README's table; ``check`` refuses their bad combinations
-    at start-up.
+    at start-up. ``reach`` is what ``voicebot serve --check-config --connect``
+    asks of the platform's own API, if anything (``voicebot.checks``).
     """
 
     name: str
     init_app: Callable[["Flask", ConversationFactory], None]
     settings: tuple["Setting", ...] = ()
     check: Callable[[Mapping[str, Any]], None] = field(default=_no_check)
+    reach: Callable[[Mapping[str, Any]], "Found | None"] = field(default=_nothing_to_reach)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
+from ..checks import Found
 from ..platform import ConversationFactory, Platform
 from . import settings
 
@@ -38,4 +39,12 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     log.info("/webhook/twilio is on: signatures checked against %s", where)
 
 
-PLATFORM = Platform("twilio", init_app, settings=settings.SETTINGS, check=settings.check)
+def reach(config: Mapping[str, Any]) -> Found:
+    """--check-config --connect: nothing Twilio can be asked yet, and why."""
+    if not config["TWILIO_AUTH_TOKEN"]:
+        return Found("Twilio", None, "TWILIO_AUTH_TOKEN is not set: /webhook/twilio is off")
+    return Found("Twilio", None, "not checked: Twilio's REST API needs the account SID, which voicebot does not "
+                                 "take; its signatures are checked on every request")
+
+
+PLATFORM = Platform("twilio", init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)

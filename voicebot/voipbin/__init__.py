@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
+from ..checks import TIMEOUT_SECONDS, Found
 from ..platform import ConversationFactory, Platform
 from . import settings
 
@@ -58,4 +59,21 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
                     "(`voicebot voipbin setup` does both)")
 
 
-PLATFORM = Platform("voipbin", init_app, settings=settings.SETTINGS, check=settings.check)
+def reach(settings: Mapping[str, Any]) -> Found:
+    """--check-config --connect: the access key, on one page of one number."""
+    if not settings["VOIPBIN_ACCESS_KEY"]:
+        return Found("VoIPBin", None, "VOIPBIN_ACCESS_KEY is not set: nothing to reach")
+    from .client import VoipbinClient
+    from .exceptions import VoipbinError
+
+    client = VoipbinClient(settings["VOIPBIN_API_URL"], settings["VOIPBIN_ACCESS_KEY"], read_timeout=TIMEOUT_SECONDS)
+    try:
+        client.request("GET", "/numbers", params={"page_size": 1})
+    except VoipbinError as exc:
+        return Found("VoIPBin", False, str(exc))
+    finally:
+        client.close()
+    return Found("VoIPBin", True, "the access key is accepted")
+
+
+PLATFORM = Platform("voipbin", init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)
