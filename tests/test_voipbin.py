@@ -459,6 +459,7 @@ def test_finding_7_a_long_retry_after_is_left_to_voipbins_redelivery(client, voi
     data = transcript_event_data(voipbin.transcribe_of(call_id), "mk1")
     refused = post_event(client, "transcript_created", data)
     assert refused.status_code == 503  # VoIPBin sends it again
+    assert refused.headers["Retry-After"] == "30"  # when VoIPBin said it would take it
     assert voipbin.said[call_id] == [GREETING]  # not said and then refused: never both
     assert post_event(client, "transcript_created", data).get_json() == {"status": "said"}
     assert voipbin.said[call_id] == [GREETING, "Heard mk1."]

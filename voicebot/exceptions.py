@@ -57,10 +57,6 @@ class LLMKeyRejected(LLMRejected):
     """401/403: the API key is wrong, revoked or lacks access; every call will fail until it is fixed."""
 
 
-class NotYetKnown(VoicebotError):
-    """An event refers to something not recorded yet (events arrive out of order); a retry may find it."""
-
-
 class PlatformError(VoicebotError):
     """A platform's REST API (VoIPBin's, Twilio's) did not do what was asked.
 

@@ -8,7 +8,7 @@ from flask import Flask, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
-from ..exceptions import (CallBusy, InvalidEvent, LockLost, NotYetKnown, PlatformError, PlatformRejected,
+from ..exceptions import (CallBusy, InvalidEvent, LockLost, PlatformError, PlatformRateLimited, PlatformRejected,
                           PlatformUnavailable, StoreError, StoreFull, StoreUnavailable, VoicebotError)
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ _STATUS: dict[type[VoicebotError], tuple[int, str, str | None]] = {
     StoreFull: (503, "too_many_calls", "this instance holds as many calls as it may; try again shortly"),
     StoreUnavailable: (503, "store_unavailable", "the session store is unavailable; try again shortly"),
     StoreError: (503, "store_error", "the session store failed; try again shortly"),
-    NotYetKnown: (503, "not_yet_known", None),
     PlatformUnavailable: (503, "{platform}_unavailable", "{name}'s API did not answer; send the event again"),
     PlatformError: (502, "{platform}_error", "{name}'s API gave an answer voicebot could not use"),
 }
@@ -62,7 +61,9 @@ def _voicebot_error(exc: VoicebotError):
                 log.warning("%s call_id=%s: %s", error, g.get("call_id", "-"), exc)
             message = str(exc) if public is None else public
             if status >= 500:
-                return json_error(status, error, message, **{"Retry-After": "1"})
+                # A platform that rate limits says when to come back; otherwise a second.
+                wait = max(1, round(exc.retry_after)) if isinstance(exc, PlatformRateLimited) else 1
+                return json_error(status, error, message, **{"Retry-After": str(wait)})
             return json_error(status, error, message)
     return _unexpected(exc)
 
