@@ -48,3 +48,14 @@ def test_a_bad_setting_is_one_line_and_exit_2(command, settings, named, monkeypa
         return
     assert status == 2, err
     assert named in err and len(err.strip().splitlines()) <= 3, err
+
+
+@pytest.mark.parametrize("settings, named", BAD, ids=[b[1] for b in BAD])
+def test_commands_that_read_no_settings_are_not_upset_by_bad_ones(settings, named, monkeypatch, capsys, tmp_path):
+    for name, value in settings.items():
+        monkeypatch.setenv(name, str(tmp_path / "tools.json") if value == "@half-written" else value)
+    assert main(["nginx-config", "--server-name", "bot.example.com"]) == 0
+    assert "server 127.0.0.1:8000" in capsys.readouterr().out
+    assert main(["simulate", f"http://127.0.0.1:{free_port()}", "--wait", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
