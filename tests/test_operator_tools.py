@@ -184,3 +184,29 @@ def test_on_voipbin_a_slow_tools_filler_is_said_first(tool_app, tool, voipbin):
 def test_on_voipbin_a_quick_tool_has_no_filler(tool_app, tool, voipbin):
     said = said_on_voipbin(tool_app, voipbin, "tool:lookup_order mk1")
     assert said[1:2] == ["Let me check."] and "One moment while I check that." not in said  # no filler
+
+
+def test_a_name_that_takes_long_to_look_up_is_cut_off_at_the_deadline(monkeypatch):
+    import socket
+    import threading
+
+    from voicebot.outgoing import Expired, OutgoingHTTP
+
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def slow_lookup(host, *args, **kwargs):
+        if host == "slow-dns.example":
+            released.wait(10)  # a resolver that does not answer
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    http = OutgoingHTTP()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Expired):
+            http.post("http://slow-dns.example:9/tool", b"{}", {}, http.exchange(0.5), read_at_most=100)
+        assert time.monotonic() - started < 1.5
+    finally:
+        released.set()
+        http.close()

@@ -5,8 +5,8 @@ Every such request:
 - **never follows a redirect.** A 3xx is the answer, and the caller of
   ``post`` treats it as a failure: a signed body re-sent to wherever a
   ``Location`` points could reach a host nobody allowed.
-- **has one total deadline** for connecting, sending, the headers and the
-  body. A socket read timeout alone does not bound a peer that trickles a byte
+- **has one total deadline** for the name lookup, connecting, sending, the
+  headers and the body. A socket read timeout alone does not bound a peer that trickles a byte
   at a time, so a watchdog thread shuts the socket down when the deadline
   passes, and the blocked read returns at once.
 - **is never sent late.** A request whose deadline passed before it went out
@@ -31,6 +31,8 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -145,6 +147,7 @@ class Exchange:
 
     deadline: float  # time.monotonic()
     policy: AddressPolicy | None = None
+    resolver: ThreadPoolExecutor | None = None  # where name lookups run, so that the deadline bounds them
     cancelled: bool = False
     finished: bool = False
     _sockets: list[socket.socket] = field(default_factory=list, repr=False)
@@ -216,7 +219,7 @@ class _GuardedConnection:
             return super()._new_conn()  # type: ignore[misc]
         exchange.check()
         try:
-            infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+            infos = _resolve(self._dns_host, self.port, exchange)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
         refused: list[str] = []
@@ -260,6 +263,30 @@ class _GuardedConnection:
 
 class _Refused(NewConnectionError):
     pass
+
+
+def _resolve(host: str, port: int, exchange: Exchange) -> list[Any]:
+    """The host's addresses, looked up within the exchange's deadline.
+
+    A lookup blocks in the C library, where no socket can be shut down: it
+    runs on the OutgoingHTTP's resolver threads and is waited for only until
+    the deadline (one still running then finishes on its own, and is unused).
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:  # an address needs no lookup
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        return socket.getaddrinfo(str(address), port, family, socket.SOCK_STREAM)
+    if exchange.resolver is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    lookup = exchange.resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return lookup.result(timeout=max(0.0, exchange.deadline - time.monotonic()))
+    except FutureTimeout:
+        exchange.cancel()
+        raise Expired(f"{host} could not be looked up in time") from None
 
 
 class _HTTPConnection(_GuardedConnection, HTTPConnection):
@@ -323,10 +350,11 @@ class OutgoingHTTP:
         self._manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         self._watchdog: _Watchdog | None = None
         self._watchdog_lock = threading.Lock()
+        self._resolver = ThreadPoolExecutor(4, thread_name_prefix="outgoing-resolve")  # threads made on first use
 
     def exchange(self, timeout: float) -> Exchange:
         """A deadline ``timeout`` seconds from now, to pass to ``post`` (and to cancel from elsewhere)."""
-        return Exchange(time.monotonic() + timeout, self.policy)
+        return Exchange(time.monotonic() + timeout, self.policy, resolver=self._resolver)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], exchange: Exchange,
              read_at_most: int) -> Answer:
@@ -387,4 +415,5 @@ class OutgoingHTTP:
             watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
             watchdog.stop()
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         self._manager.clear()
