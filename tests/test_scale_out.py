@@ -374,3 +374,31 @@ def test_an_idle_call_on_a_cluster_is_reaped_into_its_record(redis_cluster):
         assert store.peek("idle") is None and store.active_calls() == 0
     finally:
         store.close()
+
+
+def test_a_failover_is_waited_out_only_while_the_webhook_has_time():
+    import redis as redis_py
+
+    from voicebot.deadline import Deadline, put_in_effect
+    from voicebot.stores.redis_url import patiently
+
+    tries = []
+
+    def lost_master() -> None:
+        tries.append(time.monotonic())
+        raise redis_py.exceptions.ConnectionError("master lost")
+
+    put_in_effect(Deadline(1.6))  # the webhook has 1.6 s left, a second of which is its answer's
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis_py.exceptions.ConnectionError):
+            patiently(lost_master, failover_seconds=6.0)
+        took = time.monotonic() - started
+    finally:
+        put_in_effect(None)
+    assert took < 0.6 + 0.1 and len(tries) >= 3  # backed off and tried again, then left time to answer 503
+    tries.clear()
+    started = time.monotonic()
+    with pytest.raises(redis_py.exceptions.ConnectionError):
+        patiently(lost_master, failover_seconds=3.0)  # no webhook: the setting alone
+    assert 1.0 < time.monotonic() - started < 3.1 and len(tries) >= 6

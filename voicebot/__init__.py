@@ -20,6 +20,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
 
     from . import talk
     from .conversation import Conversation, ConversationSettings
+    from .deadline import RESPONSE_BUDGET, Deadline, put_in_effect
     from .llm import build_llm
     from .llm.health import LLMHealth, MonitoredLLM
     from .logs import configure_logging
@@ -60,6 +61,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     app.extensions["conversations"] = {}
     # What holds connections, let go of when the worker exits (close_app); platforms add theirs.
     app.extensions["closers"] = [c.close for c in (store, llm, records, caller) if c is not None]
+    # Each request's budget, for the waits no view passes a deadline to (a Redis step through a failover).
+    app.before_request(lambda: put_in_effect(Deadline(RESPONSE_BUDGET)))
+    app.teardown_request(lambda exc: put_in_effect(None))
     errors.register_error_handlers(app)
     app.register_blueprint(health.bp)
     for platform in PLATFORMS:

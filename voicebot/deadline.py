@@ -8,6 +8,7 @@ request's budget, not only by its own setting, so they add up to less.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -39,3 +40,18 @@ class Deadline:
 def unbounded() -> Deadline:
     """For work no platform is waiting on (a CLI command, a test)."""
     return Deadline(3600.0)
+
+
+_in_effect = threading.local()
+
+
+def put_in_effect(deadline: Deadline | None) -> None:
+    """Make ``deadline`` the one that waits deep below (a Redis retry through a failover) respect in this
+    thread, until another is put in effect (None: none). The app puts each webhook's budget in effect."""
+    _in_effect.deadline = deadline
+
+
+def remaining_in_effect() -> float | None:
+    """Seconds left of the deadline in effect in this thread; None when none is."""
+    deadline = getattr(_in_effect, "deadline", None)
+    return None if deadline is None else deadline.remaining()

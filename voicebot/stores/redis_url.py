@@ -32,6 +32,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..deadline import remaining_in_effect
+
 T = TypeVar("T")
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
@@ -139,8 +141,13 @@ def patiently(operation: Callable[[], T], failover_seconds: float) -> T:
 
     Only what a failover or a resharding looks like for a while (a lost
     connection, CLUSTERDOWN, TRYAGAIN, a master that became a replica) is
-    tried again, for at most ``failover_seconds`` in all.
+    tried again, for at most ``failover_seconds`` in all, and never past the
+    webhook's budget when one is in effect (``deadline.in_effect``): the
+    platform then gets its 503 in time, and sends the event again.
     """
+    left = remaining_in_effect()
+    if left is not None:  # a webhook's budget: keep a second of it for its answer
+        failover_seconds = min(failover_seconds, left - 1.0)
     give_up_at = time.monotonic() + failover_seconds
     backoff = _FIRST_BACKOFF
     while True:
