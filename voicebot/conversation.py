@@ -136,6 +136,18 @@ def _line(speaker: str, text: str, **extra: Any) -> dict:
 
 
 class Conversation:
+    """One platform's calls: each an isolated history, served one turn at a time, ended with one record.
+
+    A platform's views hold one of these (its own ``namespace``) and speak to
+    it in three verbs: ``start_call`` (the greeting), ``take_turn`` (what the
+    caller said in, the reply and any action out) and ``end_call`` (the
+    record). Every verb holds the call's lock from read to write, through the
+    store, so two events of one call never interleave, on any worker of any
+    instance; a write whose lease ran out is refused by the store (fenced by
+    the lock's token). It knows no HTTP and no platform: a platform's own
+    state of a call travels in the session as its ``channel``.
+    """
+
     def __init__(self, store: SessionStore, llm: LLM, settings: ConversationSettings,
                  namespace: str = "", records: Outbox | None = None,
                  operator_tools: list[HttpTool] | None = None, tool_caller: ToolCaller | None = None,

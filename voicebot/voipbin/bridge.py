@@ -94,6 +94,14 @@ def _transcribe_alias(transcribe_id: str) -> str:
 
 
 class VoipbinBridge:
+    """VoIPBin's events in, the conversation core's verbs and VoIPBin's REST requests out (see the module).
+
+    The views hand it each verified event; it decides whether the call is
+    voicebot's, keeps the call's VoIPBin state (transcription, speaking
+    session, who owns the call) in the session's channel, and speaks through
+    ``VoipbinClient``. Each step is idempotent, because VoIPBin redelivers.
+    """
+
     def __init__(self, conversation: Conversation, client: VoipbinClient, settings: VoipbinSettings,
                  clock: Callable[[], float] = time.time) -> None:
         self.conversation = conversation
