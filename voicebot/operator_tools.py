@@ -27,12 +27,11 @@ from urllib.parse import urlsplit
 from .exceptions import ConfigError
 from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
                        is_loopback_host)
-from .signing import sign
+from .signing import VOICEBOT_HEADER as SIGNATURE_HEADER, sign
 from .tools import LIFECYCLE_TOOLS, Tool
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Voicebot-Signature"
 CALL_ID_HEADER = "X-Voicebot-Tool-Call-Id"
 MAX_ANSWER_BYTES = 16_384
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -136,21 +135,20 @@ def _url_problem(url: object, policy: AddressPolicy) -> str:
 class ToolCall:
     """A tool call under way: its result within its deadline, never an exception."""
 
-    def __init__(self, tool: HttpTool, future: "Future[ToolResult] | None", exchange: Exchange | None,
-                 result: "ToolResult | None" = None) -> None:
+    def __init__(self, tool: HttpTool, future: "Future[ToolResult]", exchange: Exchange | None = None) -> None:
         self.tool = tool
         self._future = future
         self._exchange = exchange
-        self._result = result
 
     @classmethod
     def finished(cls, tool: HttpTool, result: "ToolResult") -> "ToolCall":
-        return cls(tool, None, None, result)
+        """A call settled before it started (no time left, no slot free)."""
+        done: Future[ToolResult] = Future()
+        done.set_result(result)
+        return cls(tool, done)
 
     def wait(self, seconds: float) -> bool:
         """True once the call is over (answered or failed) within ``seconds``."""
-        if self._future is None:
-            return True
         try:
             self._future.result(timeout=max(0.0, seconds))
         except FutureTimeout:
@@ -161,9 +159,6 @@ class ToolCall:
 
     def result(self, timeout: float) -> "ToolResult":
         """The tool's result; past ``timeout`` the call is cut off (and never sent, if it was not yet)."""
-        if self._future is None:
-            assert self._result is not None
-            return self._result
         try:
             return self._future.result(timeout=max(0.0, timeout))
         except FutureTimeout:

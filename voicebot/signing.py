@@ -12,6 +12,8 @@ import hashlib
 import hmac
 
 _SCHEME = "sha256="
+# The header voicebot's own signed requests (tool calls, call records) carry.
+VOICEBOT_HEADER = "X-Voicebot-Signature"
 
 
 def sign(body: bytes, secret: str) -> str:

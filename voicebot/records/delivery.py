@@ -14,12 +14,11 @@ from urllib.parse import urlsplit
 from .. import metrics
 from ..exceptions import StoreError
 from ..outgoing import OutgoingFailure, OutgoingHTTP
-from ..signing import sign
+from ..signing import VOICEBOT_HEADER as SIGNATURE_HEADER, sign
 from .outbox import Entry, Outbox
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Voicebot-Signature"
 RECORD_ID_HEADER = "X-Voicebot-Record-Id"
 # One attempt's whole time, from connecting to the receiver's status line.
 ATTEMPT_SECONDS = 10.0
