@@ -185,7 +185,7 @@ def test_a_record_made_twice_has_one_id():
     conversation = Conversation(MemoryStore(60), OfflineResponder(), settings, namespace="article", records=outbox)
     conversation.take_turn("c", "hello")
     session = conversation.store.peek("article:c")
-    conversation.expired("article:c", session, [])
+    conversation.expired(conversation.call_id_of("article:c"), session, [])
     conversation.end_call("c")
     first, second = outbox.export(0)
     assert first["id"] == second["id"]
@@ -213,7 +213,7 @@ def test_voipbin_end_call_hangs_up_once_the_goodbye_was_heard(make_app, voipbin,
     call_id = voipbin.answer_call()
     post_event(client, "call_progressing", voipbin.calls[call_id])
     transcribe_id = voipbin.transcribe_of(call_id)
-    app.extensions["voipbin"].clock = time.time
+    app.extensions["voipbin"].speech.clock = time.time
     started = time.monotonic()
     said = post_event(client, "transcript_created", transcript_event_data(transcribe_id, "goodbye mk1"))
     assert said.get_json() == {"status": "said"}

@@ -262,7 +262,7 @@ def test_no_flush_once_the_bot_has_finished(make_voipbin_app, voipbin):
     app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
-    app.extensions["voipbin"].clock = lambda: 4e9  # long after the greeting ended
+    app.extensions["voipbin"].speech.clock = lambda: 4e9  # long after the greeting ended
     started = post_event(client, "transcribe_speech_started", speech_event_data(voipbin.transcribe_of(call_id)))
     assert started.get_json() == {"status": "not_speaking"}
     assert voipbin.flushed == []

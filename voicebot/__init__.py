@@ -25,6 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     from .llm.health import LLMHealth, MonitoredLLM
     from .logs import configure_logging
     from .operator_tools import ToolCaller, address_policy, load_tools
+    from .platform import ConversationFactory, Platform
     from .platforms import PLATFORMS, load_config
     from .records import build_outbox
     from .stores import build_store
@@ -53,12 +54,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     if tools:
         log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
 
-    def conversation(namespace: str, *, ended_calls_kept: float | None = None) -> Conversation:
-        return Conversation(store, llm, settings, namespace=namespace, records=records,
-                            operator_tools=tools, tool_caller=caller, ended_calls_kept=ended_calls_kept)
+    # Each platform's Conversation, by the platform's name (its namespace in the store), for the record reaper.
+    conversations: dict[str, Conversation] = {}
+    app.extensions["conversations"] = conversations
 
-    # Each platform keeps its Conversation here, by namespace, for the record reaper.
-    app.extensions["conversations"] = {}
+    def conversation_for(platform: Platform) -> ConversationFactory:
+        def conversation(*, ends_for_good: bool = False, ended_calls_kept: float | None = None) -> Conversation:
+            built = conversations[platform.name] = Conversation(
+                store, llm, settings, namespace=platform.name, records=records, operator_tools=tools,
+                tool_caller=caller, ended_calls_kept=ended_calls_kept, ends_for_good=ends_for_good)
+            return built
+        return conversation
+
     # What holds connections, let go of when the worker exits (close_app); platforms add theirs.
     app.extensions["closers"] = [c.close for c in (store, llm, records, caller) if c is not None]
     # Each request's budget, for the waits no view passes a deadline to (a Redis step through a failover).
@@ -67,7 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     errors.register_error_handlers(app)
     app.register_blueprint(health.bp)
     for platform in PLATFORMS:
-        platform.init_app(app, conversation)
+        platform.init_app(app, conversation_for(platform))
     app.register_blueprint(talk.bp)
     return app
 

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from .config import Setting
     from .conversation import Conversation
 
-# A Conversation of the platform's own namespace: one call id can never reach another platform's call.
-# ``ended_calls_kept``: for a platform whose call ids are never reused, how long an ended call stays ended.
+# Builds the platform's Conversation, in its own namespace (the platform's name): one call id can never
+# reach another platform's call. ``ends_for_good`` and ``ended_calls_kept`` (see ``Conversation``): for a
+# platform whose call ids are never reused, an ended call stays ended.
 ConversationFactory = Callable[..., "Conversation"]
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def init_app(app: "Flask", conversation: ConversationFactory) -> None:
     from .views import bp
 
-    app.extensions["conversations"]["article"] = conversation("article")
+    conversation()
     app.register_blueprint(bp)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from ..conversation import CallContext, Conversation
+from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
 from ..exceptions import InvalidEvent, LockLost
+from ..turn import Outcome
 from ..web.validation import identifier, optional_text, required_text
 from ..web import json_body, start_timing, with_llm_timing
 from ..web.access import bearer_matches, local_trial_refusal
@@ -78,29 +79,17 @@ def transcript():
     text = required_text(body, "transcript", current_app.config["MAX_TRANSCRIPT_CHARS"])
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
     event_id = identifier(body, "event_id") if body.get("event_id") not in (None, "") else None
-    deadline = Deadline(RESPONSE_BUDGET)
-
-    def keep_reply(reply: str, context: CallContext) -> None:
-        # Saved with the turn: the same event sent again is answered from it.
-        context.channel["last_turn"] = {"event_id": event_id, "reply": reply}
-
-    turn = conversation.take_turn(call_id, text, caller, event_id=event_id,
-                                  deliver=keep_reply if event_id else None, deadline=deadline)
-    if turn is None:  # only calls ended for good have no turn; the article's contract ends none so
+    turn = conversation.take_turn(call_id, text, caller, event_id=event_id, deadline=Deadline(RESPONSE_BUDGET))
+    if turn.outcome is Outcome.CALL_ENDED:  # only calls ended for good; the article's contract ends none so
         return jsonify(status="ended")
-    if turn.duplicate:
-        last = (conversation.channel(call_id) or {}).get("last_turn") or {}
-        reply = last.get("reply", "") if last.get("event_id") == event_id else ""
-        return jsonify(response=reply, duplicate=True)
-    if not turn.recorded:
+    if turn.outcome is Outcome.DUPLICATE:
+        return jsonify(response=turn.reply, duplicate=True)
+    if not turn.saved:
         # Another turn of the call may have run meanwhile; this reply would
         # answer a history that no longer exists.
         raise LockLost("the turn ran past its lease and was not recorded; send it again")
     if turn.action is None:
         return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)
-    # The bot ended the call or handed it on: its part, and its record, end here;
+    # The bot ended the call or handed it on: its part, and its record, ended with the turn;
     # a client that ignores "action" still gets its "response".
-    details = {"transferred_to": turn.action.to} if turn.action.type == "transfer" else None
-    conversation.end_call(call_id, reason="transferred" if details else "bot_ended", details=details,
-                          deadline=deadline)
     return with_llm_timing(jsonify(response=turn.reply, action=turn.action.as_dict()), turn.llm_seconds)

@@ -35,7 +35,7 @@ def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         })
         # The fake plays no audio: nothing to wait for before a hang-up.
-        app.extensions["voipbin"].speech_rate = 1e9
+        app.extensions["voipbin"].speech.speech_rate = 1e9
         client = app.test_client()
 
         def send(event_type: str, data: dict) -> dict:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import StoreError
+
+if TYPE_CHECKING:
+    from ..conversation import Conversation
+    from ..stores import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +24,11 @@ REAP_EVERY_SECONDS = 15.0
 
 
 class Reaper(threading.Thread):
-    def __init__(self, store, conversations: dict[str, Any], every: float = REAP_EVERY_SECONDS) -> None:
+    def __init__(self, store: SessionStore, conversations: list[Conversation],
+                 every: float = REAP_EVERY_SECONDS) -> None:
         super().__init__(name="call-reaper", daemon=True)
         self.store = store
-        self.conversations = conversations  # namespace -> Conversation
+        self.conversations = conversations
         self.every = every
         self.stopping = threading.Event()
 
@@ -38,11 +43,12 @@ class Reaper(threading.Thread):
             log.warning("reaper: the session store failed: %s", exc)
             return 0
 
-    def _expired(self, key: str, session: dict, lines: list) -> None:
-        namespace = key.split(":", 1)[0]
-        conversation = self.conversations.get(namespace)
-        if conversation is not None:
-            conversation.expired(key, session, lines)
+    def _expired(self, key: str, session: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+        for conversation in self.conversations:
+            call_id = conversation.call_id_of(key)
+            if call_id is not None:
+                conversation.expired(call_id, session, lines)
+                return
 
     def stop(self) -> None:
         self.stopping.set()
@@ -56,7 +62,7 @@ def start(app) -> list[threading.Thread]:
     from .delivery import DeliveryLoop, RecordSender
 
     config = app.config
-    conversations = dict(app.extensions["conversations"])
+    conversations = list(app.extensions["conversations"].values())
     # A record comes within a quarter of the TTL of a call's expiry, or 15 s.
     every = min(REAP_EVERY_SECONDS, config["SESSION_TTL_SECONDS"] / 4)
     threads: list[Any] = [Reaper(app.extensions["store"], conversations, every=every)]

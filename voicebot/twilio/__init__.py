@@ -24,8 +24,7 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     from .views import bp
 
     cfg = app.config
-    app.extensions["conversations"]["twilio"] = conversation_of("twilio",
-                                                                ended_calls_kept=settings.ENDED_CALLS_KEPT_SECONDS)
+    conversation_of(ends_for_good=True, ended_calls_kept=settings.ENDED_CALLS_KEPT_SECONDS)
     app.extensions["twilio"] = Voice.from_config(cfg)
     # Registered even when off: its endpoints answer 404 with the reason, not Flask's HTML.
     app.register_blueprint(bp)

@@ -20,9 +20,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..conversation import CallContext, Conversation
+from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..exceptions import InvalidEvent, StoreFull, VoicebotError
+from ..session import CallContext
+from ..speaker import ResponseSpeaker
+from ..turn import Outcome
 from ..web import start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
@@ -142,34 +145,29 @@ def turn():
     speech = optional_text(fields, "SpeechResult", cfg["MAX_TRANSCRIPT_CHARS"])
     if speech is None:
         return _silence(call_id, n)
-    conversation = _conversation()
-    deadline = Deadline(RESPONSE_BUDGET)
-
-    def keep_reply(reply: str, context: CallContext) -> None:
-        # Saved with the turn: a second delivery of this request is answered from it.
-        context.channel["last_turn"] = {"n": n, "reply": reply}
-        context.channel.pop("silences", None)
-
-    turn = conversation.take_turn(call_id, speech, optional_text(fields, "From", MAX_CALLER_CHARS),
-                                  event_id=f"turn-{n}", deliver=keep_reply, deadline=deadline,
-                                  allow_transfer=bool(cfg["TRANSFER_NUMBER"]))
-    if turn is None:  # the call has ended (hung up, handed on): nothing more to say
+    turn = _conversation().take_turn(call_id, speech, optional_text(fields, "From", MAX_CALLER_CHARS),
+                                     event_id=f"turn-{n}", speaker=GatherSpeaker(),
+                                     deadline=Deadline(RESPONSE_BUDGET))
+    if turn.outcome is Outcome.CALL_ENDED:  # the call has ended (hung up, handed on): nothing more to say
         return _twiml(_voice().hang_up(""))
-    if turn.duplicate:
-        last = (conversation.channel(call_id) or {}).get("last_turn") or {}
-        reply = last.get("reply") if last.get("n") == n else None
+    if turn.outcome is Outcome.DUPLICATE:
         log.info("Twilio turn sent again call_id=%s n=%d: answered from the saved reply", call_id, n)
-        return _twiml(_voice().listen(reply or cfg["FALLBACK_REPLY"], _turn_url(n + 1)))
+        return _twiml(_voice().listen(turn.reply or cfg["FALLBACK_REPLY"], _turn_url(n + 1)))
     if turn.action is None:
         return with_llm_timing(_twiml(_voice().listen(turn.reply, _turn_url(n + 1))), turn.llm_seconds)
+    # The bot's part of the call, and its record, ended with the turn: these are its last words.
     if turn.action.type == "transfer":
         body = _voice().transfer(turn.reply, turn.action.to or cfg["TRANSFER_NUMBER"])
-        conversation.end_call(call_id, reason="transferred", details={"transferred_to": turn.action.to},
-                              final=True, deadline=deadline)
     else:
         body = _voice().hang_up(turn.reply)
-        conversation.end_call(call_id, reason="bot_ended", final=True, deadline=deadline)
     return with_llm_timing(_twiml(body), turn.llm_seconds)
+
+
+class GatherSpeaker(ResponseSpeaker):
+    """The Gather loop's speaker: the reply goes back as TwiML, and a turn answered ends a run of silences."""
+
+    def deliver(self, unsaid: str, call: CallContext) -> None:
+        call.channel.pop("silences", None)
 
 
 def _silence(call_id: str, n: int) -> Response:
@@ -188,7 +186,7 @@ def _silence(call_id: str, n: int) -> Response:
     if silences is None:  # not a call this service knows (expired, or ended)
         return _twiml(_voice().hang_up(""))
     if silences > cfg["TWILIO_MAX_SILENCES"]:
-        conversation.end_call(call_id, reason="silence", final=True, deadline=Deadline(RESPONSE_BUDGET))
+        conversation.end_call(call_id, reason="silence", deadline=Deadline(RESPONSE_BUDGET))
         return _twiml(_voice().hang_up(cfg["GOODBYE_LINE"]))
     return _twiml(_voice().listen(cfg["TWILIO_SILENCE_LINE"], _turn_url(n + 1)))
 
@@ -201,6 +199,5 @@ def status():
     if reason is not None:
         duration = fields.get("CallDuration", "")
         details = {"duration_seconds": int(duration)} if duration.isdigit() else None
-        _conversation().end_call(call_id, reason=reason, details=details, final=True,
-                                 deadline=Deadline(RESPONSE_BUDGET))
+        _conversation().end_call(call_id, reason=reason, details=details, deadline=Deadline(RESPONSE_BUDGET))
     return _twiml(nothing())

@@ -20,7 +20,7 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     from .views import bp
 
     cfg = app.config
-    conversation = app.extensions["conversations"]["voipbin"] = conversation_of("voipbin")
+    conversation = conversation_of(ends_for_good=True)
     # Registered even when off: its views answer 404 with the reason, not Flask's HTML.
     app.register_blueprint(bp)
     if not cfg["VOIPBIN_WEBHOOK_SECRET"] and not cfg["VOIPBIN_ALLOW_UNSIGNED"]:

@@ -26,26 +26,21 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..conversation import CallContext, Conversation, Turn
+from ..conversation import Conversation
 from ..deadline import Deadline
-from ..exceptions import InvalidEvent, StoreError
+from ..exceptions import InvalidEvent
+from ..session import CallContext, Channel
+from ..turn import Outcome as TurnOutcome
 from ..web.validation import identifier, optional_text
+from .channel import VoipbinChannel, voipbin_channel
 from .client import VoipbinClient
-from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
+from .exceptions import VoipbinError, VoipbinRejected, VoipbinUnavailable
+from .speaker import Step, VoipbinSpeaker, VoipbinSpeech, adopt_if_done, barge_in_marker, quietly
 
 log = logging.getLogger(__name__)
 
-# How fast TTS speaks, to tell whether the bot is still talking when the
-# caller starts to (no "speaking finished" event reaches the webhook).
-SPEECH_CHARS_PER_SECOND = 15.0
 # A SIP caller is "user@domain" and can be long; kept whole up to this.
 MAX_CALLER_CHARS = 256
-# After the last word of a goodbye the line stays open this long before it is hung up.
-AFTER_LAST_WORD = 0.5
-# Kept of the webhook's budget for a hang-up or stop request after waiting for speech to end.
-HANGUP_SECONDS = 2.0
-
-Renew = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -85,10 +80,6 @@ def normalize_number(number: str) -> str:
     return number.strip() if "@" in number else re.sub(r"[\s().-]", "", number)
 
 
-def _barge_in_marker(call_id: str) -> str:
-    return f"voipbin:barge-in:{call_id}"
-
-
 def _transcribe_alias(transcribe_id: str) -> str:
     return f"voipbin:transcribe:{transcribe_id}"
 
@@ -98,8 +89,9 @@ class VoipbinBridge:
 
     The views hand it each verified event; it decides whether the call is
     voicebot's, keeps the call's VoIPBin state (transcription, speaking
-    session, who owns the call) in the session's channel, and speaks through
-    ``VoipbinClient``. Each step is idempotent, because VoIPBin redelivers.
+    session, who runs the call's flow) in the session's channel
+    (``VoipbinChannel``), and speaks through a ``VoipbinSpeaker``. Each step
+    is idempotent, because VoIPBin redelivers.
     """
 
     def __init__(self, conversation: Conversation, client: VoipbinClient, settings: VoipbinSettings,
@@ -107,11 +99,8 @@ class VoipbinBridge:
         self.conversation = conversation
         self.client = client
         self.settings = settings
-        self.clock = clock
-        self.speech_rate = SPEECH_CHARS_PER_SECOND
-        # Kept out of the model's share of a turn's budget: one say.
-        self.speech_seconds = client.connect_timeout + client.read_timeout
-        self._handlers: dict[str, Callable[[dict, Deadline], str | Outcome]] = {
+        self.speech = VoipbinSpeech(client, settings, clock)
+        self._handlers: dict[str, Callable[[dict[str, Any], Deadline], str | Outcome]] = {
             "call_progressing": self.call_answered,
             "transcribe_created": self.transcribe_created,
             "transcript_created": self.transcript,
@@ -119,7 +108,7 @@ class VoipbinBridge:
             "call_hangup": self.call_hung_up,
         }
 
-    def handle(self, event_type: str, data: dict, deadline: Deadline) -> Outcome:
+    def handle(self, event_type: str, data: dict[str, Any], deadline: Deadline) -> Outcome:
         """Handle one event."""
         handler = self._handlers.get(event_type)
         if handler is None:
@@ -128,9 +117,17 @@ class VoipbinBridge:
         outcome = handler(data, deadline)
         return outcome if isinstance(outcome, Outcome) else Outcome(outcome)
 
+    def _speaker(self, call_id: str, deadline: Deadline) -> VoipbinSpeaker:
+        return VoipbinSpeaker(self.speech, self.conversation, call_id, deadline,
+                              streams=self.settings.stream_replies, barge_in=self.settings.barge_in)
+
+    def _channel(self, call_id: str) -> VoipbinChannel | None:
+        channel = self.conversation.channel(call_id)
+        return None if channel is None else voipbin_channel(channel)
+
     # -- whose call is it --------------------------------------------------------
 
-    def _owned(self, data: dict, call_id: str) -> bool:
+    def _owned(self, data: dict[str, Any], call_id: str) -> bool:
         """An incoming call to one of our numbers, or a call our fetch endpoint took (it has a session)."""
         destination = data.get("destination")
         target = destination.get("target") if isinstance(destination, dict) else None
@@ -141,27 +138,24 @@ class VoipbinBridge:
 
     # -- call life --------------------------------------------------------------
 
-    def call_answered(self, data: dict, deadline: Deadline) -> str:
+    def call_answered(self, data: dict[str, Any], deadline: Deadline) -> str:
         call_id = identifier(data, "id")
         if not self._owned(data, call_id):
             log.debug("call_progressing of a call that is not voicebot's call_id=%s", call_id)
             return "ignored"
 
-        def set_up(context: CallContext) -> None:
-            channel, checkpoint = context.channel, context.renew
+        def set_up(call: CallContext) -> None:
+            channel = voipbin_channel(call.channel)
             channel["answered"] = True
             number = _target(data.get("destination"))
             if number:
                 channel.setdefault("number", number)  # the caller id for a transfer's outgoing leg
-            self._ensure_transcribe(call_id, channel, checkpoint, deadline)
-            self._ensure_speaking(call_id, channel, checkpoint, deadline)
-            checkpoint()
-            if not channel.get("greeted"):
-                self._say(call_id, channel, self.conversation.settings.greeting, checkpoint, deadline)
-                channel["greeted"] = True
+            self._ensure_transcribe(call_id, channel, call.step, deadline)
+            self.speech.ensure_speaking(call_id, channel, call.step, deadline)
 
         try:
-            started = self.conversation.start_call(call_id, _caller(data), attach=set_up, greet=True,
+            started = self.conversation.start_call(call_id, _caller(data), attach=set_up,
+                                                   speaker=self._speaker(call_id, deadline), greet=True,
                                                    deadline=deadline)
         except VoipbinRejected as exc:
             # Asking again will be refused the same way (the call has gone, a wrong key).
@@ -169,7 +163,7 @@ class VoipbinBridge:
             return "not_set_up"
         return "answered" if started is not None else "ignored"
 
-    def call_hung_up(self, data: dict, deadline: Deadline) -> str:
+    def call_hung_up(self, data: dict[str, Any], deadline: Deadline) -> str:
         call_id = identifier(data, "id")
         if not self._owned(data, call_id):
             log.debug("call_hangup of a call that is not voicebot's call_id=%s", call_id)
@@ -177,21 +171,18 @@ class VoipbinBridge:
         log.info("call hung up call_id=%s hangup_by=%s hangup_reason=%s", call_id,
                  _word(data.get("hangup_by")), _word(data.get("hangup_reason")))
 
-        def detach(channel: dict) -> None:
+        def detach(channel: Channel) -> None:
             # VoIPBin ends them with the call too; asking makes sure, and costs nothing twice.
-            if channel.get("transcribe_id"):
-                _quietly(lambda: self.client.stop_transcribe(channel["transcribe_id"], deadline=deadline), call_id)
-            if channel.get("speaking_id"):
-                _quietly(lambda: self.client.stop_speaking(channel["speaking_id"], deadline=deadline), call_id)
+            self.speech.stop_listening_and_speaking(call_id, voipbin_channel(channel), deadline)
 
-        channel = self.conversation.channel(call_id) or {}
+        channel = self._channel(call_id) or {}
         bot_ended = channel.get("hanging_up") or channel.get("transferred_to")
         details = {"hangup_by": _word(data.get("hangup_by")), "hangup_reason": _word(data.get("hangup_reason"))}
         self.conversation.end_call(call_id, reason="bot_ended" if bot_ended else "hung_up", details=details,
-                                   detach=detach, final=True, deadline=deadline)
+                                   detach=detach, deadline=deadline)
         return "ended"
 
-    def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict]:
+    def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict[str, Any]]:
         """The answer to the ``fetch`` flow action: the call is voicebot's, and stays up.
 
         The first fetch of a call opens its session (so the ``call_progressing``
@@ -204,19 +195,21 @@ class VoipbinBridge:
                 {"type": "fetch", "option": {"event_url": loop_url, "event_method": "POST"}}]
         if self.conversation.ended(call_id):
             return []  # the call has hung up: nothing more to run
-        channel = self.conversation.channel(call_id)
+        channel = self._channel(call_id)
         if channel is None:
-            self.conversation.start_call(call_id, attach=lambda context: context.channel.setdefault("owner", "fetch"),
-                                         greet=False, deadline=deadline)
+            def handed_over(call: CallContext) -> None:
+                voipbin_channel(call.channel)["by_fetch"] = True
+
+            self.conversation.start_call(call_id, attach=handed_over, greet=False, deadline=deadline)
             log.info("call handed over by fetch call_id=%s", call_id)
             return [{"type": "answer"}, *loop]
         self._keep_alive(call_id, channel)
         if channel.get("actions"):
-            queued = self.conversation.with_channel(call_id, lambda ch: ch.pop("actions", []),
+            queued = self.conversation.with_channel(call_id, lambda ch: voipbin_channel(ch).pop("actions", []),
                                                     wait=deadline.cap(1.0)) or []
             if any(a.get("type") == "connect" for a in queued):
                 # The caller goes to a person: the bot's part of the call, and its record, end here.
-                self.conversation.end_call(call_id, reason="transferred", final=True, deadline=deadline,
+                self.conversation.end_call(call_id, reason="transferred", deadline=deadline,
                                            details={"transferred_to": channel.get("transferred_to", "")})
                 return queued
             if any(a.get("type") == "hangup" for a in queued):
@@ -224,29 +217,30 @@ class VoipbinBridge:
             return [*queued, *loop]
         return loop
 
-    def queue_actions(self, call_id: str, actions: list[dict], *, wait: float) -> bool:
+    def queue_actions(self, call_id: str, actions: list[dict[str, Any]], *, wait: float) -> bool:
         """Flow actions for the call's next fetch (a hand-off, a hang-up); False for a call not known."""
-        def queue(channel: dict) -> bool:
-            channel.setdefault("actions", []).extend(actions)
+        def queue(channel: Channel) -> bool:
+            voipbin_channel(channel).setdefault("actions", []).extend(actions)
             return True
 
         return bool(self.conversation.with_channel(call_id, queue, wait=wait))
 
-    def _keep_alive(self, call_id: str, channel: dict) -> None:
+    def _keep_alive(self, call_id: str, channel: VoipbinChannel) -> None:
         """A call can last hours with long silences: its session and transcribe link stay while it is up."""
         self.conversation.keep_alive(call_id)
-        if channel.get("transcribe_id"):
-            self.conversation.store.recall(_transcribe_alias(channel["transcribe_id"]), refresh=True)
+        transcribe_id = channel.get("transcribe_id")
+        if transcribe_id:
+            self.conversation.recall(_transcribe_alias(transcribe_id), refresh=True)
 
     # -- transcription ----------------------------------------------------------
 
-    def transcribe_created(self, data: dict, deadline: Deadline) -> str:
+    def transcribe_created(self, data: dict[str, Any], deadline: Deadline) -> str:
         """Learn which call a transcribe belongs to: ours is linked, an extra one on our call is stopped."""
         if data.get("reference_type") != "call":
             return "ignored"
         transcribe_id = identifier(data, "id")
         call_id = identifier(data, "reference_id")
-        channel = self.conversation.channel(call_id)
+        channel = self._channel(call_id)
         if channel is None:
             log.debug("transcribe_created on a call that is not voicebot's transcribe_id=%s", transcribe_id)
             return "ignored"
@@ -254,7 +248,8 @@ class VoipbinBridge:
             self._link(transcribe_id, call_id)
             return "recorded"
 
-        def adopt_or_stop(channel: dict) -> str:
+        def adopt_or_stop(saved: Channel) -> str:
+            channel = voipbin_channel(saved)
             if not channel.get("transcribe_id"):
                 # Our POST /transcribes lost its answer: this is its transcribe.
                 channel["transcribe_id"] = transcribe_id
@@ -263,12 +258,12 @@ class VoipbinBridge:
             if channel["transcribe_id"] == transcribe_id:
                 return "recorded"
             log.warning("a second transcribe on call_id=%s: stopping %s", call_id, transcribe_id)
-            _quietly(lambda: self.client.stop_transcribe(transcribe_id, deadline=deadline), call_id)
+            quietly(lambda: self.client.stop_transcribe(transcribe_id, deadline=deadline), call_id)
             return "stopped_extra"
 
         return self.conversation.with_channel(call_id, adopt_or_stop, wait=deadline.cap(5.0)) or "ignored"
 
-    def transcript(self, data: dict, deadline: Deadline) -> str | Outcome:
+    def transcript(self, data: dict[str, Any], deadline: Deadline) -> str | Outcome:
         if data.get("direction") != "in":
             return "ignored"  # the bot's own speech, heard back: answering it talks to itself
         event_id = identifier(data, "id")
@@ -280,116 +275,41 @@ class VoipbinBridge:
         text = _transcript_text(data, self.settings.max_transcript_chars)
         if text is None:
             return "ignored"
-        channel = self.conversation.channel(call_id) or {}
+        channel = self._channel(call_id) or {}
         if channel.get("transferred_to") or channel.get("hanging_up"):
             return "ignored"  # the bot's part of this call is over
-        after: dict = {}
-        started = time.time()
-
-        def deliver(reply: str, context: CallContext) -> None:
-            if reply:  # streamed replies are said already
-                self._say(call_id, context.channel, reply, context.renew, deadline)
-            after.update(context.channel)
-
-        def interrupted(context: CallContext) -> bool:
-            talked = self.conversation.store.recall(_barge_in_marker(call_id))
-            if talked is None or float(talked) < started:
-                return False
-            # The caller talks over the reply being streamed: what is queued goes, and no more is said.
-            if context.channel.get("speaking_id"):
-                _quietly(lambda: self.client.flush(context.channel["speaking_id"], deadline=deadline), call_id)
-            log.info("barge-in call_id=%s: the streamed reply stops here", call_id)
-            return True
-
-        def say_now(words: str, context: CallContext) -> None:
-            # While a tool works: "one moment" is heard at once, and stays said whatever follows.
-            try:
-                self._say(call_id, context.channel, words, context.renew, deadline)
-            except VoipbinError as exc:
-                log.warning("filler not said call_id=%s: %s", call_id, exc)
-
         try:
-            turn = self.conversation.take_turn(call_id, text, event_id=event_id, deliver=deliver,
-                                               deadline=deadline, deliver_seconds=self.speech_seconds,
-                                               allow_transfer=channel.get("owner") == "fetch", say_now=say_now,
-                                               stream=self.settings.stream_replies,
-                                               interrupted=interrupted if self.settings.barge_in else None)
+            turn = self.conversation.take_turn(call_id, text, event_id=event_id,
+                                               speaker=self._speaker(call_id, deadline), deadline=deadline)
         except VoipbinRejected as exc:
             # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.
             log.error("reply not said call_id=%s: %s", call_id, exc)
             return "not_said"
-        if turn is None:
+        if turn.outcome is TurnOutcome.CALL_ENDED:
             return "ignored"
-        if turn.duplicate:
+        if turn.outcome is TurnOutcome.DUPLICATE:
             return Outcome("duplicate")
-        if turn.action is not None and turn.recorded:
-            try:
-                self._act(call_id, turn, after, deadline)
-            except StoreError as exc:
-                log.warning("call action not taken call_id=%s: %s", call_id, exc)
-        return Outcome("said" if turn.recorded else "said_not_recorded", turn.llm_seconds, turn.first_sentence_seconds)
+        return Outcome("said" if turn.saved else "said_not_recorded", turn.llm_seconds, turn.first_sentence_seconds)
 
-    def _act(self, call_id: str, turn: Turn, channel: dict, deadline: Deadline) -> None:
-        """After the words: hang up once they have been heard, or hand the caller to a person."""
-        action = turn.action
-        assert action is not None
-        self._wait_until_heard(channel, deadline)
-        if action.type == "transfer":
-            number = channel.get("number") or ""
-            connect = {"type": "connect", "option": {
-                "source": {"type": "tel", "target": number} if number else {},
-                "destinations": [{"type": "tel", "target": action.to}]}}
-
-            def hand_over(ch: dict) -> None:
-                ch["transferred_to"] = action.to
-                ch.setdefault("actions", []).append(connect)
-
-            self.conversation.with_channel(call_id, hand_over, wait=deadline.cap(2.0))
-            # The bot stops listening and speaking; the next fetch connects the caller.
-            if channel.get("transcribe_id"):
-                _quietly(lambda: self.client.stop_transcribe(channel["transcribe_id"], deadline=deadline), call_id)
-            if channel.get("speaking_id"):
-                _quietly(lambda: self.client.stop_speaking(channel["speaking_id"], deadline=deadline), call_id)
-            log.info("transfer call_id=%s: connecting the caller at the next fetch", call_id)
-            return
-
-        def hanging_up(ch: dict) -> None:
-            ch["hanging_up"] = True
-            if ch.get("owner") == "fetch":
-                ch.setdefault("actions", []).append({"type": "hangup"})  # if the request below fails
-
-        self.conversation.with_channel(call_id, hanging_up, wait=deadline.cap(2.0))
-        try:
-            self.client.hang_up(call_id, deadline=deadline)
-            log.info("hung up call_id=%s: the bot ended the call", call_id)
-        except VoipbinError as exc:
-            log.warning("hang-up failed call_id=%s (%s): the next fetch hangs up", call_id, exc)
-
-    def _wait_until_heard(self, channel: dict, deadline: Deadline) -> None:
-        """VoIPBin says nothing when speech ends: wait out the estimate, as the budget allows."""
-        left = channel.get("speaking_until", 0) + AFTER_LAST_WORD - self.clock()
-        wait = deadline.cap(left, keep=HANGUP_SECONDS)
-        if wait > 0:
-            time.sleep(wait)
-
-    def caller_started_talking(self, data: dict, deadline: Deadline) -> str:
+    def caller_started_talking(self, data: dict[str, Any], deadline: Deadline) -> str:
         """Barge-in: the caller talks over the bot, so drop what it still had to say."""
         if not self.settings.barge_in or data.get("direction") != "in":
             return "ignored"
         call_id = self._call_of(identifier(data, "transcribe_id"))
-        channel = self.conversation.channel(call_id) if call_id else None
-        if not call_id or not channel or not channel.get("speaking_id"):
+        channel = self._channel(call_id) if call_id else None
+        speaking_id = channel.get("speaking_id") if channel else None
+        if not call_id or not channel or not speaking_id:
             return "ignored"
         event_id = data.get("id")
         if isinstance(event_id, str) and event_id and not self.conversation.mark_event(call_id, event_id):
             return "duplicate"
         # A reply still being streamed stops at its next sentence (the turn flushes then).
-        self.conversation.store.remember(_barge_in_marker(call_id), repr(time.time()))
-        if channel.get("speaking_until", 0) <= self.clock():
+        self.conversation.remember(barge_in_marker(call_id), repr(time.time()))
+        if channel.get("speaking_until", 0) <= self.speech.clock():
             return "not_speaking"
         try:
-            self.client.flush(channel["speaking_id"], deadline=deadline)
+            self.client.flush(speaking_id, deadline=deadline)
         except VoipbinError as exc:
             # Too late to matter by the time a retry came: log and move on.
             log.warning("barge-in flush failed call_id=%s: %s", call_id, exc)
@@ -399,34 +319,28 @@ class VoipbinBridge:
 
     # -- set-up steps, each idempotent ---------------------------------------------
 
-    def _ensure_transcribe(self, call_id: str, channel: dict, checkpoint: Renew, deadline: Deadline) -> None:
+    def _ensure_transcribe(self, call_id: str, channel: VoipbinChannel, step: Step, deadline: Deadline) -> None:
         if channel.get("transcribe_id"):
             return
-        checkpoint()
-        try:
-            transcribe_id = self.client.start_transcribe(call_id, self.settings.language, deadline=deadline)
-        except VoipbinRejected as exc:
-            if exc.status != 409:
-                raise
-            # TRANSCRIBE_ALREADY_PROGRESSING: an earlier attempt's transcribe finished after all.
-            checkpoint()
-            listed = self._find_transcribe(call_id, deadline)
-            if listed is None:
-                raise VoipbinUnavailable(f"{exc}; and none is listed yet") from None
-            transcribe_id = listed
-        except VoipbinRateLimited:
-            raise
-        except VoipbinUnavailable as exc:
-            if not exc.maybe_done:
-                raise
-            checkpoint()
-            found = self._find_transcribe(call_id, deadline)
-            if found is None:
-                raise
-            transcribe_id = found
+        step()
+
+        def start() -> str:
+            try:
+                return self.client.start_transcribe(call_id, self.settings.language, deadline=deadline)
+            except VoipbinRejected as exc:
+                if exc.status != 409:
+                    raise
+                # TRANSCRIBE_ALREADY_PROGRESSING: an earlier attempt's transcribe finished after all.
+                step()
+                listed = self._find_transcribe(call_id, deadline)
+                if listed is None:
+                    raise VoipbinUnavailable(f"{exc}; and none is listed yet") from None
+                return listed
+
+        transcribe_id = adopt_if_done(start, lambda: self._find_transcribe(call_id, deadline), step)
         channel["transcribe_id"] = transcribe_id
         self._link(transcribe_id, call_id)
-        checkpoint()
+        step()
 
     def _find_transcribe(self, call_id: str, deadline: Deadline) -> str | None:
         """The call's progressing transcribe in our language; extra ones are stopped."""
@@ -435,75 +349,18 @@ class VoipbinBridge:
                 and isinstance(t.get("id"), str)]
         live.sort(key=lambda t: str(t.get("tm_create", "")))
         for extra in live[1:]:
-            _quietly(lambda: self.client.stop_transcribe(extra["id"], deadline=deadline), call_id)
-        return live[0]["id"] if live else None
-
-    def _ensure_speaking(self, call_id: str, channel: dict, renew: Renew, deadline: Deadline, *,
-                         dead: str = "") -> str:
-        if channel.get("speaking_id"):
-            return channel["speaking_id"]
-        renew()
-        try:
-            speaking_id = self.client.start_speaking(call_id, self.settings.language, self.settings.tts_provider,
-                                                     self.settings.voice_id, deadline=deadline)
-        except VoipbinRateLimited:
-            raise
-        except VoipbinUnavailable as exc:
-            # A 500 is what VoIPBin answers to a second active session: an
-            # earlier attempt's may have been created after all.
-            if not exc.maybe_done:
-                raise
-            renew()
-            found = self._find_speaking(call_id, deadline, dead)
-            if found is None:
-                raise
-            speaking_id = found
-        channel["speaking_id"] = speaking_id
-        return speaking_id
-
-    def _find_speaking(self, call_id: str, deadline: Deadline, dead: str) -> str | None:
-        live = [s for s in self.client.speakings_of(call_id, deadline=deadline)
-                if s.get("status") == "active" and isinstance(s.get("id"), str) and s["id"] != dead]
-        return live[0]["id"] if live else None
-
-    def _say(self, call_id: str, channel: dict, text: str, renew: Renew, deadline: Deadline) -> None:
-        """Say ``text`` into the call once: a dead session is replaced, a say that may have landed is not repeated."""
-        speaking_id = self._ensure_speaking(call_id, channel, renew, deadline)
-        try:
-            try:
-                renew()
-                self.client.say(speaking_id, text, deadline=deadline)
-            except VoipbinRejected as exc:
-                if exc.status != 404:
-                    raise
-                # The session is gone (its text-to-speech stream died): a new one says it.
-                log.warning("speaking session gone call_id=%s: opening a new one", call_id)
-                renew()
-                _quietly(lambda: self.client.stop_speaking(speaking_id, deadline=deadline), call_id)
-                channel.pop("speaking_id", None)
-                speaking_id = self._ensure_speaking(call_id, channel, renew, deadline, dead=speaking_id)
-                renew()
-                self.client.say(speaking_id, text, deadline=deadline)
-        except VoipbinRateLimited:
-            raise
-        except VoipbinUnavailable as exc:
-            if not exc.maybe_done:
-                raise
-            # It reached VoIPBin and may well be playing: saying it again could
-            # make the caller hear it twice, so it counts as said.
-            log.warning("say unconfirmed call_id=%s (%s): counted as said, not repeated", call_id, exc)
-        # Queued speech plays after what is still playing.
-        starts = max(self.clock(), channel.get("speaking_until", 0))
-        channel["speaking_until"] = starts + len(text) / self.speech_rate
+            extra_id = str(extra["id"])
+            quietly(lambda: self.client.stop_transcribe(extra_id, deadline=deadline), call_id)
+        return str(live[0]["id"]) if live else None
 
     # -- helpers ------------------------------------------------------------------
 
     def _link(self, transcribe_id: str, call_id: str) -> None:
-        self.conversation.store.remember(_transcribe_alias(transcribe_id), call_id)
+        self.conversation.remember(_transcribe_alias(transcribe_id), call_id)
 
     def _call_of(self, transcribe_id: str) -> str | None:
         # Each use restarts the link's TTL: a long call keeps it.
-        return self.conversation.store.recall(_transcribe_alias(transcribe_id), refresh=True)
+        return self.conversation.recall(_transcribe_alias(transcribe_id), refresh=True)
 
 
 def _target(address: object) -> str | None:
@@ -536,11 +393,3 @@ def _printable(text: str) -> str:
 
 def _word(value: object) -> str:
     return value if isinstance(value, str) and value.isidentifier() else "-"
-
-
-def _quietly(action: Callable[[], None], call_id: str) -> None:
-    """Clean-up that may fail: VoIPBin ends a call's transcribe and speaking with the call anyway."""
-    try:
-        action()
-    except VoipbinError as exc:
-        log.warning("clean-up failed call_id=%s: %s", call_id, exc)

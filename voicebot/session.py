@@ -1,0 +1,117 @@
+"""What every layer shares about one call: its settings, its stored session, and the handle a verb gets.
+
+Below both the call's lifecycle (``conversation``) and the turn engine
+(``turn``), so neither imports the other for these.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypedDict
+
+from .config import lock_wait_seconds
+from .llm import Message
+from .records.record import iso
+
+Line = dict[str, Any]  # one transcript line: at, speaker, text, and what else it says
+Channel = dict[str, Any]  # a platform's own state of a call; each platform types its own view of it
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    """The settings every call's conversation reads, taken from the registry once at start-up."""
+
+    system_prompt: str
+    greeting: str
+    fallback_reply: str
+    max_history_turns: int
+    max_reply_chars: int
+    llm_timeout: float
+    lock_wait: float
+    transfer_number: str = ""
+    goodbye_line: str = "Thank you for calling. Goodbye!"
+    transfer_line: str = "Please hold while I connect you with a person."
+    max_tool_rounds: int = 3
+    transcript_chars: int = 2000  # of a tool's answer, in the transcript
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ConversationSettings":
+        return cls(
+            system_prompt=config["SYSTEM_PROMPT"],
+            greeting=config["GREETING"],
+            fallback_reply=config["FALLBACK_REPLY"],
+            max_history_turns=config["MAX_HISTORY_TURNS"],
+            max_reply_chars=config["MAX_REPLY_CHARS"],
+            llm_timeout=config["LLM_TIMEOUT_SECONDS"],
+            lock_wait=lock_wait_seconds(config),
+            transfer_number=config["TRANSFER_NUMBER"],
+            goodbye_line=config["GOODBYE_LINE"],
+            transfer_line=config["TRANSFER_LINE"],
+            max_tool_rounds=config["MAX_TOOL_ROUNDS"],
+            transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
+        )
+
+
+class LastTurn(TypedDict):
+    event_id: str
+    reply: str
+
+
+class Session(TypedDict, total=False):
+    """One call's session, as the store keeps it (JSON), under the call's key, for the session TTL.
+
+    Its transcript lines are kept beside it (``SessionStore.lines``), and its
+    event digests too, so neither is rewritten with every turn.
+    """
+
+    call_id: str
+    caller: str | None           # the caller's number, as the platform gave it
+    started_at: float            # epoch seconds
+    turns: int                   # turns answered (by the model or the fallback)
+    fallbacks: int               # of which the fallback line
+    greeted: bool                # the greeting was given (said once, also on redeliveries)
+    messages: list[Message]      # what the model sees, trimmed to MAX_HISTORY_TURNS
+    actions: list[dict[str, Any]]  # end_call / transfer_call, as the model took them, with their time
+    usage: dict[str, int]        # tokens billed over the call, by kind
+    transcript_lines: int        # transcript lines added over the call (the store keeps the last ones)
+    last_turn: LastTurn          # the last turn sent with an event id, and its reply: a redelivery gets it again
+    # The platform's own state of the call (VoIPBin: its transcribe and
+    # speaking ids, ...); saved with the session, read by nothing else.
+    channel: Channel
+
+
+def new_session(call_id: str, caller: str | None) -> Session:
+    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0, "fallbacks": 0,
+            "messages": [], "channel": {}, "actions": []}
+
+
+def line(speaker: str, text: str, **extra: Any) -> Line:
+    return {"at": iso(time.time()), "speaker": speaker, "text": text, **extra}
+
+
+@dataclass
+class CallContext:
+    """One call, as a platform's code sees it inside a verb, under the call's lock.
+
+    ``channel`` is the platform's own per-call state, saved with the session.
+    Call ``extend_lease`` before every step that may take a while (a REST
+    request), so the lock outlives the step. ``checkpoint`` (while a call is
+    set up only) also saves the channel as it is now, so a long set-up keeps
+    what it has done even if a later step fails; a turn has none, since it is
+    saved whole or not at all. ``said`` puts a line the bot spoke into the
+    call's transcript.
+    """
+
+    call_id: str
+    channel: Channel
+    extend_lease: Callable[[], None]
+    checkpoint: Callable[[], None] | None = None
+    lines: list[Line] = field(default_factory=list)
+
+    def said(self, text: str) -> None:
+        self.lines.append(line("bot", text))
+
+    def step(self) -> None:
+        """Before a step that takes a while: a checkpoint where there is one, else the lease extended."""
+        (self.checkpoint or self.extend_lease)()
