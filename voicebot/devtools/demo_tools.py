@@ -7,13 +7,12 @@ TOOLS_FILE that points voicebot at it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 import sys
 from typing import Any
 
+from ..signing import VOICEBOT_HEADER, verify
 from .loopback import JSONHandler, LoopbackServer
 
 ORDERS = {
@@ -40,7 +39,7 @@ class DemoTools(LoopbackServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret: str = "demo-tools-secret") -> None:
         super().__init__((host, port), _Handler)
         self.secret = secret
-        self.calls: list[dict] = []
+        self.calls: list[dict[str, Any]] = []
 
     @property
     def url(self) -> str:
@@ -52,8 +51,7 @@ class _Handler(JSONHandler):
 
     def do_POST(self) -> None:
         raw = self.read_body()
-        expected = "sha256=" + hmac.new(self.server.secret.encode(), raw, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(self.headers.get("X-Voicebot-Signature", ""), expected):
+        if not verify(raw, self.headers.get(VOICEBOT_HEADER), self.server.secret):
             return self.send_json(401, {"error": "bad signature"})
         call = json.loads(raw)
         self.server.calls.append(call)
