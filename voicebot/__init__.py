@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from flask import Flask
 
+    from .llm import LLM
+    from .stores import SessionStore
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +22,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     from flask import Flask
 
     from . import talk
-    from .conversation import Conversation, ConversationSettings
+    from .conversation import Conversation
+    from .session import ConversationSettings
     from .deadline import RESPONSE_BUDGET, Deadline, put_in_effect
     from .llm import build_llm
     from .llm.health import LLMHealth, MonitoredLLM
@@ -88,7 +92,7 @@ def close_app(app: "Flask") -> None:
             log.exception("closing %r failed", close)
 
 
-def _announce(app: "Flask", store, llm) -> None:
+def _announce(app: "Flask", store: "SessionStore", llm: "LLM") -> None:
     """Say at start-up what this process will do, so a misconfiguration shows at once."""
     from .exceptions import StoreError
 

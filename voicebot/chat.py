@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any, Callable, TextIO
 
-Post = Callable[[str, dict], tuple[int, dict]]
+Post = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 def http_poster(url: str, token: str) -> Post:
@@ -26,7 +26,7 @@ def http_poster(url: str, token: str) -> Post:
     if token:
         session.headers["Authorization"] = f"Bearer {token}"
 
-    def post(path: str, body: dict) -> tuple[int, dict]:
+    def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         answer = session.post(url.rstrip("/") + path, json=body, timeout=30)
         try:
             return answer.status_code, answer.json()
@@ -40,7 +40,7 @@ def in_process_poster() -> Post:
 
     client = create_app().test_client()
 
-    def post(path: str, body: dict) -> tuple[int, dict]:
+    def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         answer = client.post(path, json=body)
         return answer.status_code, answer.get_json() or {}
     return post
@@ -82,7 +82,7 @@ def chat(post: Post, *, lines: TextIO | None = None, out: TextIO | None = None, 
     return 0
 
 
-def _failed(out: TextIO, status: int, answer: dict) -> int:
+def _failed(out: TextIO, status: int, answer: dict[str, Any]) -> int:
     print(f"voicebot answered {status}: {json.dumps(answer)}", file=sys.stderr)
     return 1
 

@@ -99,7 +99,7 @@ def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _networks(value: str) -> tuple:
+def _networks(value: str) -> tuple[Any, ...]:
     from .outgoing import parse_networks
 
     return parse_networks(value)
@@ -366,7 +366,7 @@ def store_description(config: Mapping[str, Any]) -> str:
 def redis_failover_seconds(config: Mapping[str, Any]) -> float:
     """How long a Redis step is tried again through a failover: 0 (derived) is 6 s on a cluster or
     Sentinel URL, where a replica is promoted in a few seconds, and nothing on one server."""
-    seconds = config["REDIS_FAILOVER_SECONDS"]
+    seconds: float = config["REDIS_FAILOVER_SECONDS"]
     if seconds > 0 or not config["REDIS_URL"]:
         return seconds
     from .stores.redis_url import parse
@@ -376,7 +376,7 @@ def redis_failover_seconds(config: Mapping[str, Any]) -> float:
 
 def redis_wait_replicas(config: Mapping[str, Any]) -> int:
     """Replicas a turn's write must reach: REDIS_WAIT_REPLICAS, or (-1) 1 where a failover can promote one."""
-    wanted = config["REDIS_WAIT_REPLICAS"]
+    wanted: int = config["REDIS_WAIT_REPLICAS"]
     if wanted >= 0 or not config["REDIS_URL"]:
         return max(0, wanted)
     from .stores.redis_url import parse
@@ -385,18 +385,19 @@ def redis_wait_replicas(config: Mapping[str, Any]) -> int:
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:
-    lease = config["LOCK_LEASE_SECONDS"]
-    return lease if lease > 0 else config["LLM_TIMEOUT_SECONDS"] + 2.0
+    lease: float = config["LOCK_LEASE_SECONDS"]
+    return lease if lease > 0 else float(config["LLM_TIMEOUT_SECONDS"]) + 2.0
 
 
 def lock_wait_seconds(config: Mapping[str, Any]) -> float:
-    wait = config["LOCK_WAIT_SECONDS"]
+    wait: float = config["LOCK_WAIT_SECONDS"]
     return wait if wait > 0 else lock_lease_seconds(config) + 1.0
 
 
 def worker_count(config: Mapping[str, Any], cpu_count: int | None = None) -> int:
-    if config["WEB_CONCURRENCY"] > 0:
-        return config["WEB_CONCURRENCY"]
+    workers: int = config["WEB_CONCURRENCY"]
+    if workers > 0:
+        return workers
     if not config["REDIS_URL"]:
         return 1
     return max(2, cpu_count or os.cpu_count() or 1)

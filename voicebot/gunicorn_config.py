@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 from voicebot import config as _config  # noqa: E402
 from voicebot.platforms import load_config as _load_config  # noqa: E402
@@ -95,7 +96,7 @@ if _fast_tmp:
 limit_request_line = 8190
 
 
-def on_starting(server) -> None:
+def on_starting(server: Any) -> None:
     # Values left by an earlier run would be added to this one's.
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     for name in os.listdir(metrics_dir):
@@ -109,18 +110,18 @@ def on_starting(server) -> None:
         sys.exit(2)
 
 
-def child_exit(server, worker) -> None:
+def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def on_exit(server) -> None:
+def on_exit(server: Any) -> None:
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
     # TTIN can add workers at run time; the memory store must stay at one.
     if old_value is not None and new_value > 1 and not _settings["REDIS_URL"]:
         server.log.error("more than one worker with the in-memory store would split calls; "
@@ -128,7 +129,7 @@ def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
         server.num_workers = 1
 
 
-def post_worker_init(worker) -> None:
+def post_worker_init(worker: Any) -> None:
     # Measured (bench/campaign.py, 1,000 calls): full garbage collections of
     # the worker's heap (the SDK, Flask, pydantic: ~1M long-lived objects)
     # stalled every thread for 100-150 ms a few times a minute, which was most
@@ -145,7 +146,7 @@ def post_worker_init(worker) -> None:
     background.start(worker.wsgi)
 
 
-def worker_exit(server, worker) -> None:
+def worker_exit(server: Any, worker: Any) -> None:
     from voicebot import close_app
     from voicebot.records import background
 

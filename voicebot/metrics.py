@@ -10,10 +10,16 @@ run``, the tests) the ordinary in-process registry is used.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from .records import Outbox
+    from .stores import SessionStore
 
 # Seconds: a turn's budget is a few seconds; the low end shows our own overhead.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -39,10 +45,10 @@ RECORDS = Counter("voicebot_call_records",
 class _ReadAtScrape:
     """A gauge read when /metrics is scraped (with Redis: across all instances)."""
 
-    def __init__(self, name: str, documentation: str, read) -> None:
+    def __init__(self, name: str, documentation: str, read: Callable[[], float | None]) -> None:
         self.name, self.documentation, self.read = name, documentation, read
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         try:
             value = self.read()
         except Exception:  # a scrape must not fail because the store is down
@@ -50,11 +56,11 @@ class _ReadAtScrape:
         yield GaugeMetricFamily(self.name, self.documentation, value=value or 0.0)
 
 
-def render(store, outbox=None) -> tuple[bytes, str]:
+def render(store: "SessionStore", outbox: "Outbox | None" = None) -> tuple[bytes, str]:
     """The exposition text of all metrics, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
@@ -71,8 +77,8 @@ def render(store, outbox=None) -> tuple[bytes, str]:
 class _Forward:
     """The process's default registry, as one collector of a per-scrape registry."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         return self.registry.collect()

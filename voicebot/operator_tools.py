@@ -188,7 +188,7 @@ class ToolCaller:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def start(self, tool: HttpTool, tool_use_id: str, tool_input: dict, *, call_id: str, platform: str,
+    def start(self, tool: HttpTool, tool_use_id: str, tool_input: dict[str, Any], *, call_id: str, platform: str,
               caller: str | None, timeout: float) -> ToolCall:
         body = {"id": tool_use_id, "call_id": call_id, "platform": platform, "caller": caller,
                 "tool": tool.name, "input": tool_input}
@@ -213,7 +213,7 @@ class ToolCaller:
                                                 thread_name_prefix="tool")
             return self._pool
 
-    def _call_and_free(self, tool: HttpTool, tool_use_id: str, body: dict, exchange: Exchange,
+    def _call_and_free(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], exchange: Exchange,
                        slots: threading.BoundedSemaphore) -> ToolResult:
         try:
             return self._call(tool, tool_use_id, body, exchange)
@@ -223,7 +223,7 @@ class ToolCaller:
         finally:
             slots.release()
 
-    def _call(self, tool: HttpTool, tool_use_id: str, body: dict, exchange: Exchange) -> ToolResult:
+    def _call(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], exchange: Exchange) -> ToolResult:
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(raw, self.secret),
                    CALL_ID_HEADER: tool_use_id}
@@ -243,7 +243,7 @@ class ToolCaller:
         log.debug("tool %s call_id=%s answered %s", tool.name, body["call_id"], text[:500])
         return ToolResult(text)
 
-    def _failed(self, tool: HttpTool, body: dict, what: str, why: str = "") -> ToolResult:
+    def _failed(self, tool: HttpTool, body: dict[str, Any], what: str, why: str = "") -> ToolResult:
         log.warning("tool %s %s call_id=%s%s", tool.name, what, body["call_id"], f" ({why})" if why else "")
         return ToolResult(f"The {tool.name} tool {what}; tell the caller you could not check this right now.",
                           True)

@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -216,7 +216,7 @@ class _GuardedConnection:
     def _new_conn(self) -> socket.socket:
         exchange = _exchange()
         if exchange is None:  # not sent through OutgoingHTTP: nothing to guard
-            return super()._new_conn()  # type: ignore[misc]
+            return cast(socket.socket, super()._new_conn())  # type: ignore[misc]
         exchange.check()
         try:
             infos = _resolve(self._dns_host, self.port, exchange)

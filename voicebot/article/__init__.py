@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from flask import Flask
 
 
+NAME = "article"  # the platform's name: its namespace in the store, its records' "platform"
+
+
 def init_app(app: "Flask", conversation: ConversationFactory) -> None:
     from .views import bp
 
@@ -17,4 +20,4 @@ def init_app(app: "Flask", conversation: ConversationFactory) -> None:
     app.register_blueprint(bp)
 
 
-PLATFORM = Platform("article", init_app)
+PLATFORM = Platform(NAME, init_app)

@@ -7,15 +7,18 @@ call on ``{"type": "call.ended"}``.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, request
+from typing import Any
 
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from . import NAME
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
 from ..exceptions import InvalidEvent, LockLost
 from ..turn import Outcome
 from ..web.validation import identifier, optional_text, required_text
-from ..web import json_body, start_timing, with_llm_timing
+from ..web import conversation_of, json_body, start_timing, with_llm_timing
 from ..web.access import bearer_matches, local_trial_refusal
 from ..web.admission import admit, release
 
@@ -26,7 +29,7 @@ MAX_CALLER_CHARS = 64
 
 
 @bp.before_request
-def check_access():
+def check_access() -> Response | None:
     token = current_app.config["WEBHOOK_TOKEN"]
     if token:
         if not bearer_matches(request, token):
@@ -43,23 +46,23 @@ bp.teardown_request(release)
 
 
 def _conversation() -> Conversation:
-    return current_app.extensions["conversations"]["article"]
+    return conversation_of(NAME)
 
 
-def _event_type(body: dict, allowed: tuple[str, ...], default: str) -> str:
+def _event_type(body: dict[str, Any], allowed: tuple[str, ...], default: str) -> str:
     kind = body.get("type", default)
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:
         raise InvalidEvent(f"'type' must be one of {', '.join(allowed)}; got {kind!r}")
     return kind
 
 
-def _call_id(body: dict) -> str:
-    g.call_id = identifier(body, "call_id")
-    return g.call_id
+def _call_id(body: dict[str, Any]) -> str:
+    call_id = g.call_id = identifier(body, "call_id")
+    return call_id
 
 
 @bp.post("/call-started")
-def call_started():
+def call_started() -> Response:
     body = json_body()
     _event_type(body, ("call.started",), "call.started")
     call_id = _call_id(body)
@@ -68,7 +71,7 @@ def call_started():
 
 
 @bp.post("/transcript")
-def transcript():
+def transcript() -> Response:
     body = json_body()
     kind = _event_type(body, ("transcript", "call.ended"), "transcript")
     call_id = _call_id(body)

@@ -52,18 +52,18 @@ def known_models() -> frozenset[str]:
 
     from anthropic.types.model import Model
 
-    def names(kind) -> list[str]:
+    def names(kind: Any) -> list[str]:
         return [a for arg in typing.get_args(kind) for a in ([arg] if isinstance(arg, str) else names(arg))]
     return frozenset(names(Model))
 
 
-def echo_reply(messages: list[dict]) -> str:
+def echo_reply(messages: list[dict[str, Any]]) -> str:
     """'Heard mk1 mk2.' for the markers of every user message in order."""
     markers = [m for msg in messages if msg["role"] == "user" for m in MARKER.findall(_text_of(msg))]
     return "Heard " + " ".join(markers) + "." if markers else DEFAULT_REPLY
 
 
-def _text_of(message: dict) -> str:
+def _text_of(message: dict[str, Any]) -> str:
     content = message["content"]
     if isinstance(content, str):
         return content
@@ -73,7 +73,7 @@ def _text_of(message: dict) -> str:
 _ASKS_TOOL = re.compile(r"\btool:([a-zA-Z0-9_-]{1,64})")
 
 
-def tool_to_use(body: dict) -> str | None:
+def tool_to_use(body: dict[str, Any]) -> str | None:
     """The tool a model would use on the caller's last words, if it was offered and allowed.
 
     ``tool:<name>`` in the words asks for any declared tool; "goodbye" and "a
@@ -93,7 +93,7 @@ def tool_to_use(body: dict) -> str | None:
     return None
 
 
-def tool_answers(messages: list[dict]) -> str:
+def tool_answers(messages: list[dict[str, Any]]) -> str:
     """What the tools answered in the last message, as a model would repeat it."""
     results = [b for b in _blocks(messages[-1]) if b.get("type") == "tool_result"]
     if _text_of(messages[-1]).strip():
@@ -107,12 +107,12 @@ def tool_answers(messages: list[dict]) -> str:
     return " ".join(said)
 
 
-def _blocks(message: dict) -> list[dict]:
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     content = message.get("content")
     return content if isinstance(content, list) else []
 
 
-def _validate_tools(body: dict) -> None:
+def _validate_tools(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -216,7 +216,7 @@ class PromptCache:
         self.entries: dict[str, float] = {}  # prefix digest -> expiry
         self._lock = threading.Lock()
 
-    def usage(self, body: dict, now: float) -> dict[str, int]:
+    def usage(self, body: dict[str, Any], now: float) -> dict[str, int]:
         import hashlib
 
         blocks = _prompt_blocks(body)
@@ -249,7 +249,7 @@ class PromptCache:
                 "cache_read_input_tokens": read}
 
 
-def _prompt_blocks(body: dict) -> list[tuple[str, bool]]:
+def _prompt_blocks(body: dict[str, Any]) -> list[tuple[str, bool]]:
     """The prompt in the order the API caches it, as (text, ends a breakpoint)."""
     blocks: list[tuple[str, bool]] = []
     for tool in body.get("tools") or []:
@@ -295,7 +295,7 @@ class FakeMessagesAPI(LoopbackServer):
         self.record = record
         self.models = known_models()
         self.cache = PromptCache()
-        self.requests: list[dict] = []
+        self.requests: list[dict[str, Any]] = []
         self.peers: list[tuple[str, int]] = []  # the client address of each recorded request
         self.served = 0
         self._random = random.Random(seed)
@@ -314,7 +314,7 @@ class FakeMessagesAPI(LoopbackServer):
             self.peers.clear()
             self.cache = PromptCache()
 
-    def _draw(self, body: dict, peer: tuple[str, int]) -> tuple[str, float]:
+    def _draw(self, body: dict[str, Any], peer: tuple[str, int]) -> tuple[str, float]:
         """Decide this request's fate: 'ok', 'fail' or 'hang', and its delay."""
         with self._mutex:
             self.served += 1
@@ -333,7 +333,7 @@ class FakeMessagesAPI(LoopbackServer):
 class _Handler(JSONHandler):
     server: FakeMessagesAPI
 
-    def _send_json(self, status: int, payload: dict) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
         self.send_json(status, payload, **{"request-id": "req_" + uuid.uuid4().hex[:24]})
 
     def _error(self, status: int, kind: str, message: str) -> None:
@@ -402,7 +402,7 @@ class _Handler(JSONHandler):
             return self._trickle(message)
         self._send_json(200, message)
 
-    def _trickle(self, payload: dict) -> None:
+    def _trickle(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -413,7 +413,7 @@ class _Handler(JSONHandler):
             self.wfile.flush()
             self.server.pause(self.server.trickle)
 
-    def _stream(self, message: dict) -> None:
+    def _stream(self, message: dict[str, Any]) -> None:
         """The Messages API's server-sent events: text a word at a time, a pause between sentences, then tools."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -455,7 +455,7 @@ class _Handler(JSONHandler):
         self.wfile.flush()
         self.close_connection = True
 
-    def _event(self, name: str, data: dict) -> None:
+    def _event(self, name: str, data: dict[str, Any]) -> None:
         self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
 
 
@@ -464,7 +464,7 @@ FURTHER_SENTENCES = ("I have noted that.", "Is there anything else I can help yo
                      "Take your time.")
 
 
-def _message(body: dict, text: str) -> dict:
+def _message(body: dict[str, Any], text: str) -> dict[str, Any]:
     prompt_words = sum(len(_text_of(m).split()) for m in body["messages"])
     return {
         "id": "msg_" + uuid.uuid4().hex[:24],

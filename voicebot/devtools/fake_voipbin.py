@@ -64,6 +64,8 @@ _ROUTES = [
 _REASONS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
             429: "RATE_LIMITED", 500: "INTERNAL_ERROR"}
 
+Json = dict[str, Any]  # a JSON object, as VoIPBin sends and takes them
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, reason: str | None = None) -> None:
@@ -119,9 +121,9 @@ class FakeVoipbin(LoopbackServer):
         self.access_key = access_key
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
-        self.calls: dict[str, dict] = {}
-        self.transcribes: dict[str, dict] = {}
-        self.speakings: dict[str, dict] = {}
+        self.calls: dict[str, Json] = {}
+        self.transcribes: dict[str, Json] = {}
+        self.speakings: dict[str, Json] = {}
         self.said: dict[str, list[str]] = defaultdict(list)  # call id -> texts, in order
         self.said_at: dict[str, list[float]] = defaultdict(list)  # call id -> time.perf_counter() of each say
         self.flushed: list[str] = []  # speaking ids
@@ -138,8 +140,8 @@ class FakeVoipbin(LoopbackServer):
                          "email": "ops@example.com", "phone_number": "+15550001111",
                          "address": "1 Main St", "webhook_method": "POST", "webhook_uri": "",
                          "webhook_secret": webhook_secret, "tm_create": now()}
-        self.numbers: dict[str, dict] = {}
-        self.flows: dict[str, dict] = {}
+        self.numbers: dict[str, Json] = {}
+        self.flows: dict[str, Json] = {}
         self.writes: list[str] = []  # "PUT /customer" etc., for idempotency checks
         # Where events of changes made through the API go (VoIPBin sends call_hangup after a
         # POST /calls/{id}/hangup as after any hang-up); None: not sent.
@@ -169,12 +171,12 @@ class FakeVoipbin(LoopbackServer):
             self.calls[call_id] = call
         return call_id
 
-    def hang_up(self, call_id: str, by: str = "remote") -> dict:
+    def hang_up(self, call_id: str, by: str = "remote") -> Json:
         """The call ends: VoIPBin stops its transcribes and speakings with it."""
         with self.lock:
             return self._end_call(call_id, by)
 
-    def _end_call(self, call_id: str, by: str) -> dict:
+    def _end_call(self, call_id: str, by: str) -> Json:
         call = self.calls.setdefault(call_id, call_event_data(call_id, "hangup"))
         call.update(status="hangup", hangup_by=by, hangup_reason="normal", tm_hangup=now())
         for transcribe in self.transcribes.values():
@@ -185,7 +187,7 @@ class FakeVoipbin(LoopbackServer):
                 speaking["status"] = "stopped"
         return dict(call)
 
-    def add_number(self, number: str, call_flow_id: str = NIL_UUID) -> dict:
+    def add_number(self, number: str, call_flow_id: str = NIL_UUID) -> Json:
         with self.lock:
             entry = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "number": number,
                      "call_flow_id": call_flow_id, "message_flow_id": NIL_UUID, "name": number,
@@ -205,7 +207,7 @@ class FakeVoipbin(LoopbackServer):
                     if t["reference_id"] == call_id and t["status"] == "progressing"]
             return live[-1]["id"] if live else None
 
-    def live(self, kind: str, call_id: str) -> list[dict]:
+    def live(self, kind: str, call_id: str) -> list[Json]:
         """The call's progressing transcribes (``kind="transcribes"``) or active speakings."""
         with self.lock:
             table, status = ((self.transcribes, "progressing") if kind == "transcribes"
@@ -215,7 +217,7 @@ class FakeVoipbin(LoopbackServer):
 
     # -- sending events and fetch requests, as VoIPBin does -------------------
 
-    def send(self, url: str, event_type: str, data: dict, *, secret: str | None = None,
+    def send(self, url: str, event_type: str, data: Json, *, secret: str | None = None,
              method: str = "POST", timeout: float = 15.0) -> requests.Response:
         """Deliver one event once: enveloped, compact Go JSON, signed; 15 s for the answer's headers."""
         body = go_json({"type": event_type, "data": data})
@@ -225,7 +227,7 @@ class FakeVoipbin(LoopbackServer):
             headers[HEADER] = sign(body, secret)
         return self._sender.request(method, url, data=body, headers=headers, timeout=(10, timeout))
 
-    def deliver(self, url: str, event_type: str, data: dict, *, method: str = "POST",
+    def deliver(self, url: str, event_type: str, data: Json, *, method: str = "POST",
                 timeout: float = 15.0) -> requests.Response | None:
         """VoIPBin's retry loop: up to 3 attempts, 1 s apart, only on a 5xx or a transport error."""
         answer = None
@@ -250,18 +252,19 @@ class FakeVoipbin(LoopbackServer):
 
     # -- handling REST requests ------------------------------------------------
 
-    def authorized(self, query: dict, cookie: str) -> bool:
+    def authorized(self, query: Json, cookie: str) -> bool:
         cookies = dict(part.strip().split("=", 1) for part in cookie.split(";") if "=" in part)
         return self.access_key in (query.get("accesskey", [""])[0], cookies.get("accesskey"))
 
-    def handle_api(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
+    def handle_api(self, method: str, path: str, query: Json, body: Any) -> tuple[int, Any]:
         for route_method, pattern, name in _ROUTES:
             match = pattern.match(path)
             if match and route_method == method:
                 if method in ("POST", "PUT") and not isinstance(body, dict):
                     raise ApiError(400, "body must be a JSON object")
                 with self.lock:
-                    return getattr(self, "_" + name)(body, query, *match.groups())
+                    answer: tuple[int, Any] = getattr(self, "_" + name)(body, query, *match.groups())
+                    return answer
         raise ApiError(404, "not found")
 
     def fault(self, action: str) -> str | None:
@@ -278,7 +281,7 @@ class FakeVoipbin(LoopbackServer):
                     return "limit"
         return None
 
-    def _call_for(self, body: dict) -> dict:
+    def _call_for(self, body: Json) -> Json:
         if body.get("reference_type") != "call":
             raise ApiError(400, "reference_type must be call")
         call_id = body.get("reference_id")
@@ -295,7 +298,7 @@ class FakeVoipbin(LoopbackServer):
             raise ApiError(400, "language is required")
         return call
 
-    def _create_transcribe(self, body: dict, query: dict) -> tuple[int, dict]:
+    def _create_transcribe(self, body: Json, query: Json) -> tuple[int, Json]:
         call = self._call_for(body)
         direction = body.get("direction") or "both"
         if direction not in ("in", "out", "both"):
@@ -313,19 +316,19 @@ class FakeVoipbin(LoopbackServer):
             print(f"[{call['id']}] transcribing the caller: transcribe_id {transcribe['id']}", flush=True)
         return 200, dict(transcribe)
 
-    def _list_transcribes(self, body: Any, query: dict) -> tuple[int, dict]:
+    def _list_transcribes(self, body: Any, query: Json) -> tuple[int, Json]:
         wanted = {k: query[k][0] for k in ("reference_type", "reference_id") if k in query}
         items = [dict(t) for t in self.transcribes.values() if all(t.get(k) == v for k, v in wanted.items())]
         return 200, _page(items, query)
 
-    def _stop_transcribe(self, body: dict, query: dict, transcribe_id: str) -> tuple[int, dict]:
+    def _stop_transcribe(self, body: Json, query: Json, transcribe_id: str) -> tuple[int, Json]:
         transcribe = self.transcribes.get(transcribe_id)
         if transcribe is None:
             raise ApiError(404, "transcribe not found")
         transcribe["status"] = "done"
         return 200, dict(transcribe)
 
-    def _create_speaking(self, body: dict, query: dict) -> tuple[int, dict]:
+    def _create_speaking(self, body: Json, query: Json) -> tuple[int, Json]:
         call = self._call_for(body)
         direction = body.get("direction", "out")
         if direction not in ("in", "out", "both"):
@@ -340,11 +343,11 @@ class FakeVoipbin(LoopbackServer):
         self.speakings[speaking["id"]] = {**speaking, "stream_alive": True}
         return 201, speaking
 
-    def _list_speakings(self, body: Any, query: dict) -> tuple[int, dict]:
+    def _list_speakings(self, body: Any, query: Json) -> tuple[int, Json]:
         items = [{k: v for k, v in s.items() if k != "stream_alive"} for s in self.speakings.values()]
         return 200, _page(list(reversed(items)), query)
 
-    def _speaking_action(self, body: dict, query: dict, speaking_id: str, action: str) -> tuple[int, dict]:
+    def _speaking_action(self, body: Json, query: Json, speaking_id: str, action: str) -> tuple[int, Json]:
         speaking = self.speakings.get(speaking_id)
         if speaking is None:
             raise ApiError(404, "speaking not found")
@@ -364,12 +367,12 @@ class FakeVoipbin(LoopbackServer):
             self.flushed.append(speaking_id)
         return 200, {k: v for k, v in speaking.items() if k != "stream_alive"}
 
-    def _get_call(self, body: Any, query: dict, call_id: str) -> tuple[int, dict]:
+    def _get_call(self, body: Any, query: Json, call_id: str) -> tuple[int, Json]:
         if call_id not in self.calls:
             raise ApiError(404, "call not found")
         return 200, dict(self.calls[call_id])
 
-    def _hangup_call(self, body: dict, query: dict, call_id: str) -> tuple[int, dict]:
+    def _hangup_call(self, body: Json, query: Json, call_id: str) -> tuple[int, Json]:
         if call_id not in self.calls:
             raise ApiError(404, "call not found")
         self.hung_up_by_api.append(call_id)
@@ -379,10 +382,10 @@ class FakeVoipbin(LoopbackServer):
                              daemon=True).start()
         return 200, call
 
-    def _get_customer(self, body: Any, query: dict) -> tuple[int, dict]:
+    def _get_customer(self, body: Any, query: Json) -> tuple[int, Json]:
         return 200, dict(self.customer)
 
-    def _put_customer(self, body: dict, query: dict) -> tuple[int, dict]:
+    def _put_customer(self, body: Json, query: Json) -> tuple[int, Json]:
         missing = [f for f in CUSTOMER_FIELDS if not isinstance(body.get(f), str)]
         if missing:
             raise ApiError(400, f"missing fields: {', '.join(missing)}")
@@ -392,10 +395,10 @@ class FakeVoipbin(LoopbackServer):
         self.writes.append("PUT /customer")
         return 200, dict(self.customer)
 
-    def _list_numbers(self, body: Any, query: dict) -> tuple[int, dict]:
+    def _list_numbers(self, body: Any, query: Json) -> tuple[int, Json]:
         return 200, _page([dict(n) for n in self.numbers.values()], query)
 
-    def _put_number_flows(self, body: dict, query: dict, number_id: str) -> tuple[int, dict]:
+    def _put_number_flows(self, body: Json, query: Json, number_id: str) -> tuple[int, Json]:
         number = self.numbers.get(number_id)
         if number is None:
             raise ApiError(404, "number not found")
@@ -404,17 +407,17 @@ class FakeVoipbin(LoopbackServer):
         self.writes.append(f"PUT /numbers/{number_id}/flow_ids")
         return 200, dict(number)
 
-    def _list_flows(self, body: Any, query: dict) -> tuple[int, dict]:
+    def _list_flows(self, body: Any, query: Json) -> tuple[int, Json]:
         return 200, _page([dict(f) for f in self.flows.values()], query)
 
-    def _create_flow(self, body: dict, query: dict) -> tuple[int, dict]:
+    def _create_flow(self, body: Json, query: Json) -> tuple[int, Json]:
         flow = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "type": "flow", "tm_create": now()}
         flow.update(_flow_fields(body))
         self.flows[flow["id"]] = flow
         self.writes.append("POST /flows")
         return 200, dict(flow)
 
-    def _put_flow(self, body: dict, query: dict, flow_id: str) -> tuple[int, dict]:
+    def _put_flow(self, body: Json, query: Json, flow_id: str) -> tuple[int, Json]:
         flow = self.flows.get(flow_id)
         if flow is None:
             raise ApiError(404, "flow not found")
@@ -423,7 +426,7 @@ class FakeVoipbin(LoopbackServer):
         return 200, dict(flow)
 
 
-def _flow_fields(body: dict) -> dict:
+def _flow_fields(body: Json) -> Json:
     actions = body.get("actions")
     if not isinstance(actions, list) or not all(isinstance(a, dict) and a.get("type") for a in actions):
         raise ApiError(400, "actions must be a list of actions with a type")
@@ -431,7 +434,7 @@ def _flow_fields(body: dict) -> dict:
             "actions": [{"id": str(uuid.uuid4()), "next_id": NIL_UUID, **a} for a in actions]}
 
 
-def _page(items: list[dict], query: dict) -> dict:
+def _page(items: list[Json], query: Json) -> Json:
     size = int(query.get("page_size", ["100"])[0])
     start = int(query.get("page_token", ["0"])[0] or 0)
     page = items[start:start + size]
@@ -494,13 +497,13 @@ class _Handler(JSONHandler):
 
 # -- event bodies, shaped like VoIPBin's (empty address fields and unset times omitted) --
 
-def _address(target: str) -> dict:
+def _address(target: str) -> Json:
     kind = "sip" if "@" in target else "tel"
     return {"type": kind, "target": target}
 
 
 def call_event_data(call_id: str, status: str, caller: str = "+15551230000", callee: str = "+15559870000",
-                    direction: str = "incoming") -> dict:
+                    direction: str = "incoming") -> Json:
     data = {
         "id": call_id, "customer_id": CUSTOMER_ID, "owner_type": "", "owner_id": NIL_UUID,
         "flow_id": str(uuid.uuid4()), "activeflow_id": str(uuid.uuid4()), "type": "flow",
@@ -518,7 +521,7 @@ def call_event_data(call_id: str, status: str, caller: str = "+15551230000", cal
 
 
 def transcript_event_data(transcribe_id: str, message: str, direction: str = "in",
-                          transcript_id: str | None = None) -> dict:
+                          transcript_id: str | None = None) -> Json:
     return {
         "id": transcript_id or str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
         "transcribe_id": transcribe_id, "direction": direction, "message": message,
@@ -526,11 +529,11 @@ def transcript_event_data(transcribe_id: str, message: str, direction: str = "in
     }
 
 
-def transcribe_event_data(transcribe: dict) -> dict:
+def transcribe_event_data(transcribe: Json) -> Json:
     return {**transcribe, "customer_id": CUSTOMER_ID, "tm_delete": None}
 
 
-def speech_event_data(transcribe_id: str, direction: str = "in") -> dict:
+def speech_event_data(transcribe_id: str, direction: str = "in") -> Json:
     return {
         "id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
         "streaming_id": str(uuid.uuid4()), "transcribe_id": transcribe_id, "direction": direction,
@@ -547,9 +550,9 @@ class FlowRunner:
     is recorded. When the flow runs out of actions, VoIPBin hangs up the call.
     """
 
-    def __init__(self, voipbin: FakeVoipbin, webhook_url: str, actions: list[dict], *,
+    def __init__(self, voipbin: FakeVoipbin, webhook_url: str, actions: list[Json], *,
                  time_scale: float = 0.001, max_steps: int = 200,
-                 on_step: Callable[[dict], None] | None = None) -> None:
+                 on_step: Callable[[Json], None] | None = None) -> None:
         self.voipbin = voipbin
         self.webhook_url = webhook_url
         self.queue = [dict(a) for a in actions]
@@ -557,7 +560,7 @@ class FlowRunner:
         self.max_steps = max_steps
         self.on_step = on_step
         self.ran: list[str] = []
-        self.connected: list[dict] = []
+        self.connected: list[Json] = []
         self.ended_because = ""
 
     def run(self, call_id: str) -> str:

@@ -7,7 +7,7 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -26,7 +26,7 @@ class LoopbackServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self):
+    def start(self) -> Self:
         # A short poll interval: shutdown() waits up to one interval.
         threading.Thread(target=self.serve_forever, args=(0.05,), name=self.thread_name, daemon=True).start()
         return self
@@ -36,7 +36,7 @@ class LoopbackServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

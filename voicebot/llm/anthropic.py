@@ -140,11 +140,11 @@ class AnthropicLLM(LLM):
             raise (mapped if isinstance(mapped, LLMError)
                    else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")) from exc
 
-    def _request(self, system: str, messages: list[Message], tools: list[dict],
+    def _request(self, system: str, messages: list[Message], tools: list[dict[str, Any]],
                  allow_tools: bool) -> dict[str, Any]:
         # As raw JSON (extra_body), not typed params: the SDK walks typed params
         # through its transform on every call, and tool schemas are deep (~0.1 ms a turn).
-        extra: dict = {"tools": tools} if tools else {}
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         if tools and not allow_tools:
             extra["tool_choice"] = {"type": "none"}
         # Plain JSON-able dicts: the SDK's TypedDicts add nothing to what the strict fake checks.
@@ -221,7 +221,7 @@ class AnthropicLLM(LLM):
                 uses.append(ToolUse(block["id"], block["name"], arguments if isinstance(arguments, dict) else {}))
         return Reply("".join(text), uses, _usage(usage))
 
-    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict],
+    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict[str, Any]],
               allow_tools: bool) -> Reply:
         try:
             response = self._create(**self._request(system, messages, tools, allow_tools), timeout=timeout)
@@ -249,11 +249,11 @@ class AnthropicLLM(LLM):
 _EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
 
 
-def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict], list[dict]]:
+def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Two cache breakpoints, as the Messages API documents: after the system prompt (which caches the
     tools before it too) and after the newest message, so each turn of a call re-bills only what is
     new. The call's stored history is left as it is."""
-    cached_system: list[dict] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
+    cached_system: list[dict[str, Any]] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
     if not messages:
         return cached_system, []
     last = messages[-1]

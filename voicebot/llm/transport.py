@@ -47,7 +47,7 @@ def wall_clock_deadline(seconds: float) -> Iterator[None]:
 
 
 def _left(timeout: float | None, expired: type[Exception]) -> float | None:
-    deadline = getattr(_local, "deadline", None)
+    deadline: float | None = getattr(_local, "deadline", None)
     if deadline is None:
         return timeout
     left = deadline - time.monotonic()
@@ -78,7 +78,7 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
-def _close_unclaimed(opening: Future) -> None:
+def _close_unclaimed(opening: "Future[Any]") -> None:
     """A connection opened after its caller gave up is nobody's."""
     if opening.exception() is None:
         opening.result().close()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import StoreError
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from ..conversation import Conversation
     from ..stores import SessionStore
 
@@ -54,9 +56,9 @@ class Reaper(threading.Thread):
         self.stopping.set()
 
 
-def start(app) -> list[threading.Thread]:
+def start(app: "Flask") -> list[threading.Thread]:
     """Start this process's reaper and delivery loop for ``app`` (once; later calls return the same)."""
-    running = app.extensions.get("background")
+    running: list[threading.Thread] | None = app.extensions.get("background")
     if running is not None:
         return running
     from .delivery import DeliveryLoop, RecordSender
@@ -76,7 +78,7 @@ def start(app) -> list[threading.Thread]:
     return threads
 
 
-def stop(app) -> None:
+def stop(app: "Flask") -> None:
     for thread in app.extensions.pop("background", []):
         thread.stop()
         thread.join(5)

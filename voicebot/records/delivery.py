@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import os
@@ -44,7 +46,7 @@ class RecordSender:
         self.where = urlsplit(url).netloc
         self.http = OutgoingHTTP(pool_size=PARALLEL_DELIVERIES)
 
-    def send(self, record: dict) -> bool:
+    def send(self, record: dict[str, Any]) -> bool:
         body = json.dumps(record, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret),
                    RECORD_ID_HEADER: record["id"]}

@@ -34,13 +34,13 @@ LONGEST_RETRY = 60.0  # ...up to this: a receiver back from an outage gets its r
 
 
 def backoff(attempts: int) -> float:
-    return min(LONGEST_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+    return min(LONGEST_RETRY, FIRST_RETRY * 2.0 ** max(0, attempts - 1))
 
 
 @dataclass
 class Entry:
     entry_id: str
-    record: dict
+    record: dict[str, Any]
     attempts: int  # deliveries tried before this one
     added_at: float
 
@@ -51,11 +51,11 @@ class Outbox(ABC):
         self.deliver = deliver  # False: archive only (no CALL_REPORT_URL)
 
     @abstractmethod
-    def add(self, record: dict) -> None:
+    def add(self, record: dict[str, Any]) -> None:
         """Keep the record, and queue it for delivery."""
 
     @abstractmethod
-    def export(self, since: float) -> Iterator[dict]:
+    def export(self, since: float) -> Iterator[dict[str, Any]]:
         """The records made since ``since`` (epoch seconds), oldest first."""
 
     @abstractmethod
@@ -88,13 +88,13 @@ class MemoryOutbox(Outbox):
         super().__init__(retention, deliver)
         self.max_queued = max_queued
         self._lock = threading.Lock()
-        self._archive: deque[tuple[float, dict]] = deque(maxlen=max_archive)
+        self._archive: deque[tuple[float, dict[str, Any]]] = deque(maxlen=max_archive)
         self._queue: OrderedDict[str, Entry] = OrderedDict()
         self._next_try: dict[str, float] = {}
         self._taken: set[str] = set()
         self._counter = 0
 
-    def add(self, record: dict) -> None:
+    def add(self, record: dict[str, Any]) -> None:
         now = time.time()
         dropped: list[str] = []
         with self._lock:
@@ -125,7 +125,7 @@ class MemoryOutbox(Outbox):
             dropped.append(entry.record.get("id", "?"))
         return dropped
 
-    def export(self, since: float) -> Iterator[dict]:
+    def export(self, since: float) -> Iterator[dict[str, Any]]:
         with self._lock:
             records = [r for t, r in self._archive if t >= since]
         return iter(records)
@@ -209,7 +209,7 @@ class RedisOutbox(Outbox):
             self._do(lambda: move(old, new))
         self._moved = True
 
-    def add(self, record: dict) -> None:
+    def add(self, record: dict[str, Any]) -> None:
         data = json.dumps(record, separators=(",", ":"))
         oldest_kept = int((time.time() - self.retention) * 1000)
         self._move_untagged()
@@ -223,7 +223,7 @@ class RedisOutbox(Outbox):
 
         self._do(both)
 
-    def export(self, since: float) -> Iterator[dict]:
+    def export(self, since: float) -> Iterator[dict[str, Any]]:
         start = f"{int(since * 1000)}-0"
         self._move_untagged()
         while True:

@@ -18,8 +18,8 @@ def record_id(platform: str, call_id: str, started_at: float) -> str:
     return "rec_" + digest.hexdigest()[:32]
 
 
-def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict], end_reason: str,
-                 ended_at: float | None = None, details: dict[str, Any] | None = None,
+def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict[str, Any]],
+                 end_reason: str, ended_at: float | None = None, details: dict[str, Any] | None = None,
                  one_record_per_call_id: bool = False) -> dict[str, Any]:
     """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired.
 

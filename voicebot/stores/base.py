@@ -31,7 +31,7 @@ REAP_GRACE_SECONDS = 3600.0
 FRESH_LEASE_SECONDS = 0.1
 
 # The reaper's handler: (call id, session, transcript lines) of an expired call.
-OnExpired = Callable[[str, dict, list], None]
+OnExpired = Callable[[str, dict[str, Any], list[Any]], None]
 
 
 def event_digest(event_id: str) -> str:
@@ -47,7 +47,7 @@ class CallRecord:
 
     __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released", "seen", "leased_at")
 
-    def __init__(self, store: "SessionStore", call_id: str, data: dict | None, token: Any,
+    def __init__(self, store: "SessionStore", call_id: str, data: dict[str, Any] | None, token: Any,
                  seen: bool = False) -> None:
         self.store = store
         self.call_id = call_id
@@ -60,7 +60,7 @@ class CallRecord:
         self.leased_at = float("-inf")
 
     def save(self, data: Mapping[str, Any], *, release: bool = False, event_id: str | None = None,
-             lines: list[dict] | None = None) -> None:
+             lines: list[dict[str, Any]] | None = None) -> None:
         """Write ``data`` back with a fresh TTL, ``event_id`` as handled, ``lines`` added to the transcript.
 
         ``release`` also gives up the lock in the same step; without it the
@@ -138,7 +138,7 @@ class SessionStore(ABC):
 
     @abstractmethod
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict]) -> None: ...
+               lines: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
     def _renew(self, record: CallRecord) -> None: ...
@@ -153,11 +153,11 @@ class SessionStore(ABC):
     def _mark(self, call_id: str, digest: str) -> bool: ...
 
     @abstractmethod
-    def peek(self, call_id: str) -> dict | None:
+    def peek(self, call_id: str) -> dict[str, Any] | None:
         """The call's session as stored now, without taking its lock (may be a turn behind)."""
 
     @abstractmethod
-    def lines(self, call_id: str) -> list[dict]:
+    def lines(self, call_id: str) -> list[dict[str, Any]]:
         """The call's whole transcript, in order."""
 
     @abstractmethod

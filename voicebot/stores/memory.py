@@ -32,7 +32,7 @@ class _Entry:
         self.expires = expires
         self.value = value
         self.events: OrderedDict[str, None] = OrderedDict()  # digests, oldest first
-        self.lines: list[dict] = []  # the transcript's last max_lines lines
+        self.lines: list[dict[str, Any]] = []  # the transcript's last max_lines lines
 
 
 class _ExpiringMap:
@@ -142,7 +142,7 @@ class MemoryStore(SessionStore):
                       forgotten)
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict]) -> None:
+               lines: list[dict[str, Any]]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         try:
             with self._mutex:
@@ -196,13 +196,13 @@ class MemoryStore(SessionStore):
             _remember(entry, digest)
             return True
 
-    def peek(self, call_id: str) -> dict | None:
+    def peek(self, call_id: str) -> dict[str, Any] | None:
         with self._mutex:
             entry = self._sessions.get(call_id, self._clock())
             text = entry.value if entry else None
         return json.loads(text) if text is not None else None
 
-    def lines(self, call_id: str) -> list[dict]:
+    def lines(self, call_id: str) -> list[dict[str, Any]]:
         with self._mutex:
             entry = self._sessions.get(call_id, self._clock()) or self._unreaped.get(call_id)
             return list(entry.lines) if entry else []

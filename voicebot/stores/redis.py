@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import redis
+from redis.commands.core import Script
 
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
 from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
@@ -177,7 +178,8 @@ class RedisStore(SessionStore):
             time.sleep(min(pause * random.uniform(0.5, 1.0), left, lock_ttl))
             pause = min(pause * 2, _MAX_POLL)
 
-    def _with_active(self, script, keys: list[str], args: list, active: Callable, *, replicated: bool = False) -> Any:
+    def _with_active(self, script: Script, keys: list[str], args: list[Any], active: Callable[[Any], None], *,
+                     replicated: bool = False) -> Any:
         """Run ``script`` and ``active(pipeline)`` (the active-call index, another slot); the script's result.
 
         One round trip on one server. On a cluster, two: the script goes to
@@ -211,7 +213,7 @@ class RedisStore(SessionStore):
 
         return self._do(both)
 
-    def _on_key_master(self, script, keys: list[str], args: list, wait: int) -> Any:
+    def _on_key_master(self, script: Script, keys: list[str], args: list[Any], wait: int) -> Any:
         """The script on the master of its keys' slot, with WAIT on the same connection; a slot that moved
         (MOVED, ASK) goes through the cluster client, which follows it."""
         if not wait:
@@ -240,13 +242,14 @@ class RedisStore(SessionStore):
             log.warning("a turn reached %d of the %d replicas REDIS_WAIT_REPLICAS asks for within %d ms: "
                         "a failover now could lose it", acked, wanted, self.wait_ms)
 
-    def _pipelined(self, add: Callable[[Any], Any], transaction: bool = False) -> list:
+    def _pipelined(self, add: Callable[[Any], Any], transaction: bool = False) -> list[Any]:
         pipe = self.client.pipeline(transaction=transaction)
         add(pipe)
-        return pipe.execute()
+        results: list[Any] = pipe.execute()
+        return results
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict]) -> None:
+               lines: list[dict[str, Any]]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         now = time.time()
         new_call = record.data is None
@@ -268,7 +271,7 @@ class RedisStore(SessionStore):
         if not renewed:
             raise LockLost(f"lease on call {record.call_id} ran out before it was renewed")
 
-    def _note_active(self, pipe, call_id: str, now: float, new_call: bool) -> None:
+    def _note_active(self, pipe: Any, call_id: str, now: float, new_call: bool) -> None:
         pipe.zadd(self._active_key, {call_id: now})
         if new_call:  # calls start all the time: the index stays tidy without /metrics
             # Only calls whose keys are gone too: an expired call stays for the reaper.
@@ -279,7 +282,7 @@ class RedisStore(SessionStore):
                                                        args=[digest, int(time.time() * 1000), self._ttl_ms,
                                                              MAX_EVENTS_PER_CALL])))
 
-    def lines(self, call_id: str) -> list[dict]:
+    def lines(self, call_id: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._do(lambda: self.client.lrange(self._keys(call_id)[3], 0, -1))]
 
     def reap(self, on_expired: OnExpired, limit: int = 100) -> int:
@@ -326,7 +329,7 @@ class RedisStore(SessionStore):
     def _release(self, record: CallRecord) -> None:
         self._do(lambda: self._release_script(keys=self._keys(record.call_id)[:1], args=[record.token]))
 
-    def peek(self, call_id: str) -> dict | None:
+    def peek(self, call_id: str) -> dict[str, Any] | None:
         value = self._do(lambda: self.client.get(self._keys(call_id)[1]))
         return json.loads(value) if value is not None else None
 
@@ -340,7 +343,8 @@ class RedisStore(SessionStore):
         return value.decode() if value is not None else None
 
     def active_calls(self) -> int:
-        return self._do(lambda: self.client.zcount(self._active_key, time.time() - self.ttl_seconds, "+inf"))
+        count: int = self._do(lambda: self.client.zcount(self._active_key, time.time() - self.ttl_seconds, "+inf"))
+        return count
 
     def ping(self) -> None:
         with redis_errors():

@@ -180,13 +180,15 @@ def connect(url: str, *, timeout: float, max_connections: int, tls_verify: bool 
         from redis.cluster import ClusterNode, RedisCluster
 
         # One more attempt at once, on the topology read again after an error; ``patiently`` backs off.
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        return RedisCluster(startup_nodes=[ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                                           for host, port in target.nodes],
                             ssl=target.tls, max_connections=max_connections, retry=Retry(NoBackoff(), 1),
                             **auth, **common, **tls)
     from redis.sentinel import Sentinel
 
-    sentinel = Sentinel(list(target.nodes), socket_timeout=timeout, socket_connect_timeout=timeout,
+    sentinel = Sentinel(list(target.nodes), socket_timeout=timeout,  # type: ignore[no-untyped-call]
+                        socket_connect_timeout=timeout,
                         sentinel_kwargs={"password": target.sentinel_password, "socket_timeout": timeout,
                                          "socket_connect_timeout": timeout})
-    return sentinel.master_for(target.service, db=target.db, ssl=target.tls, max_connections=max_connections,
-                               **auth, **common, **tls)
+    return sentinel.master_for(target.service, db=target.db,  # type: ignore[no-untyped-call]
+                               ssl=target.tls, max_connections=max_connections, **auth, **common, **tls)

@@ -13,6 +13,7 @@ import hmac
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
+from flask.typing import ResponseReturnValue
 
 from ..web.errors import json_error
 from ..web.access import local_trial_refusal
@@ -23,7 +24,7 @@ PAGE = Path(__file__).with_name("page.html")
 
 
 @bp.get("/talk")
-def page():
+def page() -> ResponseReturnValue:
     if not current_app.config["TALK_PAGE"]:
         return json_error(404, "not_found", "the talk page is off (TALK_PAGE=0)")
     token = current_app.config["WEBHOOK_TOKEN"]

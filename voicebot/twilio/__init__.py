@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+NAME = "twilio"  # the platform's name: its namespace in the store, its records' "platform"
+
+
 def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     """Turn on /webhook/twilio/* when requests can be checked as Twilio's."""
     # Twilio's library is imported only when the platform is used.
-    from twilio.request_validator import RequestValidator
+    from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
     from .twiml import Voice
     from .views import bp
@@ -46,4 +49,4 @@ def reach(config: Mapping[str, Any]) -> Found:
                                  "take; its signatures are checked on every request")
 
 
-PLATFORM = Platform("twilio", init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)
+PLATFORM = Platform(NAME, init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from flask import Request
-from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.request_validator import RequestValidator, get_signature_algorithm  # type: ignore[import-untyped]
 
 HEADER = "X-Twilio-Signature"
 # Set when the account signs with a webhook SharedKey instead of the Auth Token (it names the algorithm).
@@ -20,7 +20,7 @@ def base_url(request: Request, config: Mapping[str, Any]) -> str:
     but anybody can send them, so only a listed proxy's are believed.
     """
     if config["PUBLIC_URL"]:
-        return config["PUBLIC_URL"].rstrip("/")
+        return str(config["PUBLIC_URL"]).rstrip("/")
     scheme, host = request.scheme, request.host
     if request.remote_addr in config["TRUSTED_PROXIES"]:
         scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip() or scheme
@@ -40,4 +40,4 @@ def is_from_twilio(request: Request, config: Mapping[str, Any], validator: Reque
     algorithm = get_signature_algorithm(request.headers.get(SETTINGS_HEADER))
     # The MultiDict itself: the validator reads every value of a repeated field with getlist.
     params = request.form if request.method == "POST" else {}
-    return validator.validate(signed_url(request, config), params, signature, algorithm)
+    return bool(validator.validate(signed_url(request, config), params, signature, algorithm))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Voice:
     def from_config(cls, config: Mapping[str, Any]) -> "Voice":
         return cls(config["TWILIO_VOICE"], config["TWILIO_LANGUAGE"])
 
-    def _say(self, parent, text: str) -> None:
+    def _say(self, parent: Any, text: str) -> None:
         parent.say(text, voice=self.voice or None, language=self.language or None)
 
     def listen(self, text: str, action: str) -> str:

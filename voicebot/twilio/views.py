@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -23,12 +23,13 @@ from werkzeug.exceptions import HTTPException
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..exceptions import InvalidEvent, StoreFull, VoicebotError
-from ..session import CallContext
+from ..session import CallContext, Channel
 from ..speaker import ResponseSpeaker
 from ..turn import Outcome
-from ..web import start_timing, with_llm_timing
+from ..web import conversation_of, start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
+from . import NAME
 from .signature import HEADER, base_url, is_from_twilio
 from .twiml import Voice, nothing
 
@@ -51,11 +52,12 @@ def _twiml(body: str, status: int = 200) -> Response:
 
 
 def _conversation() -> Conversation:
-    return current_app.extensions["conversations"]["twilio"]
+    return conversation_of(NAME)
 
 
 def _voice() -> Voice:
-    return current_app.extensions["twilio"]
+    voice: Voice = current_app.extensions["twilio"]
+    return voice
 
 
 def _fields() -> dict[str, Any]:
@@ -64,7 +66,7 @@ def _fields() -> dict[str, Any]:
 
 def _call_sid(fields: dict[str, Any]) -> str:
     sid = fields.get("CallSid", "")
-    if not CALL_SID.fullmatch(sid):
+    if not isinstance(sid, str) or not CALL_SID.fullmatch(sid):
         raise InvalidEvent("'CallSid' is missing or is not a Twilio call id")
     g.call_id = sid
     return sid
@@ -82,7 +84,7 @@ def _turn_number() -> int:
 
 
 @bp.before_request
-def check_signature():
+def check_signature() -> Response | None:
     validator = current_app.extensions.get("twilio_validator")
     if validator is None:
         return json_error(404, "twilio_disabled", current_app.config["TWILIO_DISABLED_BECAUSE"])
@@ -94,7 +96,7 @@ def check_signature():
 
 
 @bp.errorhandler(Exception)
-def say_sorry(exc: Exception):
+def say_sorry(exc: Exception) -> Response:
     """A failure mid-call: the caller hears the fallback and is listened to again, never Twilio's error line."""
     if isinstance(exc, (InvalidEvent, HTTPException)) or request.endpoint == "twilio.status":
         return as_json_error(exc)  # not Twilio's doing, or nobody is listening
@@ -111,7 +113,7 @@ def say_sorry(exc: Exception):
 
 
 @bp.route("/voice", methods=METHODS)
-def voice():
+def voice() -> Response:
     fields = _fields()
     call_id = _call_sid(fields)
     status = fields.get("CallStatus", "")
@@ -137,7 +139,7 @@ def voice():
 
 
 @bp.route("/turn", methods=METHODS)
-def turn():
+def turn() -> Response:
     fields = _fields()
     call_id = _call_sid(fields)
     n = _turn_number()
@@ -163,6 +165,17 @@ def turn():
     return with_llm_timing(_twiml(body), turn.llm_seconds)
 
 
+class Silences(TypedDict):
+    n: int      # the turn whose <Gather> heard nothing
+    count: int  # silent <Gather>s in a row
+
+
+class GatherChannel(TypedDict, total=False):
+    """What voicebot keeps of a Twilio call in the Gather loop, saved with its session."""
+
+    silences: Silences
+
+
 class GatherSpeaker(ResponseSpeaker):
     """The Gather loop's speaker: the reply goes back as TwiML, and a turn answered ends a run of silences."""
 
@@ -175,11 +188,12 @@ def _silence(call_id: str, n: int) -> Response:
     cfg = current_app.config
     conversation = _conversation()
 
-    def count(channel: dict) -> int:
+    def count(saved: Channel) -> int:
         # Keyed by the turn's number, so Twilio sending this request again does not count twice.
+        channel = cast(GatherChannel, saved)
         silences = channel.setdefault("silences", {"n": 0, "count": 0})
         if silences["n"] != n:
-            silences.update(n=n, count=silences["count"] + 1)
+            silences["n"], silences["count"] = n, silences["count"] + 1
         return silences["count"]
 
     silences = conversation.with_channel(call_id, count, wait=2.0)
@@ -192,7 +206,7 @@ def _silence(call_id: str, n: int) -> Response:
 
 
 @bp.route("/status", methods=METHODS)
-def status():
+def status() -> Response:
     fields = _fields()
     call_id = _call_sid(fields)
     reason = END_REASONS.get(fields.get("CallStatus", ""))

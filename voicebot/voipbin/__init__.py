@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+NAME = "voipbin"  # the platform's name: its namespace in the store, its records' "platform"
+
+
 def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     """Turn on /webhook/voipbin when it can be both trusted and useful."""
     from .views import bp
@@ -76,4 +79,4 @@ def reach(settings: Mapping[str, Any]) -> Found:
     return Found("VoIPBin", True, "the access key is accepted")
 
 
-PLATFORM = Platform("voipbin", init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)
+PLATFORM = Platform(NAME, init_app, settings=settings.SETTINGS, check=settings.check, reach=reach)

@@ -370,11 +370,11 @@ def _target(address: object) -> str | None:
     return _printable(target.strip())[:MAX_CALLER_CHARS]
 
 
-def _caller(data: dict) -> str | None:
+def _caller(data: dict[str, Any]) -> str | None:
     return _target(data.get("source"))
 
 
-def _transcript_text(data: dict, max_chars: int) -> str | None:
+def _transcript_text(data: dict[str, Any], max_chars: int) -> str | None:
     """What the caller said; a very long utterance is cut rather than refused (VoIPBin would not resend it)."""
     message = data.get("message")
     if message is None or message == "":

@@ -90,9 +90,9 @@ class VoipbinClient:
         except requests.RequestException as exc:
             raise VoipbinUnavailable(f"{what}: {type(exc).__name__}", maybe_done=True) from None
 
-    def list_all(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict]:
+    def list_all(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list (``{"result": [...], "next_page_token": ...}``), within bounds."""
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         params = {**params, "page_size": 100}
         for _ in range(MAX_LIST_PAGES):
             page = self.request("GET", path, params=params, deadline=deadline)
@@ -114,7 +114,7 @@ class VoipbinClient:
             "reference_type": "call", "reference_id": call_id, "language": language, "direction": "in",
         }, deadline=deadline), "POST /transcribes")
 
-    def transcribes_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict]:
+    def transcribes_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict[str, Any]]:
         return self.list_all("/transcribes", {"reference_type": "call", "reference_id": call_id}, deadline=deadline)
 
     def stop_transcribe(self, transcribe_id: str, *, deadline: Deadline | None = None) -> None:
@@ -132,7 +132,7 @@ class VoipbinClient:
             body["voice_id"] = voice_id
         return _id_of(self.request("POST", "/speakings", body, deadline=deadline), "POST /speakings")
 
-    def speakings_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict]:
+    def speakings_of(self, call_id: str, *, deadline: Deadline | None = None) -> list[dict[str, Any]]:
         """The call's speaking sessions: VoIPBin lists the account's, with no filter by call."""
         return [s for s in self.list_all("/speakings", {}, deadline=deadline)
                 if s.get("reference_type", "call") == "call" and s.get("reference_id") == call_id]
@@ -179,7 +179,7 @@ def _answer(response: requests.Response, what: str) -> Any:
 def _id_of(created: Any, what: str) -> str:
     if not isinstance(created, dict) or not isinstance(created.get("id"), str) or not created["id"]:
         raise VoipbinError(f"{what}: the answer has no id")
-    return created["id"]
+    return str(created["id"])
 
 
 def _retry_after(response: requests.Response) -> float:

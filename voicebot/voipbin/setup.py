@@ -113,7 +113,7 @@ def _shape(actions: Any) -> list[tuple[Any, Any]]:
     return [(a.get("type"), a.get("option")) for a in actions or [] if isinstance(a, dict)]
 
 
-def _token_of(flow: dict | None) -> str:
+def _token_of(flow: dict[str, Any] | None) -> str:
     """The token in an existing flow's fetch URL: running setup again keeps it."""
     for action in (flow or {}).get("actions") or []:
         url = (action.get("option") or {}).get("event_url", "") if isinstance(action, dict) else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
@@ -23,7 +23,7 @@ bp.teardown_request(release)
 
 
 @bp.before_request
-def admit_events():
+def admit_events() -> Response | None:
     # Never the fetch: any answer but a 200 stops the call's flow, and VoIPBin hangs the call up.
     return None if request.endpoint == "voipbin.fetch" else admit()
 
@@ -38,12 +38,12 @@ def _bridge() -> VoipbinBridge | None:
     return current_app.extensions.get("voipbin")
 
 
-def _off():
+def _off() -> Response:
     return json_error(404, "voipbin_disabled", current_app.config["VOIPBIN_DISABLED_BECAUSE"])
 
 
 @bp.route("", methods=METHODS)
-def events():
+def events() -> Response:
     deadline = Deadline(RESPONSE_BUDGET)
     bridge = _bridge()
     if bridge is None:
@@ -64,7 +64,7 @@ def events():
 
 
 @bp.route("/fetch", methods=METHODS)
-def fetch():
+def fetch() -> Response:
     deadline = Deadline(FETCH_BUDGET)
     bridge = _bridge()
     token = current_app.config["VOIPBIN_FETCH_TOKEN"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..exceptions import InvalidEvent
+
+if TYPE_CHECKING:
+    from ..conversation import Conversation
 
 
 def raw_body() -> bytes:
@@ -20,7 +23,8 @@ def raw_body() -> bytes:
     body as if it were whole.
     """
     if "raw_body" in g:
-        return g.raw_body
+        kept: bytes = g.raw_body
+        return kept
     limit = current_app.config["MAX_BODY_BYTES"]
     length = request.content_length
     if length is not None:
@@ -53,7 +57,7 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def with_llm_timing(response, llm_seconds: float, first_sentence_seconds: float | None = None):
+def with_llm_timing(response: Response, llm_seconds: float, first_sentence_seconds: float | None = None) -> Response:
     """Tell load tests how much of the latency was the model's, and the app's (Server-Timing, in ms).
 
     A streamed reply adds ``llm-first``: how long the model took to write its first sentence.
@@ -68,3 +72,9 @@ def with_llm_timing(response, llm_seconds: float, first_sentence_seconds: float 
 
 def start_timing() -> None:
     g.started = time.perf_counter()
+
+
+def conversation_of(platform: str) -> "Conversation":
+    """The Conversation the factory built for ``platform`` (its name in ``voicebot.platforms``)."""
+    conversations: dict[str, "Conversation"] = current_app.extensions["conversations"]
+    return conversations[platform]

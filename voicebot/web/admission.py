@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from flask import current_app, g
+from flask import Response, current_app, g
 
 from .. import metrics
 from .errors import json_error
@@ -46,7 +46,7 @@ class Admission:
             self.in_flight -= 1
 
 
-def admit():
+def admit() -> Response | None:
     """A before_request hook: a 503 now, rather than a wait in gunicorn's queue."""
     admission: Admission = current_app.extensions["admission"]
     if not admission.enter():

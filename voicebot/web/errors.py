@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
@@ -33,7 +33,7 @@ _STATUS: dict[type[VoicebotError], tuple[int, str, str | None]] = {
 }
 
 
-def json_error(status: int, error: str, message: str, **headers: str):
+def json_error(status: int, error: str, message: str, **headers: str) -> Response:
     metrics.ERRORS.labels(error).inc()
     response = jsonify(error=error, message=message)
     response.status_code = status
@@ -41,7 +41,7 @@ def json_error(status: int, error: str, message: str, **headers: str):
     return response
 
 
-def _http_error(exc: HTTPException):
+def _http_error(exc: HTTPException) -> Response:
     error = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
     if exc.code == 413:
@@ -51,7 +51,7 @@ def _http_error(exc: HTTPException):
     return json_error(exc.code or 500, error, message, **headers)
 
 
-def _voicebot_error(exc: VoicebotError):
+def _voicebot_error(exc: VoicebotError) -> Response:
     for kind, (status, error, public) in _STATUS.items():
         if isinstance(exc, kind):
             if isinstance(exc, PlatformError):
@@ -68,12 +68,12 @@ def _voicebot_error(exc: VoicebotError):
     return _unexpected(exc)
 
 
-def _unexpected(exc: Exception):
+def _unexpected(exc: Exception) -> Response:
     log.exception("unexpected failure call_id=%s", g.get("call_id", "-"))
     return json_error(500, "internal_error", "internal error; the call's history is unchanged")
 
 
-def as_json_error(exc: Exception):
+def as_json_error(exc: Exception) -> Response:
     """The JSON answer the app's handlers give ``exc``, for a blueprint with handlers of its own."""
     if isinstance(exc, HTTPException):
         return _http_error(exc)

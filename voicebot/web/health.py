@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from .. import metrics
 from .errors import json_error
@@ -17,13 +18,13 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> ResponseReturnValue:
     """The process answers HTTP."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> ResponseReturnValue:
     """The session store answers too: without it no turn can be served."""
     store = current_app.extensions["store"]
     try:
@@ -39,7 +40,7 @@ def readyz():
 
 
 @bp.get("/metrics")
-def prometheus_metrics():
+def prometheus_metrics() -> ResponseReturnValue:
     token = current_app.config["METRICS_TOKEN"]
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
