@@ -22,6 +22,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     from flask import Flask
 
     from . import talk
+    from .context import ContextSource
     from .conversation import Conversation
     from .session import ConversationSettings
     from .deadline import RESPONSE_BUDGET, Deadline, put_in_effect
@@ -54,6 +55,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     caller = app.extensions["tool_caller"] = (ToolCaller(cfg["TOOLS_SECRET"], tools, policy=policy,
                                                          per_tool=cfg["TOOLS_MAX_IN_FLIGHT"])
                                               if tools else None)
+    context = (ContextSource(cfg["CONTEXT_URL"], cfg["CONTEXT_SECRET"], timeout=cfg["CONTEXT_TIMEOUT_SECONDS"],
+                             policy=policy) if cfg["CONTEXT_URL"] else None)
     _announce(app, store, llm)
     if tools:
         log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
@@ -66,12 +69,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
         def conversation(*, ends_for_good: bool = False, ended_calls_kept: float | None = None) -> Conversation:
             built = conversations[platform.name] = Conversation(
                 store, llm, settings, namespace=platform.name, records=records, operator_tools=tools,
-                tool_caller=caller, ended_calls_kept=ended_calls_kept, ends_for_good=ends_for_good)
+                tool_caller=caller, ended_calls_kept=ended_calls_kept, ends_for_good=ends_for_good, context=context)
             return built
         return conversation
 
     # What holds connections, let go of when the worker exits (close_app); platforms add theirs.
-    app.extensions["closers"] = [c.close for c in (store, llm, records, caller) if c is not None]
+    app.extensions["closers"] = [c.close for c in (store, llm, records, caller, context) if c is not None]
     # Each request's budget, for the waits no view passes a deadline to (a Redis step through a failover).
     app.before_request(lambda: put_in_effect(Deadline(RESPONSE_BUDGET)))
     app.teardown_request(lambda exc: put_in_effect(None))

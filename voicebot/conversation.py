@@ -17,13 +17,15 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, TypeVar, cast
 
-from . import metrics
+from . import metrics, placeholders
+from .context import CallFacts, ContextSource
 from .deadline import Deadline, unbounded
 from .exceptions import CallBusy, LockLost, StoreError
 from .llm import LLM
 from .operator_tools import HttpTool, ToolCaller
 from .records import Outbox, build_record
-from .session import CallContext, Channel, ConversationSettings, Line, Session, line, new_session
+from .session import (CallContext, Channel, ConversationSettings, Line, Session, call_variables, line,
+                      new_session)
 from .speaker import ResponseSpeaker, Speaker
 from .stores import CallRecord, SessionStore
 from .tools import TRANSFER_CALL, Tool, lifecycle_prompt, lifecycle_tools
@@ -58,8 +60,10 @@ class Conversation:
     def __init__(self, store: SessionStore, llm: LLM, settings: ConversationSettings,
                  namespace: str = "", records: Outbox | None = None,
                  operator_tools: list[HttpTool] | None = None, tool_caller: ToolCaller | None = None,
-                 ended_calls_kept: float | None = None, ends_for_good: bool = False) -> None:
+                 ended_calls_kept: float | None = None, ends_for_good: bool = False,
+                 context: ContextSource | None = None) -> None:
         self.store = store
+        self.context = context
         self.settings = settings
         self.namespace = namespace
         self.records = records
@@ -68,16 +72,46 @@ class Conversation:
         # carry no time (Twilio's signatures) keeps it for as long as it could still send one.
         self.ended_calls_kept = ended_calls_kept
         self.tools: list[Tool] = [*lifecycle_tools(settings.transfer_number), *(operator_tools or [])]
-        # The greeting was said before the first message the model sees; the
-        # Messages API wants the history to open with the caller, so the
-        # greeting travels in the system prompt.
-        system = (f"{settings.system_prompt}\n\n{lifecycle_prompt(settings.transfer_number)}\n\n"
-                  f'You opened this call by saying: "{settings.greeting}"')
-        self.engine = TurnEngine(llm, settings, system, namespace or "voicebot", tool_caller)
+        # Worked out once: a call with no variables and no context of its own (most, without CONTEXT_URL) uses it.
+        self._system = self._compose_system({}, "")
+        self.engine = TurnEngine(llm, settings, namespace or "voicebot", tool_caller)
 
     @property
     def llm(self) -> LLM:
         return self.engine.llm
+
+    def greeting_for(self, session: Session) -> str:
+        """The greeting this call hears: GREETING, its placeholders filled from the call's variables."""
+        return placeholders.fill(self.settings.greeting, call_variables(session))
+
+    def system_for(self, session: Session) -> str:
+        """The system prompt of this call's turns, with its variables and its context's instructions."""
+        variables = call_variables(session)
+        context = session.get("context")
+        instructions = context["instructions"] if context else ""
+        if not variables and not instructions:
+            return self._system
+        return self._compose_system(variables, instructions)
+
+    def _compose_system(self, variables: dict[str, str], instructions: str) -> str:
+        settings = self.settings
+        parts = [placeholders.fill(settings.system_prompt, variables), lifecycle_prompt(settings.transfer_number)]
+        if instructions:
+            parts.append(f"About this call:\n{instructions}")
+        # The greeting was said before the first message the model sees; the
+        # Messages API wants the history to open with the caller, so the
+        # greeting travels in the system prompt.
+        parts.append(f'You opened this call by saying: "{placeholders.fill(settings.greeting, variables)}"')
+        return "\n\n".join(parts)
+
+    def _learn_context(self, session: Session, call: CallContext, deadline: Deadline, keep: float) -> None:
+        """Ask CONTEXT_URL about the call, once in its life: the answer (or why there is none) is kept."""
+        if self.context is None or "context" in session:
+            return
+        facts = CallFacts(session["call_id"], self.namespace or "voicebot", session.get("caller"),
+                          session.get("called"), session.get("direction", "inbound"), session.get("variables") or {})
+        call.extend_lease()
+        session["context"] = self.context.ask(facts, deadline.cap(self.context.timeout, keep=keep))
 
     def key(self, call_id: str) -> str:
         """The call's name in the store, inside this platform's namespace."""
@@ -96,15 +130,17 @@ class Conversation:
             raise CallBusy("no time left in this webhook's budget to wait for the call")
         return wait
 
-    def start_call(self, call_id: str, caller: str | None = None, *, attach: Attach | None = None,
-                   speaker: Speaker | None = None, greet: bool = True,
+    def start_call(self, call_id: str, caller: str | None = None, *, called: str | None = None,
+                   attach: Attach | None = None, speaker: Speaker | None = None, greet: bool = True,
                    deadline: Deadline | None = None) -> str | None:
         """Open the call's session (a live call keeps its history) and return the greeting.
 
-        ``attach`` may set up the call's channel first. With ``greet`` the
-        greeting is given once: said through ``speaker`` where it says words
-        at once (otherwise the platform's response carries it) and put into
-        the transcript. None when the call has already ended for good.
+        With ``greet``, CONTEXT_URL is asked about the call first (once in
+        its life), ``attach`` may set up the call's channel, and the greeting
+        (filled from the call's variables) is given once: said through
+        ``speaker`` where it says words at once (otherwise the platform's
+        response carries it) and put into the transcript. None when the call
+        has already ended for good.
         """
         started = time.monotonic()
         deadline = deadline or unbounded()
@@ -116,25 +152,31 @@ class Conversation:
                 return None
             resumed = session is not None
             if session is None:
-                session = new_session(call_id, caller)
+                session = new_session(call_id, caller, called=called)
                 metrics.CALLS.labels("started").inc()
             elif caller and not session.get("caller"):
                 session["caller"] = caller
             # Bound to this session: a checkpoint keeps what a long set-up has done so far.
             kept = session
             call = CallContext(call_id, session["channel"], record.renew, lambda: record.save(kept))
+            if greet and self.context is not None and "context" not in session:
+                saying = speaker is not None and speaker.says_at_once
+                self._learn_context(session, call, deadline, keep=2 * speaker.reserve_seconds + 0.5
+                                    if speaker is not None and saying else 1.0)
+                call.step()  # kept at once: a redelivery of this event does not ask again
             if attach is not None:
                 attach(call)
+            greeting = self.greeting_for(session)
             if greet and not session.get("greeted"):
                 if speaker is not None and speaker.says_at_once:
                     call.step()
-                    speaker.say(self.settings.greeting, call)
+                    speaker.say(greeting, call)
                 session["greeted"] = True
-                call.said(self.settings.greeting)
+                call.said(greeting)
             record.save(session, release=True, lines=call.lines)
         log.info("call started call_id=%s resumed=%s lock_wait_ms=%.1f total_ms=%.1f",
                  call_id, resumed, record.lock_wait * 1000, (time.monotonic() - started) * 1000)
-        return self.settings.greeting
+        return greeting
 
     def take_turn(self, call_id: str, text: str, caller: str | None = None, *, event_id: str | None = None,
                   speaker: Speaker | None = None, deadline: Deadline | None = None) -> Turn:
@@ -167,12 +209,17 @@ class Conversation:
                 metrics.TURNS.labels("duplicate").inc()
                 last = (session or {}).get("last_turn")
                 return Turn.duplicate(last["reply"] if last and last["event_id"] == event_id else "")
+            call = CallContext(call_id, session["channel"] if session else {}, record.renew,
+                               lines=[line("caller", text)])
             if session is None:
+                # A call whose first event is a turn (the article's contract allows it): it starts here.
                 session = new_session(call_id, caller)
+                call.channel = session["channel"]
                 metrics.CALLS.labels("started").inc()
-            call = CallContext(call_id, session["channel"], record.renew, lines=[line("caller", text)])
+                self._learn_context(session, call, deadline, keep=speaker.reserve_seconds + self.settings.llm_timeout)
             tools = [t for t in self.tools if t.name != TRANSFER_CALL or speaker.can_hand_off(call)]
-            turn = self.engine.run(session, text, tools, Budget(deadline, speaker.reserve_seconds), call, speaker)
+            turn = self.engine.run(session, text, tools, Budget(deadline, speaker.reserve_seconds), call, speaker,
+                                   self.system_for(session))
             call.lines.append(line("bot", turn.reply, fallback=turn.fallback))
             speaker.deliver(turn.unsaid, call)
             if event_id is not None:

@@ -4,7 +4,8 @@ A tool is a JSON object in ``{"tools": [...]}``: ``name``, ``description``,
 ``input_schema`` (as the Messages API takes them), ``url``, and optionally
 ``timeout_seconds`` and ``filler`` (what the caller hears while a slow tool
 works, where the platform can say it at once). When the model uses one,
-voicebot POSTs ``{id, call_id, platform, caller, tool, input}`` to its URL,
+voicebot POSTs ``{id, call_id, platform, caller, variables, context, tool, input}`` to its URL
+(``variables``: the call's, filled in by CONTEXT_URL; ``context``: what that answered),
 signed like the end-of-call records, and the JSON answer becomes the
 ``tool_result``. Anything else (a timeout, a refused connection, a non-2xx,
 an answer that is not JSON or too large) becomes a ``tool_result`` with
@@ -22,11 +23,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .exceptions import ConfigError
 from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
-                       is_loopback_host)
+                       operator_url_problem)
 from .signing import VOICEBOT_HEADER as SIGNATURE_HEADER, sign
 from .tools import LIFECYCLE_TOOLS, Tool
 
@@ -93,7 +93,7 @@ def load_tools(path: str, policy: AddressPolicy) -> list[HttpTool]:
         schema = item.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             mistakes.append(f'{where}: input_schema must be a JSON schema with "type": "object"')
-        url_problem = _url_problem(item.get("url"), policy)
+        url_problem = operator_url_problem(item.get("url"), policy)
         if url_problem:
             mistakes.append(f"{where}: url {url_problem}")
         timeout = item.get("timeout_seconds", 3)
@@ -108,28 +108,6 @@ def load_tools(path: str, policy: AddressPolicy) -> list[HttpTool]:
     if mistakes:
         raise ConfigError("\n".join(mistakes))
     return tools
-
-
-def _url_problem(url: object, policy: AddressPolicy) -> str:
-    if not isinstance(url, str):
-        return "is missing"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        return "is not a URL"
-    if not host or parts.scheme not in ("http", "https"):
-        return "must be an https:// URL"
-    loopback = is_loopback_host(host)
-    if parts.scheme == "http" and not loopback:
-        return "must be https:// (http:// only to loopback, with TOOLS_ALLOW_LOOPBACK=1)"
-    problem = policy.url_problem(host)
-    if problem and loopback:
-        return "is on loopback: set TOOLS_ALLOW_LOOPBACK=1 (local trials only)"
-    if problem:
-        return f"is not allowed: {problem} (name its network in TOOLS_ALLOW_NETWORKS to allow it)"
-    return ""
 
 
 class ToolCall:
@@ -189,8 +167,10 @@ class ToolCaller:
         self._pool_lock = threading.Lock()
 
     def start(self, tool: HttpTool, tool_use_id: str, tool_input: dict[str, Any], *, call_id: str, platform: str,
-              caller: str | None, timeout: float) -> ToolCall:
+              caller: str | None, timeout: float, variables: Mapping[str, str] | None = None,
+              context: Mapping[str, Any] | None = None) -> ToolCall:
         body = {"id": tool_use_id, "call_id": call_id, "platform": platform, "caller": caller,
+                "variables": dict(variables or {}), "context": dict(context) if context else None,
                 "tool": tool.name, "input": tool_input}
         if timeout < 0.05:
             return ToolCall.finished(tool, self._failed(tool, body, "could not be asked: no time was left in "

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Mapping, cast
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -339,6 +340,30 @@ class _Watchdog(threading.Thread):
             self._wake.notify()
         for exchange in pending:
             exchange.cancel()
+
+
+def operator_url_problem(url: object, policy: AddressPolicy) -> str:
+    """What is wrong with a URL of the operator's (a tool, the caller context) before anything is sent; "" if
+    nothing: https to an allowed address, http only to loopback with TOOLS_ALLOW_LOOPBACK."""
+    if not isinstance(url, str):
+        return "is missing"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "is not a URL"
+    if not host or parts.scheme not in ("http", "https"):
+        return "must be an https:// URL"
+    loopback = is_loopback_host(host)
+    if parts.scheme == "http" and not loopback:
+        return "must be https:// (http:// only to loopback, with TOOLS_ALLOW_LOOPBACK=1)"
+    problem = policy.url_problem(host)
+    if problem and loopback:
+        return "is on loopback: set TOOLS_ALLOW_LOOPBACK=1 (local trials only)"
+    if problem:
+        return f"is not allowed: {problem} (name its network in TOOLS_ALLOW_NETWORKS to allow it)"
+    return ""
 
 
 class OutgoingHTTP:

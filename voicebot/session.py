@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypedDict
 
 from .config import lock_wait_seconds
+from .context import KeptContext
 from .llm import Message
 from .records.record import iso
 
@@ -66,7 +67,11 @@ class Session(TypedDict, total=False):
     """
 
     call_id: str
-    caller: str | None           # the caller's number, as the platform gave it
+    caller: str | None           # the caller's number, as the platform gave it (outbound: the number called)
+    called: str | None           # the number the call reached (outbound: voicebot's own)
+    direction: str               # "inbound" or "outbound"
+    variables: dict[str, str]    # the call's own variables (an outbound call's contact), for {{placeholders}}
+    context: KeptContext         # what CONTEXT_URL said of the call (asked once, as it started)
     started_at: float            # epoch seconds
     turns: int                   # turns answered (by the model or the fallback)
     fallbacks: int               # of which the fallback line
@@ -81,9 +86,24 @@ class Session(TypedDict, total=False):
     channel: Channel
 
 
-def new_session(call_id: str, caller: str | None) -> Session:
-    return {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0, "fallbacks": 0,
-            "messages": [], "channel": {}, "actions": []}
+def new_session(call_id: str, caller: str | None, *, called: str | None = None, direction: str = "inbound",
+                variables: dict[str, str] | None = None) -> Session:
+    session: Session = {"call_id": call_id, "caller": caller, "started_at": time.time(), "turns": 0,
+                        "fallbacks": 0, "messages": [], "channel": {}, "actions": []}
+    if called:
+        session["called"] = called
+    if direction != "inbound":
+        session["direction"] = direction
+    if variables:
+        session["variables"] = dict(variables)
+    return session
+
+
+def call_variables(session: Session) -> dict[str, str]:
+    """The values the call's placeholders are filled with: its own variables, and what its context added."""
+    context = session.get("context")
+    own = session.get("variables") or {}
+    return {**own, **context["variables"]} if context and context["variables"] else dict(own)
 
 
 def line(speaker: str, text: str, **extra: Any) -> Line:

@@ -20,7 +20,7 @@ from .exceptions import LLMError
 from .llm import LLM, Message, Reply, ToolUse
 from .operator_tools import HttpTool, ToolCall, ToolCaller, ToolResult
 from .records.record import iso
-from .session import CallContext, ConversationSettings, Session, line
+from .session import CallContext, ConversationSettings, Session, call_variables, line
 from .speakable import make_speakable
 from .speaker import Speaker
 from .tools import END_CALL, LIFECYCLE_TOOLS, TRANSFER_CALL, Action, Tool
@@ -91,17 +91,17 @@ class Budget:
 class TurnEngine:
     """The model, the tools, streaming and the budget of one turn; shared by every call of a platform."""
 
-    def __init__(self, llm: LLM, settings: ConversationSettings, system: str, platform: str,
+    def __init__(self, llm: LLM, settings: ConversationSettings, platform: str,
                  tool_caller: ToolCaller | None) -> None:
         self.llm = llm
         self.settings = settings
-        self.system = system
         self.platform = platform
         self.tool_caller = tool_caller
 
     def run(self, session: Session, text: str, tools: list[Tool], budget: Budget, call: CallContext,
-            speaker: Speaker) -> Turn:
-        """Ask the model; run the operator's tools it uses, a bounded number of rounds; shape the reply."""
+            speaker: Speaker, system: str) -> Turn:
+        """Ask the model (``system`` is the call's prompt); run the operator's tools it uses, a bounded
+        number of rounds; shape the reply."""
         history: list[Message] = session["messages"]
         _add_caller_words(history, text)
         asked = time.monotonic()
@@ -118,9 +118,9 @@ class TurnEngine:
                 # The last round must speak: tools stay defined (the history names them), not usable.
                 timeout = budget.for_model(self.settings.llm_timeout)
                 if streaming is None:
-                    answer = self.llm.reply(self.system, history, timeout, tools, allow_tools=rounds_left > 0)
+                    answer = self.llm.reply(system, history, timeout, tools, allow_tools=rounds_left > 0)
                 else:
-                    answer = self.llm.stream_reply(self.system, history, timeout, streaming.say, tools,
+                    answer = self.llm.stream_reply(system, history, timeout, streaming.say, tools,
                                                    allow_tools=rounds_left > 0)
             except LLMError as exc:
                 log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
@@ -166,7 +166,8 @@ class TurnEngine:
             if isinstance(tool, HttpTool) and self.tool_caller is not None:
                 pending[use.id] = (tool, self.tool_caller.start(
                     tool, use.id, use.input, call_id=session["call_id"], platform=self.platform,
-                    caller=session.get("caller"), timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout)))
+                    caller=session.get("caller"), variables=call_variables(session), context=session.get("context"),
+                    timeout=budget.for_tool(tool.timeout, self.settings.llm_timeout)))
         fillers = [tool.filler for tool, _ in pending.values() if tool.filler]
         if fillers and speaker.says_at_once and not _all_done(pending, FILLER_AFTER_SECONDS):
             self._say_meanwhile(fillers[0], call, speaker, [])

@@ -33,7 +33,9 @@ def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lin
         "type": "call.record",
         "platform": platform,
         "call_id": call_id,
+        "direction": session.get("direction", "inbound"),
         "caller": session.get("caller"),
+        "called": session.get("called"),
         "started_at": iso(started_at),
         "ended_at": iso(ended_at),
         "duration_seconds": round(max(0.0, ended_at - started_at), 3),
@@ -43,6 +45,9 @@ def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lin
         "fallbacks": session.get("fallbacks", 0),
         "actions": session.get("actions", []),
         "usage": session.get("usage", {}),
+        "variables": session.get("variables") or {},
+        # What CONTEXT_URL said of the call (its variables and instructions, or why it said nothing).
+        "context": session.get("context"),
         "transcript": lines,
         # Lines said but not kept: a call longer than MAX_TRANSCRIPT_LINES keeps its last ones.
         "transcript_dropped": max(0, int(session.get("transcript_lines", len(lines))) - len(lines)),

@@ -126,7 +126,8 @@ def voice() -> Response:
         return _twiml(_voice().reject_busy())
     try:
         caller = optional_text(fields, "From", MAX_CALLER_CHARS)
-        greeting = _conversation().start_call(call_id, caller, deadline=Deadline(RESPONSE_BUDGET))
+        called = optional_text(fields, "To", MAX_CALLER_CHARS)
+        greeting = _conversation().start_call(call_id, caller, called=called, deadline=Deadline(RESPONSE_BUDGET))
     except StoreFull:
         # Held nowhere, the call would hear the fallback on every turn and leave no record: turned away.
         log.warning("Twilio call refused call_id=%s: the session store is full (MAX_LIVE_CALLS)", call_id)

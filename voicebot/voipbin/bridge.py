@@ -154,7 +154,8 @@ class VoipbinBridge:
             self.speech.ensure_speaking(call_id, channel, call.step, deadline)
 
         try:
-            started = self.conversation.start_call(call_id, _caller(data), attach=set_up,
+            started = self.conversation.start_call(call_id, _caller(data), called=_target(data.get("destination")),
+                                                   attach=set_up,
                                                    speaker=self._speaker(call_id, deadline), greet=True,
                                                    deadline=deadline)
         except VoipbinRejected as exc:
