@@ -229,6 +229,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TOOLS_MAX_IN_FLIGHT", 32, positive_int,
             "Calls to one tool that one worker makes at once; past it a call fails at once (the model hears "
             "the tool is busy), so a slow tool never holds back the others or is called late."),
+    Setting("CONTEXT_URL", "", text,
+            "Where voicebot asks, as each call starts, who is calling: it POSTs `{call_id, platform, caller, "
+            "called, direction, variables}` (JSON, signed) and takes back `{\"variables\": {...}, "
+            "\"instructions\": \"...\"}`: the variables fill `{{name}}` placeholders in GREETING and "
+            "SYSTEM_PROMPT, the instructions are added to the system prompt for that call. Asked once per call; "
+            "slow, failing or malformed, the call goes on with the defaults. `https://` (`http://` to loopback "
+            "with TOOLS_ALLOW_LOOPBACK=1). Unset: not asked."),
+    Setting("CONTEXT_SECRET", "", text,
+            "Key of the context requests' `X-Voicebot-Signature: sha256=<hex HMAC-SHA256 of the body>`; needed "
+            "with CONTEXT_URL.", secret=True),
+    Setting("CONTEXT_TIMEOUT_SECONDS", 2.0, positive_float,
+            "How long a call's start waits for CONTEXT_URL before greeting with the defaults (at most 5)."),
+    Setting("ANALYSIS_FILE", "", text,
+            "A JSON plan for a post-call analysis in every record: `summary` (true/false), `data` (a JSON "
+            "schema of what to extract), `success` (`{\"scale\": \"pass_fail\"|\"1-10\"|\"1-5\"|\"likert\", "
+            "\"criteria\": \"...\"}`). Done by a record worker after the call, before the record is "
+            "delivered or exported. Unset: no analysis."),
+    Setting("ANALYSIS_TIMEOUT_SECONDS", 60.0, positive_float,
+            "Time one record's analysis may take (two model answers at most); past it the record goes out with "
+            "`analysis: null` and the reason."),
+    Setting("ANALYSIS_MAX_TOKENS", 1024, positive_int,
+            "Output token cap of an analysis (the summary and the structured data)."),
     Setting("MAX_TOOL_ROUNDS", 3, positive_int,
             "Most rounds of tool calls in one turn before the model must answer in words."),
     Setting("LLM_MODEL", DEFAULT_MODEL, text, "Claude model for replies."),
@@ -352,6 +374,34 @@ def check(settings: Mapping[str, Any]) -> None:
         load_tools(settings["TOOLS_FILE"], address_policy(settings))
         if not settings["TOOLS_SECRET"]:
             raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
+    _check_context(settings)
+    if settings["ANALYSIS_FILE"]:
+        from .records.analysis import load_plan
+
+        load_plan(settings["ANALYSIS_FILE"])
+    from .placeholders import required
+
+    for name in ("GREETING", "SYSTEM_PROMPT"):
+        bare = sorted(required(settings[name]))
+        if bare:
+            raise ConfigError(f"{name} uses {{{{{bare[0]}}}}} with no default: write {{{{{bare[0]}|...}}}} "
+                              "with the words to use when a call has no value for it (CONTEXT_URL failed, "
+                              "or does not give it)")
+
+
+def _check_context(settings: Mapping[str, Any]) -> None:
+    if not settings["CONTEXT_URL"]:
+        return
+    from .operator_tools import address_policy
+    from .outgoing import operator_url_problem
+
+    problem = operator_url_problem(settings["CONTEXT_URL"], address_policy(settings))
+    if problem:
+        raise ConfigError(f"CONTEXT_URL {problem}")
+    if not settings["CONTEXT_SECRET"]:
+        raise ConfigError("CONTEXT_URL needs CONTEXT_SECRET: context requests carry a signature it checks")
+    if settings["CONTEXT_TIMEOUT_SECONDS"] > 5:
+        raise ConfigError("CONTEXT_TIMEOUT_SECONDS must be at most 5: the caller waits for the greeting")
 
 
 def store_description(config: Mapping[str, Any]) -> str:
