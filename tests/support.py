@@ -246,6 +246,67 @@ class ToolServer:
         self.server.stop()
 
 
+class ContextServer:
+    """A CONTEXT_URL on loopback: checks signatures, keeps every ask, answers as told.
+
+    ``answer``: the JSON it answers with; ``mode``: "ok", "slow" (after ``delay``
+    seconds), "error" (HTTP 500), "notjson", "redirect" (307 to ``/elsewhere``).
+    """
+
+    def __init__(self, secret: str, answer: dict | None = None, mode: str = "ok", delay: float = 3.0) -> None:
+        import threading
+
+        self.secret = secret
+        self.answer = answer if answer is not None else {}
+        self.mode = mode
+        self.delay = delay
+        self.asks: list[dict] = []
+        self.bad_signatures = 0
+        self.elsewhere = 0  # requests that followed a redirect
+        self._stop = threading.Event()
+        context = self
+
+        class Handler(JSONHandler):
+            def do_POST(self):
+                import json
+
+                body = self.read_body()
+                if self.path == "/elsewhere":
+                    context.elsewhere += 1
+                    return self._send(200, json.dumps(context.answer).encode())
+                if not signed_by(context.secret, body, self.headers.get("X-Voicebot-Signature")):
+                    context.bad_signatures += 1
+                    return self._send(401, b"{}")
+                context.asks.append(json.loads(body))
+                if context.mode == "slow":
+                    context._stop.wait(context.delay)
+                if context.mode == "error":
+                    return self._send(500, b'{"oops": true}')
+                if context.mode == "notjson":
+                    return self._send(200, b"<html>not json</html>")
+                if context.mode == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", context.server.base_url + "/elsewhere")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                return self._send(200, json.dumps(context.answer).encode())
+
+            def _send(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
+        self.url = self.server.base_url + "/context"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.stop()
+
+
 class ServedApp:
     """A WSGI app on a real loopback HTTP server (werkzeug's, threaded), in a thread."""
 

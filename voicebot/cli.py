@@ -184,12 +184,22 @@ def _calls_export(args: argparse.Namespace) -> int:
               "(or CALL_REPORT_URL) to keep them where this command can read them", file=sys.stderr)
         return 2
     outbox = build_outbox(settings)
-    out = open(args.output, "w") if args.output else sys.stdout
+    columns = None
+    if args.csv and settings["ANALYSIS_FILE"]:
+        from .records.analysis import load_plan
+
+        columns = load_plan(settings["ANALYSIS_FILE"]).columns()
+    out = open(args.output, "w", newline="" if args.csv else None) if args.output else sys.stdout
     count = 0
     try:
-        for record in outbox.export(args.since):
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-            count += 1
+        if args.csv:
+            from .records.spreadsheet import write_csv
+
+            count = write_csv(outbox.export(args.since), out, columns)
+        else:
+            for record in outbox.export(args.since):
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
+                count += 1
     except StoreError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
@@ -359,12 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     calls = command("calls", "end-of-call records").add_subparsers(
         dest="calls_command", metavar="COMMAND", required=True)
     export = calls.add_parser("export", formatter_class=_Help,
-                              help="write the kept end-of-call records as JSON lines",
+                              help="write the kept end-of-call records as JSON lines (or CSV)",
                               description="Reads the records kept in Redis (REDIS_URL, REDIS_PREFIX) for "
-                                          "CALL_RECORD_RETENTION_SECONDS and writes one JSON object per line.")
+                                          "CALL_RECORD_RETENTION_SECONDS and writes one JSON object per line; "
+                                          "with --csv, one row per call for a spreadsheet, the analysis's "
+                                          "structured data (ANALYSIS_FILE's schema) as columns.")
     export.add_argument("--since", type=_since, default=0.0,
                         help="only records made since: 90m, 2h, 7d, 2026-11-24, 2026-11-24T08:00Z (default: all)")
     export.add_argument("--output", help="a file to write (default: standard output)")
+    export.add_argument("--csv", action="store_true",
+                        help="CSV, one row per call: its facts, var.<name> per variable, the analysis's summary "
+                             "and success, data.<field> per field of ANALYSIS_FILE's schema")
     export.set_defaults(run=_calls_export)
 
     nginx = command("nginx-config", "print the nginx site that keeps slow clients away from voicebot on a VM",

@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any
 
+from ..llm.offline import schema_example
 from .loopback import JSONHandler, LoopbackServer
 
 MARKER = re.compile(r"\bmk[0-9A-Za-z]+\b")
@@ -112,7 +113,23 @@ def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return content if isinstance(content, list) else []
 
 
+def _validate_tool_choice(body: dict[str, Any]) -> None:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        raise InvalidRequest("tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', "
+                             "'tool', 'none'")
+    if choice["type"] == "tool":
+        offered = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+        if not isinstance(choice.get("name"), str):
+            raise InvalidRequest("tool_choice.tool.name: Field required")
+        if choice["name"] not in offered:
+            raise InvalidRequest(f"tool_choice: tool '{choice['name']}' not found in tools")
+
+
 def _validate_tools(body: dict[str, Any]) -> None:
+    _validate_tool_choice(body)
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -292,6 +309,8 @@ class FakeMessagesAPI(LoopbackServer):
         self.sentences = 1
         self.sentence_gap = 0.0
         self.break_after = 0  # streamed replies: the connection drops after this many sentences (0: never)
+        # Forced tool uses (an analysis) answered with an input that does not fit the tool's schema, from now.
+        self.misfits = 0
         self.record = record
         self.models = known_models()
         self.cache = PromptCache()
@@ -310,6 +329,7 @@ class FakeMessagesAPI(LoopbackServer):
         with self._mutex:
             self.latency = self.jitter = self.fail_rate = self.hang_rate = self.trickle = 0.0
             self.sentences, self.sentence_gap, self.break_after = 1, 0.0, 0
+            self.misfits = 0
             self.requests.clear()
             self.peers.clear()
             self.cache = PromptCache()
@@ -380,6 +400,8 @@ class _Handler(JSONHandler):
         if fate == "hang":
             self.close_connection = True  # hung up without a word, like a dead upstream
             return
+        if (body.get("tool_choice") or {}).get("type") == "tool":
+            return self._send_json(200, self._forced_tool_use(body, body["tool_choice"]["name"]))
         answered = tool_answers(body["messages"])
         if answered:
             text = f"{text} {answered}"
@@ -401,6 +423,32 @@ class _Handler(JSONHandler):
         if self.server.trickle:
             return self._trickle(message)
         self._send_json(200, message)
+
+    def _forced_tool_use(self, body: dict[str, Any], name: str) -> dict[str, Any]:
+        """What a model answers when it must use ``name``: its input shaped by the tool's schema.
+
+        A ``summary`` says the caller's marked words, so a test can tell whose call it read; with
+        ``misfits`` set, the input leaves out what the schema requires (a model that strays).
+        """
+        schema = next(t["input_schema"] for t in body["tools"] if t.get("name") == name)
+        answer = schema_example(schema)
+        if isinstance(answer, dict) and "summary" in answer:
+            # What the caller's lines were (a transcript's "Caller: ..." lines), as a summary would tell it.
+            said = " ".join(line for message in body["messages"] for line in _text_of(message).splitlines()
+                            if line.startswith("Caller:"))
+            answer["summary"] = "Summary: " + echo_reply([{"role": "user", "content": said or "-"}])
+        with self.server._mutex:
+            misfit = self.server.misfits > 0
+            self.server.misfits -= 1 if misfit else 0
+        if misfit:
+            answer = {}
+        message = _message(body, "")
+        message["content"] = [{"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": name,
+                               "input": answer}]
+        message["stop_reason"] = "tool_use"
+        message["usage"].update(self.server.cache.usage(body, time.monotonic()))
+        message["usage"]["output_tokens"] = len(json.dumps(answer).split())
+        return message
 
     def _trickle(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()

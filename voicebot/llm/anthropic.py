@@ -88,7 +88,7 @@ class AnthropicLLM(LLM):
             return self._pool
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
         """Within ``timeout`` seconds of wall time, however the model trickles its answer.
 
         The SDK's timeout bounds each read, not the call. Our transport holds
@@ -97,7 +97,7 @@ class AnthropicLLM(LLM):
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
-        call = (system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools)
+        call = (system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools, force_tool)
         if self._deadline_in_sockets:
             with wall_clock_deadline(timeout):
                 return self._call(*call)
@@ -141,12 +141,14 @@ class AnthropicLLM(LLM):
                    else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")) from exc
 
     def _request(self, system: str, messages: list[Message], tools: list[dict[str, Any]],
-                 allow_tools: bool) -> dict[str, Any]:
+                 allow_tools: bool, force_tool: str | None = None) -> dict[str, Any]:
         # As raw JSON (extra_body), not typed params: the SDK walks typed params
         # through its transform on every call, and tool schemas are deep (~0.1 ms a turn).
         extra: dict[str, Any] = {"tools": tools} if tools else {}
         if tools and not allow_tools:
             extra["tool_choice"] = {"type": "none"}
+        elif tools and force_tool:
+            extra["tool_choice"] = {"type": "tool", "name": force_tool}
         # Plain JSON-able dicts: the SDK's TypedDicts add nothing to what the strict fake checks.
         sent_system: Any = system
         sent_messages: Any = messages
@@ -222,9 +224,10 @@ class AnthropicLLM(LLM):
         return Reply("".join(text), uses, _usage(usage))
 
     def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict[str, Any]],
-              allow_tools: bool) -> Reply:
+              allow_tools: bool, force_tool: str | None) -> Reply:
         try:
-            response = self._create(**self._request(system, messages, tools, allow_tools), timeout=timeout)
+            response = self._create(**self._request(system, messages, tools, allow_tools, force_tool),
+                                    timeout=timeout)
             message = json.loads(response.http_response.content)
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc

@@ -41,11 +41,13 @@ class LLM(ABC):
 
     @abstractmethod
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+              tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
         """The model's next turn in the conversation: its words, and any tools it uses.
 
         ``tools`` are offered (and define the tool blocks in ``messages``); with
-        ``allow_tools`` False the model must answer in words only this time.
+        ``allow_tools`` False the model must answer in words only this time;
+        with ``force_tool`` it must use that tool (its input is then shaped by
+        the tool's schema: a post-call analysis).
         Raises LLMTimeout, LLMUnavailable or LLMRejected; never a vendor's error.
         """
 

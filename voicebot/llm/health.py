@@ -69,8 +69,9 @@ class MonitoredLLM(LLM):
         self.name = llm.name
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
-              tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
-        return self._watched(lambda: self.inner.reply(system, messages, timeout, tools, allow_tools))
+              tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
+        return self._watched(lambda: self.inner.reply(system, messages, timeout, tools, allow_tools,
+                                                      force_tool=force_tool))
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
                      tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:

@@ -72,6 +72,8 @@ def start(app: "Flask") -> list[threading.Thread]:
         sender = RecordSender(config["CALL_REPORT_URL"], config["CALL_REPORT_SECRET"])
         threads.append(DeliveryLoop(app.extensions["records"], sender,
                                     give_up_after=config["CALL_REPORT_RETRY_SECONDS"]))
+    if config["ANALYSIS_FILE"]:
+        threads.append(_analysis_loop(app))
     for thread in threads:
         thread.start()
     app.extensions["background"] = threads
@@ -82,3 +84,15 @@ def stop(app: "Flask") -> None:
     for thread in app.extensions.pop("background", []):
         thread.stop()
         thread.join(5)
+
+
+def _analysis_loop(app: "Flask") -> threading.Thread:
+    """The worker's analysis loop, with a model adapter of its own (its answers are longer than a turn's)."""
+    from ..llm import build_llm
+    from .analysis import Analyst, AnalysisLoop, load_plan
+
+    config = app.config
+    llm = build_llm({**config, "LLM_MAX_TOKENS": config["ANALYSIS_MAX_TOKENS"], "PROMPT_CACHING": False})
+    app.extensions["closers"].append(llm.close)
+    analyst = Analyst(llm, load_plan(config["ANALYSIS_FILE"]), config["ANALYSIS_TIMEOUT_SECONDS"])
+    return AnalysisLoop(app.extensions["records"], analyst)

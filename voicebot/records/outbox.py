@@ -1,6 +1,10 @@
 """Where records wait: an archive kept for the retention time, and an outbox for delivery.
 
-With Redis, both are Redis Streams. The outbox is read by a consumer group, so
+With a post-call analysis plan (ANALYSIS_FILE), a record first waits to be
+analysed, and enters the archive and the outbox once it has been (at most once
+per record id, however many workers finish it).
+
+With Redis, all three are Redis Streams. The outbox is read by a consumer group, so
 a record is handed to one worker at a time; it stays pending until that
 worker acknowledges it, and a worker killed mid-delivery leaves it pending, to
 be claimed by another after its back-off. Streams survive a Redis restart
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GROUP = "delivery"
+ANALYSIS_GROUP = "analysis"
 FIRST_RETRY = 1.0  # seconds after a failed attempt; doubled each time...
 LONGEST_RETRY = 60.0  # ...up to this: a receiver back from an outage gets its records within a minute
 
@@ -46,13 +51,33 @@ class Entry:
 
 
 class Outbox(ABC):
-    def __init__(self, retention: float, deliver: bool) -> None:
+    def __init__(self, retention: float, deliver: bool, analyse: bool = False) -> None:
         self.retention = retention
         self.deliver = deliver  # False: archive only (no CALL_REPORT_URL)
+        self.analyse = analyse  # True: a record is analysed before it is kept and queued (ANALYSIS_FILE)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Keep the record and queue it for delivery; first, with an analysis plan, queue it to be analysed."""
+        if self.analyse:
+            self._queue_for_analysis(record)
+        else:
+            self._keep(record)
 
     @abstractmethod
-    def add(self, record: dict[str, Any]) -> None:
-        """Keep the record, and queue it for delivery."""
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Into the archive, and the delivery queue."""
+
+    @abstractmethod
+    def _queue_for_analysis(self, record: dict[str, Any]) -> None:
+        """Into the analysis queue."""
+
+    @abstractmethod
+    def due_for_analysis(self, consumer: str, limit: int, claim_after: float) -> list[Entry]:
+        """Records to analyse: new ones, and those a worker took ``claim_after`` seconds ago and never finished."""
+
+    @abstractmethod
+    def analysed(self, entry: Entry, record: dict[str, Any]) -> None:
+        """The analysed ``record`` is kept and queued (once per record id), and ``entry`` leaves the analysis queue."""
 
     @abstractmethod
     def export(self, since: float) -> Iterator[dict[str, Any]]:
@@ -84,8 +109,9 @@ class MemoryOutbox(Outbox):
     ``max_queued`` records: past that, while the receiver stays down, the oldest is given up on (it stays
     in the archive while the archive keeps it), logged and counted in /metrics."""
 
-    def __init__(self, retention: float, deliver: bool, max_archive: int = 1000, max_queued: int = 1000) -> None:
-        super().__init__(retention, deliver)
+    def __init__(self, retention: float, deliver: bool, max_archive: int = 1000, max_queued: int = 1000,
+                 analyse: bool = False) -> None:
+        super().__init__(retention, deliver, analyse)
         self.max_queued = max_queued
         self._lock = threading.Lock()
         self._archive: deque[tuple[float, dict[str, Any]]] = deque(maxlen=max_archive)
@@ -93,8 +119,41 @@ class MemoryOutbox(Outbox):
         self._next_try: dict[str, float] = {}
         self._taken: set[str] = set()
         self._counter = 0
+        self._to_analyse: OrderedDict[str, Entry] = OrderedDict()
+        self._analysing: dict[str, float] = {}  # entry id -> when a worker took it
+        self._analysed_ids: OrderedDict[str, None] = OrderedDict()  # the last ones kept, so each is kept once
 
-    def add(self, record: dict[str, Any]) -> None:
+    def _queue_for_analysis(self, record: dict[str, Any]) -> None:
+        now = time.time()
+        with self._lock:
+            self._counter += 1
+            entry_id = f"{int(now * 1000)}-{self._counter}"
+            self._to_analyse[entry_id] = Entry(entry_id, record, 0, now)
+
+    def due_for_analysis(self, consumer: str, limit: int, claim_after: float) -> list[Entry]:
+        now = time.time()
+        with self._lock:
+            ready = [e for i, e in self._to_analyse.items()
+                     if i not in self._analysing or self._analysing[i] <= now - claim_after][:limit]
+            for entry in ready:
+                if entry.entry_id in self._analysing:
+                    entry.attempts += 1
+                self._analysing[entry.entry_id] = now
+            return [Entry(e.entry_id, e.record, e.attempts, e.added_at) for e in ready]
+
+    def analysed(self, entry: Entry, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._to_analyse.pop(entry.entry_id, None)
+            self._analysing.pop(entry.entry_id, None)
+            record_id = str(record.get("id"))
+            if record_id in self._analysed_ids:
+                return
+            self._analysed_ids[record_id] = None
+            while len(self._analysed_ids) > 10 * (self._archive.maxlen or 1000):
+                self._analysed_ids.popitem(last=False)
+        self._keep(record)
+
+    def _keep(self, record: dict[str, Any]) -> None:
         now = time.time()
         dropped: list[str] = []
         with self._lock:
@@ -163,17 +222,21 @@ class RedisOutbox(Outbox):
     so the transaction that adds a record to both works on a cluster too."""
 
     def __init__(self, client: Any, prefix: str, retention: float, deliver: bool,
-                 failover_seconds: float = 0.0) -> None:
-        super().__init__(retention, deliver)
+                 failover_seconds: float = 0.0, analyse: bool = False) -> None:
+        super().__init__(retention, deliver, analyse)
         # redis-py types replies as unions over decode_responses; this client returns bytes.
         self.client: Any = client
         self.failover_seconds = failover_seconds
         self.outbox = f"{prefix}:{{records}}:outbox"
         self.archive = f"{prefix}:{{records}}:archive"
+        self.to_analyse = f"{prefix}:{{records}}:analysis"
+        self._analysed_prefix = f"{prefix}:{{records}}:analysed:"  # one key per record id kept after analysis
+        self._keep_once = client.register_script(_KEEP_ONCE)
         # Where versions before the hash tag kept them (one server only): moved once, on first use.
         self._untagged = (f"{prefix}:records:outbox", f"{prefix}:records:archive")
         self._moved = False
         self._group_ready = False
+        self._analysis_group_ready = False
 
     def _do(self, operation: Callable[[], T]) -> T:
         with redis_errors():
@@ -194,6 +257,20 @@ class RedisOutbox(Outbox):
         self._do(create)
         self._group_ready = True
 
+    def _ensure_analysis_group(self) -> None:
+        if self._analysis_group_ready:
+            return
+
+        def create() -> None:
+            try:
+                self.client.xgroup_create(self.to_analyse, ANALYSIS_GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        self._do(create)
+        self._analysis_group_ready = True
+
     def _move_untagged(self) -> None:
         if self._moved or isinstance(self.client, redis.cluster.RedisCluster):
             return  # a cluster never had them: cross-slot keys never worked there
@@ -209,7 +286,22 @@ class RedisOutbox(Outbox):
             self._do(lambda: move(old, new))
         self._moved = True
 
-    def add(self, record: dict[str, Any]) -> None:
+    def _queue_for_analysis(self, record: dict[str, Any]) -> None:
+        data = json.dumps(record, separators=(",", ":"))
+        self._do(lambda: self.client.xadd(self.to_analyse, {"record": data}))
+
+    def due_for_analysis(self, consumer: str, limit: int, claim_after: float) -> list[Entry]:
+        self._ensure_analysis_group()
+        return self._take(self.to_analyse, ANALYSIS_GROUP, consumer, limit, lambda attempts: int(claim_after * 1000))
+
+    def analysed(self, entry: Entry, record: dict[str, Any]) -> None:
+        data = json.dumps(record, separators=(",", ":"))
+        oldest_kept = int((time.time() - self.retention) * 1000)
+        keys = [self.to_analyse, self.archive, self.outbox, self._analysed_prefix + str(record.get("id"))]
+        args = [ANALYSIS_GROUP, entry.entry_id, data, oldest_kept, int(self.deliver), int(self.retention * 1000)]
+        self._do(lambda: self._keep_once(keys=keys, args=args))
+
+    def _keep(self, record: dict[str, Any]) -> None:
         data = json.dumps(record, separators=(",", ":"))
         oldest_kept = int((time.time() - self.retention) * 1000)
         self._move_untagged()
@@ -237,19 +329,22 @@ class RedisOutbox(Outbox):
 
     def due(self, consumer: str, limit: int) -> list[Entry]:
         self._ensure_group()
+        return self._take(self.outbox, GROUP, consumer, limit, lambda attempts: int(backoff(attempts) * 1000))
+
+    def _take(self, stream: str, group: str, consumer: str, limit: int, wait_ms: Callable[[int], int]) -> list[Entry]:
+        """Entries of ``stream`` for ``consumer``: pending ones idle past ``wait_ms(attempts)``, then new ones."""
         entries: list[Entry] = []
-        pending = self._do(lambda: self.client.xpending_range(self.outbox, GROUP, min="-", max="+", count=limit,
-                                                              idle=int(FIRST_RETRY * 1000)))
+        pending = self._do(lambda: self.client.xpending_range(stream, group, min="-", max="+", count=limit,
+                                                              idle=wait_ms(1)))
         for item in pending:
-            wait_ms = int(backoff(item["times_delivered"]) * 1000)
-            if item["time_since_delivered"] < wait_ms:
+            idle_ms = wait_ms(item["times_delivered"])
+            if item["time_since_delivered"] < idle_ms:
                 continue
             # Claimed only if still idle that long: two workers never take the same entry.
-            claimed = self._do(lambda: self.client.xclaim(self.outbox, GROUP, consumer, wait_ms,
-                                                          [item["message_id"]]))
+            claimed = self._do(lambda: self.client.xclaim(stream, group, consumer, idle_ms, [item["message_id"]]))
             entries += [self._entry(i, f, item["times_delivered"]) for i, f in claimed if f]
         if len(entries) < limit:
-            fresh = self._do(lambda: self.client.xreadgroup(GROUP, consumer, {self.outbox: ">"},
+            fresh = self._do(lambda: self.client.xreadgroup(group, consumer, {stream: ">"},
                                                             count=limit - len(entries)))
             for _, items in fresh or []:
                 entries += [self._entry(i, f, 0) for i, f in items if f]
@@ -281,12 +376,28 @@ class RedisOutbox(Outbox):
         self.client.close()
 
 
+# The analysed record, kept once per record id: into the archive and (when delivering) the outbox, and its
+# entry out of the analysis queue. One script, so a worker killed half-way leaves all of it or none.
+# KEYS: analysis stream, archive, outbox, the record id's marker; ARGV: group, entry id, record, the archive's
+# oldest id kept, deliver (0/1), the marker's time to live (ms). Every key shares the {records} hash tag.
+_KEEP_ONCE = """
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[6]) then
+  redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[4], '*', 'record', ARGV[3])
+  if ARGV[5] == '1' then redis.call('XADD', KEYS[3], '*', 'record', ARGV[3]) end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 def build_outbox(config: Mapping[str, Any]) -> Outbox:
     deliver = bool(config["CALL_REPORT_URL"])
+    analyse = bool(config["ANALYSIS_FILE"])
     retention = config["CALL_RECORD_RETENTION_SECONDS"]
     if not config["REDIS_URL"]:
-        return MemoryOutbox(retention, deliver, max_queued=config["MAX_QUEUED_RECORDS"])
+        return MemoryOutbox(retention, deliver, max_queued=config["MAX_QUEUED_RECORDS"], analyse=analyse)
     client = connect(config["REDIS_URL"], timeout=config["REDIS_TIMEOUT_SECONDS"], max_connections=8,
                      tls_verify=config["REDIS_TLS_VERIFY"])
     return RedisOutbox(client, config["REDIS_PREFIX"], retention, deliver,
-                       failover_seconds=redis_failover_seconds(config))
+                       failover_seconds=redis_failover_seconds(config), analyse=analyse)

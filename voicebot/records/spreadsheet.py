@@ -1,0 +1,54 @@
+"""Records as CSV, one row per call, for a spreadsheet: the call's facts, its variables and its analysis.
+
+Nested values (a list, an object) are written as JSON in their cell; true and
+false as ``true`` and ``false``; nothing as an empty cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, Iterable, TextIO
+
+FACTS = ["id", "call_id", "platform", "direction", "caller", "called", "started_at", "ended_at",
+         "duration_seconds", "end_reason", "turns", "fallbacks"]
+ANALYSIS = ["analysis_error", "summary", "success"]
+
+
+def write_csv(records: Iterable[dict[str, Any]], out: TextIO, data_columns: list[str] | None = None) -> int:
+    """Write ``records`` to ``out``; the number of rows. ``data_columns``: the analysis plan's fields (in its
+    schema's order); without it, every field any record's structured data has, in the order first seen."""
+    rows = list(records)
+    variables = _in_order(name for record in rows for name in record.get("variables") or {})
+    if data_columns is None:
+        data_columns = _in_order(name for record in rows for name in _data(record))
+    writer = csv.writer(out)
+    writer.writerow([*FACTS, *(f"var.{name}" for name in variables), *ANALYSIS,
+                     *(f"data.{name}" for name in data_columns)])
+    for record in rows:
+        analysis = record.get("analysis") or {}
+        own = record.get("variables") or {}
+        data = _data(record)
+        writer.writerow([*(_cell(record.get(name)) for name in FACTS), *(_cell(own.get(n)) for n in variables),
+                         _cell(record.get("analysis_error")), _cell(analysis.get("summary")),
+                         _cell(analysis.get("success")), *(_cell(data.get(name)) for name in data_columns)])
+    return len(rows)
+
+
+def _data(record: dict[str, Any]) -> dict[str, Any]:
+    data = (record.get("analysis") or {}).get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _in_order(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
