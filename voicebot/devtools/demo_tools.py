@@ -1,7 +1,8 @@
-"""``voicebot demo-tools``: a small tool service to try TOOLS_FILE with, an order-status lookup.
+"""``voicebot demo-tools``: a small service of the operator's to try TOOLS_FILE and CONTEXT_URL with.
 
-It checks each call's ``X-Voicebot-Signature`` as a real tool should, and
-answers ``lookup_order`` from a few fake orders. ``tools_file()`` is the
+It checks each request's ``X-Voicebot-Signature`` as a real one should,
+answers ``lookup_order`` from a few fake orders, and at ``/context`` says who
+a caller is (a few fake customers, by number). ``tools_file()`` is the
 TOOLS_FILE that points voicebot at it.
 """
 
@@ -15,6 +16,12 @@ from typing import Any
 from ..signing import VOICEBOT_HEADER, verify
 from .loopback import JSONHandler, LoopbackServer
 
+# Who calls from where, for /context (``voicebot chat`` calls from +15550000000).
+CUSTOMERS = {
+    "+15550000000": ({"name": "Ana", "topic": "your order 1001"},
+                     "Ana's order 1001 shipped with UPS and is expected Thursday."),
+    "+15551230000": ({"name": "Ben", "topic": "your order 1002"}, "Ben's order 1002 is being packed."),
+}
 ORDERS = {
     "1001": {"status": "shipped", "carrier": "UPS", "expected": "Thursday"},
     "1002": {"status": "being packed", "expected": "next Monday"},
@@ -45,6 +52,10 @@ class DemoTools(LoopbackServer):
     def url(self) -> str:
         return self.base_url + "/lookup_order"
 
+    @property
+    def context_url(self) -> str:
+        return self.base_url + "/context"
+
 
 class _Handler(JSONHandler):
     server: DemoTools
@@ -55,6 +66,11 @@ class _Handler(JSONHandler):
             return self.send_json(401, {"error": "bad signature"})
         call = json.loads(raw)
         self.server.calls.append(call)
+        if self.path == "/context":
+            known = CUSTOMERS.get(str(call.get("caller")))
+            if known is None:
+                return self.send_json(200, {})
+            return self.send_json(200, {"variables": known[0], "instructions": known[1]})
         given = call.get("input") or {}
         found = re.search(r"\d{4}", str(given.get("order_number") or given.get("query") or ""))
         number = found.group(0) if found else ""
@@ -68,7 +84,8 @@ def serve(host: str, port: int, secret: str) -> None:
     server = DemoTools(host, port, secret=secret)
     print(json.dumps(tools_file(server.url), indent=2), flush=True)
     print(f"demo tools on {server.url}; start voicebot with TOOLS_FILE=<the JSON above, saved> "
-          f"TOOLS_SECRET={secret} TOOLS_ALLOW_LOOPBACK=1", file=sys.stderr, flush=True)
+          f"TOOLS_SECRET={secret} TOOLS_ALLOW_LOOPBACK=1; caller context at CONTEXT_URL={server.context_url} "
+          f"CONTEXT_SECRET={secret}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
