@@ -138,6 +138,16 @@ def test_a_slow_failing_or_malformed_context_greets_with_the_defaults(make_app, 
     assert len(context.asks) == 1  # failed, it is not asked again either
 
 
+def test_a_placeholder_with_no_default_and_no_value_is_left_out_neatly(make_app, context, fake_llm):
+    context.answer = {"variables": {"topic": "your order"}}  # no name
+    app = make_app(**context_settings(context, GREETING="Hello {{name}}, are you calling about {{topic}}?",
+                                      SYSTEM_PROMPT="You help {{name}} of Example Co."))
+    client = app.test_client()
+    assert start(client, "ctx-bare")["greeting"] == "Hello, are you calling about your order?"
+    say(client, "ctx-bare", "mk1")
+    assert "You help of Example Co." in json.dumps(fake_llm.requests[-1]["system"])
+
+
 def test_voipbin_greets_with_the_context_and_fetch_never_waits_for_it(make_voipbin_app, voipbin, context):
     app = make_voipbin_app(**context_settings(context))
     client = app.test_client()
@@ -173,8 +183,8 @@ def test_operator_tools_see_the_calls_variables_and_context(make_app, context, t
 
 
 @pytest.mark.parametrize("settings, words", [
-    ({"GREETING": "Hello {{name}}!"}, "GREETING uses {{name}} with no default"),
-    ({"SYSTEM_PROMPT": "Help {{name}}."}, "SYSTEM_PROMPT uses {{name}} with no default"),
+    ({"GREETING": "Hello {{name|there}}!"}, "GREETING uses {{name}}, and nothing gives an inbound call a value"),
+    ({"SYSTEM_PROMPT": "Help {{name}}."}, "SYSTEM_PROMPT uses {{name}}, and nothing gives"),
     ({"CONTEXT_URL": "http://context.example.com/ask", "CONTEXT_SECRET": "s"}, "CONTEXT_URL must be https://"),
     ({"CONTEXT_URL": "https://127.0.0.1/ask", "CONTEXT_SECRET": "s"}, "CONTEXT_URL is on loopback"),
     ({"CONTEXT_URL": "https://context.example.com/ask"}, "CONTEXT_URL needs CONTEXT_SECRET"),
@@ -309,9 +319,11 @@ def test_calls_export_writes_one_csv_row_per_call_with_the_schemas_columns(fake_
     assert cli_main(["calls", "export", "--csv", "--output", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["call_id"] for r in rows] == ["csv-1", "csv-2"]
-    assert list(rows[0])[-5:] == ["summary", "success", "data.order_number", "data.wants_callback", "data.items"]
+    assert list(rows[0])[-5:] == ["summary", "success", "order_number", "wants_callback", "items"]
     assert rows[0]["summary"] == "Summary: Heard mk1 mk2." and rows[0]["success"] == "true"
-    assert rows[0]["data.items"] == "1" and rows[0]["data.wants_callback"] == "true"
+    assert rows[0]["items"] == "1" and rows[0]["wants_callback"] == "true"
+    assert cli_main(["calls", "export", "--analysis", "--output", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_text() == out.read_text()
 
 
 @pytest.mark.parametrize("plan, words", [

@@ -377,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=_since, default=0.0,
                         help="only records made since: 90m, 2h, 7d, 2026-11-24, 2026-11-24T08:00Z (default: all)")
     export.add_argument("--output", help="a file to write (default: standard output)")
-    export.add_argument("--csv", action="store_true",
+    export.add_argument("--csv", "--analysis", dest="csv", action="store_true",
                         help="CSV, one row per call: its facts, var.<name> per variable, the analysis's summary "
-                             "and success, data.<field> per field of ANALYSIS_FILE's schema")
+                             "and success, and a column per field of ANALYSIS_FILE's schema")
     export.set_defaults(run=_calls_export)
 
     nginx = command("nginx-config", "print the nginx site that keeps slow clients away from voicebot on a VM",

@@ -379,14 +379,13 @@ def check(settings: Mapping[str, Any]) -> None:
         from .records.analysis import load_plan
 
         load_plan(settings["ANALYSIS_FILE"])
-    from .placeholders import required
+    from .placeholders import names
 
     for name in ("GREETING", "SYSTEM_PROMPT"):
-        bare = sorted(required(settings[name]))
-        if bare:
-            raise ConfigError(f"{name} uses {{{{{bare[0]}}}}} with no default: write {{{{{bare[0]}|...}}}} "
-                              "with the words to use when a call has no value for it (CONTEXT_URL failed, "
-                              "or does not give it)")
+        used = sorted(names(settings[name]))
+        if used and not settings["CONTEXT_URL"]:
+            raise ConfigError(f"{name} uses {{{{{used[0]}}}}}, and nothing gives an inbound call a value for it: "
+                              "set CONTEXT_URL, or take the placeholder out")
 
 
 def _check_context(settings: Mapping[str, Any]) -> None:

@@ -1,10 +1,9 @@
 """``{{name}}`` placeholders in the greeting and the system prompt, filled from a call's variables.
 
 ``{{name|words}}`` gives a default, said when the call has no value for
-``name``. A template whose every placeholder has a default can be used for
-any call; one with a bare ``{{name}}`` needs a value for it, and a call that
-lacks one is refused when it is submitted (``missing``), never found out
-mid-call.
+``name``. A bare ``{{name}}`` with no value for a call is left out, and the
+space before it with it where punctuation, a space or the end follows
+("Hello {{name}}!" is "Hello!").
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import re
 from typing import Mapping
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*(?:\|([^{}]*))?\}\}")
+# A placeholder with the spaces before it, and whether punctuation or the end follows: for leaving it out.
+_SPACED = re.compile(r"([ \t]*)" + PLACEHOLDER.pattern + r"(?=([ \t,.!?;:)]|$)?)", re.M)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # A call's variables: at most this many, each value at most this long (they go into every prompt).
 MAX_VARIABLES = 50
@@ -24,26 +25,20 @@ def names(template: str) -> set[str]:
     return {match.group(1) for match in PLACEHOLDER.finditer(template)}
 
 
-def required(template: str) -> set[str]:
-    """The placeholders with no default: a call must give each a value."""
-    return {match.group(1) for match in PLACEHOLDER.finditer(template) if match.group(2) is None}
-
-
-def missing(template: str, variables: Mapping[str, str]) -> list[str]:
-    """The names ``template`` needs that ``variables`` lacks (or leaves empty), sorted."""
-    return sorted(name for name in required(template) if not variables.get(name, "").strip())
-
-
 def fill(template: str, variables: Mapping[str, str]) -> str:
     """``template`` with each placeholder replaced by its value, or its default ("" for none)."""
     if "{{" not in template:
         return template
 
     def value(match: re.Match[str]) -> str:
-        given = variables.get(match.group(1), "").strip()
-        return given or (match.group(2) or "").strip()
+        spaces, name, default, closing = match.group(1), match.group(2), match.group(3), match.group(4)
+        given = variables.get(name, "").strip() or (default or "").strip()
+        if given:
+            return spaces + given
+        # Nothing to say: the words around it close up ("Hello {{name}}, hi" is "Hello, hi").
+        return "" if closing is not None or match.end() == len(template) else spaces
 
-    return PLACEHOLDER.sub(value, template)
+    return _SPACED.sub(value, template)
 
 
 def clean_variables(raw: object, where: str) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Records as CSV, one row per call, for a spreadsheet: the call's facts, its variables and its analysis.
 
-Nested values (a list, an object) are written as JSON in their cell; true and
-false as ``true`` and ``false``; nothing as an empty cell.
+The analysis's structured data has a column per field, named as the field
+(``data.<field>`` where a field's name is already a column's); variables are
+``var.<name>``. Nested values (a list, an object) are written as JSON in their
+cell; true and false as ``true`` and ``false``; nothing as an empty cell.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ def write_csv(records: Iterable[dict[str, Any]], out: TextIO, data_columns: list
     if data_columns is None:
         data_columns = _in_order(name for record in rows for name in _data(record))
     writer = csv.writer(out)
+    taken = {*FACTS, *ANALYSIS}
     writer.writerow([*FACTS, *(f"var.{name}" for name in variables), *ANALYSIS,
-                     *(f"data.{name}" for name in data_columns)])
+                     *(f"data.{name}" if name in taken else name for name in data_columns)])
     for record in rows:
         analysis = record.get("analysis") or {}
         own = record.get("variables") or {}
