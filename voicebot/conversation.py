@@ -224,7 +224,10 @@ class Conversation:
             speaker.deliver(turn.unsaid, call)
             if event_id is not None:
                 session["last_turn"] = {"event_id": event_id, "reply": turn.reply}
-            saved = self._save_turn(record, session, event_id, call.lines, said=speaker.says_at_once)
+            # Past this point the reply is out (said at once), or kept for the event the platform may send
+            # again: a store failing now is logged, and the turn reported unsaved, rather than raised.
+            saved = self._save_turn(record, session, event_id, call.lines,
+                                    said=speaker.says_at_once or event_id is not None)
         total = time.monotonic() - started
         outcome = "fallback" if turn.fallback else "reply"
         metrics.TURNS.labels(outcome).inc()

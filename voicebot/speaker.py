@@ -41,6 +41,14 @@ class Speaker(ABC):
         """Say ``text`` now (the greeting, a filler, a streamed sentence), under the call's lock."""
         raise NotImplementedError(f"{type(self).__name__} cannot say words before the turn's response")
 
+    def say_meanwhile(self, text: str, call: "CallContext") -> None:
+        """Words while the model's tools work ("let me check", a slow tool's filler): said at once if they can be.
+
+        What follows does not depend on them, so a platform may let them go
+        unsaid rather than fail the turn.
+        """
+        self.say(text, call)
+
     @abstractmethod
     def deliver(self, unsaid: str, call: "CallContext") -> None:
         """The turn's end, before it is saved: say what is left of the reply ("" when all was streamed).

@@ -154,7 +154,7 @@ class TurnEngine:
             said_first.append(words)
             return
         call.extend_lease()
-        speaker.say(words, call)
+        speaker.say_meanwhile(words, call)
         call.said(words)
 
     def _use_tools(self, session: Session, uses: list[ToolUse], offered: dict[str, Tool], budget: Budget,

@@ -172,6 +172,13 @@ class VoipbinSpeaker(Speaker):
     def say(self, text: str, call: CallContext) -> None:
         self.speech.say(self.call_id, voipbin_channel(call.channel), text, call.step, self.deadline)
 
+    def say_meanwhile(self, text: str, call: CallContext) -> None:
+        # While a tool works: "one moment" is heard at once, and stays said whatever follows.
+        try:
+            self.say(text, call)
+        except VoipbinError as exc:
+            log.warning("filler not said call_id=%s: %s", self.call_id, exc)
+
     def deliver(self, unsaid: str, call: CallContext) -> None:
         if unsaid:  # a streamed reply is said already
             self.say(unsaid, call)
