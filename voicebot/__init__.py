@@ -64,6 +64,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     # Each platform's Conversation, by the platform's name (its namespace in the store), for the record reaper.
     conversations: dict[str, Conversation] = {}
     app.extensions["conversations"] = conversations
+    # The platforms that place calls (OUTBOUND_NUMBER), by name: each registers its Dialler here.
+    app.extensions["diallers"] = {}
 
     def conversation_for(platform: Platform) -> ConversationFactory:
         def conversation(*, ends_for_good: bool = False, ended_calls_kept: float | None = None) -> Conversation:

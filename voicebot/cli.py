@@ -100,6 +100,37 @@ def _chat(args: argparse.Namespace) -> int:
     return chat_main(args.url, verbose=args.verbose)
 
 
+def _call(args: argparse.Namespace) -> int:
+    """Ask a running voicebot to place one call (POST /calls); the call runs in the service, not here."""
+    import os
+
+    from .chat import http_poster
+
+    variables = {}
+    for given in args.var:
+        name, sep, value = given.partition("=")
+        if not sep or not name:
+            print(f"voicebot call: --var takes name=value; got {given!r}", file=sys.stderr)
+            return 2
+        variables[name] = value
+    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+    token = os.environ.get("OUTBOUND_TOKEN") or os.environ.get("WEBHOOK_TOKEN", "")
+    body: dict[str, object] = {"to": args.to, "variables": variables}
+    if args.platform:
+        body["platform"] = args.platform
+    try:
+        status, answer = http_poster(url, token)("/calls", body)
+    except OSError as exc:
+        print(f"voicebot call: cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if status != 201:
+        print(f"voicebot call: {answer.get('message') or answer.get('error') or status} (HTTP {status})",
+              file=sys.stderr)
+        return 1
+    print(f"placed call {answer['call_id']} on {answer['platform']}; its outcome comes in its record")
+    return 0
+
+
 def _try(args: argparse.Namespace) -> int:
     from .devtools.try_voipbin import run
 
@@ -308,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --check-config: also reach Redis, the model's API (no tokens spent) and VoIPBin "
                             "where configured, and say what answered (exit 1 if anything did not)")
     serve.set_defaults(run=_serve)
+
+    call = command("call", "place one call through a running voicebot (POST /calls)",
+                   "Asks the voicebot at --url to call TO from OUTBOUND_NUMBER, with the variables its "
+                   "OUTBOUND_GREETING and OUTBOUND_SYSTEM_PROMPT use; sends OUTBOUND_TOKEN (or WEBHOOK_TOKEN) "
+                   "from the environment. Prints the call's id; its outcome comes in its record.")
+    call.add_argument("to", help="the number to call, in E.164 form: +15551234567")
+    call.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                      help="a variable of the call, e.g. --var name=Ana --var slot='Tuesday 3 pm'")
+    call.add_argument("--url", help="the running voicebot (default: http://127.0.0.1:$PORT)")
+    call.add_argument("--platform", choices=("voipbin", "twilio"),
+                      help="where to place it (default: the one configured, or OUTBOUND_PLATFORM)")
+    call.set_defaults(run=_call)
 
     talk = command("chat", "be the caller: type what the caller says, read the bot's replies",
                    "Starts a call and prints each reply with its latency and any action. /hangup or Ctrl-D "

@@ -24,6 +24,7 @@ from .exceptions import CallBusy, LockLost, StoreError
 from .llm import LLM
 from .operator_tools import HttpTool, ToolCaller
 from .records import Outbox, build_record
+from .records.record import outcome_of
 from .session import (CallContext, Channel, ConversationSettings, Line, Session, call_variables, line,
                       new_session)
 from .speaker import ResponseSpeaker, Speaker
@@ -73,7 +74,7 @@ class Conversation:
         self.ended_calls_kept = ended_calls_kept
         self.tools: list[Tool] = [*lifecycle_tools(settings.transfer_number), *(operator_tools or [])]
         # Worked out once: a call with no variables and no context of its own (most, without CONTEXT_URL) uses it.
-        self._system = self._compose_system({}, "")
+        self._system = self._compose_system("inbound", {}, "")
         self.engine = TurnEngine(llm, settings, namespace or "voicebot", tool_caller)
 
     @property
@@ -81,28 +82,55 @@ class Conversation:
         return self.engine.llm
 
     def greeting_for(self, session: Session) -> str:
-        """The greeting this call hears: GREETING, its placeholders filled from the call's variables."""
-        return placeholders.fill(self.settings.greeting, call_variables(session))
+        """The greeting this call hears (GREETING, or OUTBOUND_GREETING for a call voicebot placed), its
+        placeholders filled from the call's variables."""
+        direction = session.get("direction", "inbound")
+        return placeholders.fill(self.settings.greeting_of(direction), call_variables(session))
 
     def system_for(self, session: Session) -> str:
         """The system prompt of this call's turns, with its variables and its context's instructions."""
+        direction = session.get("direction", "inbound")
         variables = call_variables(session)
         context = session.get("context")
         instructions = context["instructions"] if context else ""
-        if not variables and not instructions:
+        if not variables and not instructions and direction == "inbound":
             return self._system
-        return self._compose_system(variables, instructions)
+        return self._compose_system(direction, variables, instructions)
 
-    def _compose_system(self, variables: dict[str, str], instructions: str) -> str:
+    def _compose_system(self, direction: str, variables: dict[str, str], instructions: str) -> str:
         settings = self.settings
-        parts = [placeholders.fill(settings.system_prompt, variables), lifecycle_prompt(settings.transfer_number)]
+        parts = [placeholders.fill(settings.system_prompt_of(direction), variables),
+                 lifecycle_prompt(settings.transfer_number)]
         if instructions:
             parts.append(f"About this call:\n{instructions}")
         # The greeting was said before the first message the model sees; the
         # Messages API wants the history to open with the caller, so the
         # greeting travels in the system prompt.
-        parts.append(f'You opened this call by saying: "{placeholders.fill(settings.greeting, variables)}"')
+        greeting = placeholders.fill(settings.greeting_of(direction), variables)
+        parts.append(f'You opened this call by saying: "{greeting}"')
         return "\n\n".join(parts)
+
+    def voicemail_for(self, call_id: str) -> str:
+        """What an answering machine that took this (outbound) call is left: VOICEMAIL_MESSAGE, filled."""
+        session = cast("Session | None", self.store.peek(self.key(call_id)))
+        variables = call_variables(session) if session is not None else {}
+        return placeholders.fill(self.settings.voicemail_message, variables)
+
+    def open_outbound(self, call_id: str, to: str, caller_id: str, variables: dict[str, str], *,
+                      channel: Channel | None = None, campaign_id: str | None = None) -> None:
+        """The session of a call voicebot has just placed: the contact is its caller, and its variables fill
+        OUTBOUND_GREETING and OUTBOUND_SYSTEM_PROMPT when it is answered."""
+        key = self.key(call_id)
+        with self.store.locked(key, self.settings.lock_wait) as record:
+            session = cast("Session | None", record.data)
+            if session is None:
+                session = new_session(call_id, to, called=caller_id, direction="outbound", variables=variables)
+                metrics.CALLS.labels("placed").inc()
+            session["channel"].update(channel or {})
+            if campaign_id:
+                session["campaign_id"] = campaign_id
+            record.save(session, release=True)
+        log.info("call placed call_id=%s campaign=%s", call_id, campaign_id or "-")
 
     def _learn_context(self, session: Session, call: CallContext, deadline: Deadline, keep: float) -> None:
         """Ask CONTEXT_URL about the call, once in its life: the answer (or why there is none) is kept."""
@@ -260,7 +288,7 @@ class Conversation:
                           details={"transferred_to": action.to} if transferred else None, deadline=deadline)
 
     def end_call(self, call_id: str, *, reason: str = "ended", details: dict[str, Any] | None = None,
-                 detach: Detach | None = None, deadline: Deadline | None = None) -> bool:
+                 detach: Detach | None = None, deadline: Deadline | None = None, last_words: str = "") -> bool:
         """Forget the call, after making its end-of-call record. False if it was not known.
 
         Unless the platform ``ends_for_good`` a later event with the same id
@@ -277,8 +305,9 @@ class Conversation:
                 metrics.CALLS.labels("ended").inc()
                 if detach is not None:
                     detach(session["channel"])
+                lines = self.store.lines(key) + ([line("bot", last_words)] if last_words else [])
                 # Kept before it is forgotten: a crash in between makes it twice, with one id.
-                self._keep_record(call_id, session, self.store.lines(key), reason, details)
+                self._keep_record(call_id, session, lines, reason, details)
             if self.ends_for_good:
                 self.store.remember(_tombstone(key), "1", seconds=self.ended_calls_kept)
             record.delete()
@@ -292,6 +321,9 @@ class Conversation:
 
     def _keep_record(self, call_id: str, session: Session, lines: list[Line], reason: str,
                      details: dict[str, Any] | None) -> None:
+        outcome = outcome_of(session, reason)
+        if outcome is not None:
+            metrics.OUTBOUND.labels(outcome).inc()
         if self.records is None:
             return
         # Call ids kept ended for long are never reused: the record's id is the call's alone, so a call

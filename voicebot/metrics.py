@@ -33,7 +33,9 @@ LOCK_WAIT_SECONDS = Histogram("voicebot_lock_wait_seconds",
                               "Time a turn waited for its call's lock (another turn of the same call)",
                               buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0))
 FALLBACKS = Counter("voicebot_fallbacks", "Turns answered with FALLBACK_REPLY, by cause", ["cause"])
-CALLS = Counter("voicebot_calls", "Calls started and ended", ["event"])
+CALLS = Counter("voicebot_calls", "Calls started and ended (and placed: outbound)", ["event"])
+OUTBOUND = Counter("voicebot_outbound_calls", "Outbound calls ended, by outcome: human, voicemail, busy, "
+                   "no_answer, failed, cancelled", ["outcome"])
 ERRORS = Counter("voicebot_errors", "Requests answered with an error, by kind", ["kind"])
 LLM_TOKENS = Counter("voicebot_llm_tokens", "Model tokens billed, by kind: input, cache_write, cache_read, output",
                      ["kind"])

@@ -9,7 +9,7 @@ space before it with it where punctuation, a space or the end follows
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Iterable, Mapping
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*(?:\|([^{}]*))?\}\}")
 # A placeholder with the spaces before it, and whether punctuation or the end follows: for leaving it out.
@@ -23,6 +23,18 @@ MAX_VALUE_CHARS = 500
 def names(template: str) -> set[str]:
     """Every placeholder's name in ``template``."""
     return {match.group(1) for match in PLACEHOLDER.finditer(template)}
+
+
+def required(template: str) -> set[str]:
+    """The placeholders with no default."""
+    return {match.group(1) for match in PLACEHOLDER.finditer(template) if match.group(2) is None}
+
+
+def missing(templates: Iterable[str], variables: Mapping[str, str]) -> list[str]:
+    """The names ``templates`` need without a default that ``variables`` leaves empty, sorted: an outbound
+    call is refused for them when it is submitted, not found out mid-call."""
+    return sorted({name for template in templates for name in required(template)
+                   if not variables.get(name, "").strip()})
 
 
 def fill(template: str, variables: Mapping[str, str]) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import article, config, twilio, voipbin
+from . import article, config, outbound, twilio, voipbin
 from .platform import Platform
 
-PLATFORMS: tuple[Platform, ...] = (article.PLATFORM, voipbin.PLATFORM, twilio.PLATFORM)
+# outbound comes last: its endpoint uses the diallers the platforms before it registered.
+PLATFORMS: tuple[Platform, ...] = (article.PLATFORM, voipbin.PLATFORM, twilio.PLATFORM, outbound.PLATFORM)
 
 SETTINGS: tuple[config.Setting, ...] = config.SETTINGS + tuple(s for p in PLATFORMS for s in p.settings)
 

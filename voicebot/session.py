@@ -35,6 +35,10 @@ class ConversationSettings:
     transfer_line: str = "Please hold while I connect you with a person."
     max_tool_rounds: int = 3
     transcript_chars: int = 2000  # of a tool's answer, in the transcript
+    # A call voicebot placed opens differently: its own greeting and prompt, and what a voicemail hears.
+    outbound_greeting: str = "Hello, this is an automated assistant calling. Is now a good time to talk?"
+    outbound_system_prompt: str = ""
+    voicemail_message: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ConversationSettings":
@@ -51,7 +55,16 @@ class ConversationSettings:
             transfer_line=config["TRANSFER_LINE"],
             max_tool_rounds=config["MAX_TOOL_ROUNDS"],
             transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
+            outbound_greeting=config.get("OUTBOUND_GREETING", cls.outbound_greeting),
+            outbound_system_prompt=config.get("OUTBOUND_SYSTEM_PROMPT", ""),
+            voicemail_message=config.get("VOICEMAIL_MESSAGE", ""),
         )
+
+    def greeting_of(self, direction: str) -> str:
+        return self.outbound_greeting if direction == "outbound" else self.greeting
+
+    def system_prompt_of(self, direction: str) -> str:
+        return (self.outbound_system_prompt or self.system_prompt) if direction == "outbound" else self.system_prompt
 
 
 class LastTurn(TypedDict):
@@ -81,6 +94,8 @@ class Session(TypedDict, total=False):
     usage: dict[str, int]        # tokens billed over the call, by kind
     transcript_lines: int        # transcript lines added over the call (the store keeps the last ones)
     last_turn: LastTurn          # the last turn sent with an event id, and its reply: a redelivery gets it again
+    outcome: str                 # outbound: how the call went (human, voicemail), once it is known
+    campaign_id: str             # outbound: the campaign that placed it
     # The platform's own state of the call (VoIPBin: its transcribe and
     # speaking ids, ...); saved with the session, read by nothing else.
     channel: Channel

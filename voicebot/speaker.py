@@ -77,9 +77,18 @@ class Speaker(ABC):
         platform will say so itself (a hang-up event).
         """
 
-    def place_call(self, to: str, variables: dict[str, str]) -> str:
-        """Call ``to`` and hand the call to this conversation; the platform's call id. (Outbound calls.)"""
-        raise NotImplementedError(f"{type(self).__name__} does not place calls")
+
+class Dialler(ABC):
+    """What a platform does to start a call: place it, and hand it to its Conversation when answered."""
+
+    platform: str  # the platform's name, as POST /calls and the records say it
+
+    @abstractmethod
+    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None) -> str:
+        """Call ``to`` from OUTBOUND_NUMBER, its session opened with ``variables``; the platform's call id.
+
+        Raises the platform's errors (``PlatformError`` and kin) when it refuses or cannot be reached.
+        """
 
 
 class ResponseSpeaker(Speaker):

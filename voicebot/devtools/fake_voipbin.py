@@ -50,6 +50,7 @@ _ROUTES = [
     ("POST", re.compile(r"^/speakings$"), "create_speaking"),
     ("GET", re.compile(r"^/speakings$"), "list_speakings"),
     ("POST", re.compile(r"^/speakings/([^/]+)/(say|flush|stop)$"), "speaking_action"),
+    ("POST", re.compile(r"^/calls$"), "create_calls"),
     ("GET", re.compile(r"^/calls/([^/]+)$"), "get_call"),
     ("POST", re.compile(r"^/calls/([^/]+)/hangup$"), "hangup_call"),
     ("GET", re.compile(r"^/customer$"), "get_customer"),
@@ -128,6 +129,7 @@ class FakeVoipbin(LoopbackServer):
         self.said_at: dict[str, list[float]] = defaultdict(list)  # call id -> time.perf_counter() of each say
         self.flushed: list[str] = []  # speaking ids
         self.hung_up_by_api: list[str] = []  # call ids
+        self.placed: list[Json] = []  # each POST /calls body, with the ids of the calls it made ("call_ids")
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every authorized request
         self.fail_next: dict[str, int] = defaultdict(int)
         self.hang_next: dict[str, int] = defaultdict(int)
@@ -171,14 +173,15 @@ class FakeVoipbin(LoopbackServer):
             self.calls[call_id] = call
         return call_id
 
-    def hang_up(self, call_id: str, by: str = "remote") -> Json:
-        """The call ends: VoIPBin stops its transcribes and speakings with it."""
+    def hang_up(self, call_id: str, by: str = "remote", reason: str = "normal") -> Json:
+        """The call ends (``reason``: normal, busy, noanswer, failed, amd, ...): VoIPBin stops its
+        transcribes and speakings with it."""
         with self.lock:
-            return self._end_call(call_id, by)
+            return self._end_call(call_id, by, reason)
 
-    def _end_call(self, call_id: str, by: str) -> Json:
+    def _end_call(self, call_id: str, by: str, reason: str = "normal") -> Json:
         call = self.calls.setdefault(call_id, call_event_data(call_id, "hangup"))
-        call.update(status="hangup", hangup_by=by, hangup_reason="normal", tm_hangup=now())
+        call.update(status="hangup", hangup_by=by, hangup_reason=reason, tm_hangup=now())
         for transcribe in self.transcribes.values():
             if transcribe["reference_id"] == call_id:
                 transcribe["status"] = "done"
@@ -320,6 +323,37 @@ class FakeVoipbin(LoopbackServer):
         wanted = {k: query[k][0] for k in ("reference_type", "reference_id") if k in query}
         items = [dict(t) for t in self.transcribes.values() if all(t.get(k) == v for k, v in wanted.items())]
         return 200, _page(items, query)
+
+    def _create_calls(self, body: Json, query: Json) -> tuple[int, Json]:
+        """POST /calls: one outgoing call per destination, as call-manager makes them (status dialing)."""
+        source: Any = body.get("source")
+        destinations = body.get("destinations")
+        if not _is_address(source):
+            raise ApiError(400, "source must be an address with a type and a target")
+        if not isinstance(destinations, list) or not destinations or not all(map(_is_address, destinations)):
+            raise ApiError(400, "destinations must be a list of addresses")
+        has_flow = body.get("flow_id") not in (None, "", NIL_UUID)
+        actions = body.get("actions")
+        if has_flow == bool(actions):
+            raise ApiError(400, "give either flow_id or actions")
+        if actions is not None and (not isinstance(actions, list)
+                                    or not all(isinstance(a, dict) and isinstance(a.get("type"), str)
+                                               for a in actions)):
+            raise ApiError(400, "actions must be a list of actions with a type")
+        variables = body.get("variables", {})
+        if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+            raise ApiError(400, "variables must be an object of strings")
+        if len(variables) > 100:
+            raise ApiError(400, "variables: at most 100 keys")
+        if body.get("anonymous", "auto") not in ("yes", "no", "auto"):
+            raise ApiError(400, "anonymous must be yes, no or auto")
+        calls = []
+        for destination in destinations:
+            call = call_event_data(str(uuid.uuid4()), "dialing", source["target"], destination["target"], "outgoing")
+            self.calls[call["id"]] = call
+            calls.append(dict(call))
+        self.placed.append({**body, "call_ids": [c["id"] for c in calls]})
+        return 200, {"calls": calls, "groupcalls": []}
 
     def _stop_transcribe(self, body: Json, query: Json, transcribe_id: str) -> tuple[int, Json]:
         transcribe = self.transcribes.get(transcribe_id)
@@ -500,6 +534,11 @@ class _Handler(JSONHandler):
 def _address(target: str) -> Json:
     kind = "sip" if "@" in target else "tel"
     return {"type": kind, "target": target}
+
+
+def _is_address(value: object) -> bool:
+    return (isinstance(value, dict) and value.get("type") in ("tel", "sip", "extension", "agent", "email")
+            and isinstance(value.get("target"), str) and bool(value["target"]))
 
 
 def call_event_data(call_id: str, status: str, caller: str = "+15551230000", callee: str = "+15559870000",

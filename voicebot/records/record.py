@@ -18,6 +18,20 @@ def record_id(platform: str, call_id: str, started_at: float) -> str:
     return "rec_" + digest.hexdigest()[:32]
 
 
+# How an outbound call that never reached a person ended, by its end reason.
+_UNANSWERED = {"busy": "busy", "no_answer": "no_answer", "failed": "failed", "canceled": "cancelled",
+               "cancelled": "cancelled", "voicemail": "voicemail"}
+
+
+def outcome_of(session: Mapping[str, Any], end_reason: str) -> str | None:
+    """An outbound call's outcome: human, voicemail, busy, no_answer, failed or cancelled; None inbound."""
+    if session.get("direction", "inbound") != "outbound":
+        return None
+    if end_reason in _UNANSWERED:
+        return _UNANSWERED[end_reason]
+    return str(session.get("outcome") or ("human" if session.get("greeted") else "failed"))
+
+
 def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict[str, Any]],
                  end_reason: str, ended_at: float | None = None, details: dict[str, Any] | None = None,
                  one_record_per_call_id: bool = False) -> dict[str, Any]:
@@ -34,6 +48,8 @@ def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lin
         "platform": platform,
         "call_id": call_id,
         "direction": session.get("direction", "inbound"),
+        "outcome": outcome_of(session, end_reason),
+        "campaign_id": session.get("campaign_id"),
         "caller": session.get("caller"),
         "called": session.get("called"),
         "started_at": iso(started_at),

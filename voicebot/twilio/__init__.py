@@ -12,6 +12,8 @@ from . import settings
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ..conversation import Conversation
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     from .views import bp
 
     cfg = app.config
-    conversation_of(ends_for_good=True, ended_calls_kept=settings.ENDED_CALLS_KEPT_SECONDS)
+    conversation = conversation_of(ends_for_good=True, ended_calls_kept=settings.ENDED_CALLS_KEPT_SECONDS)
     app.extensions["twilio"] = Voice.from_config(cfg)
     # Registered even when off: its endpoints answer 404 with the reason, not Flask's HTML.
     app.register_blueprint(bp)
@@ -39,6 +41,24 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     app.extensions["twilio_validator"] = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
     where = cfg["PUBLIC_URL"] or "the URL each request arrives on (PUBLIC_URL is unset)"
     log.info("/webhook/twilio is on: signatures checked against %s", where)
+    if cfg["OUTBOUND_NUMBER"] and cfg["PUBLIC_URL"] and cfg["TWILIO_ACCOUNT_SID"]:
+        _register_dialler(app, conversation)
+
+
+def _register_dialler(app: "Flask", conversation: "Conversation") -> None:
+    """Calls placed through Twilio's REST API, by twilio-python (its errors, auth and form encoding are Twilio's)."""
+    from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
+    from twilio.rest import Client  # type: ignore[import-untyped]
+
+    from .dialler import REQUEST_SECONDS, TwilioDialler
+
+    cfg = app.config
+    http = TwilioHttpClient(timeout=REQUEST_SECONDS)
+    client = Client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], http_client=http)
+    client.api.base_url = cfg["TWILIO_API_URL"].rstrip("/")
+    app.extensions["closers"].append(http.session.close)
+    app.extensions["diallers"][NAME] = TwilioDialler(client, conversation, cfg["OUTBOUND_NUMBER"], cfg["PUBLIC_URL"],
+                                                     voicemail=bool(cfg["VOICEMAIL_MESSAGE"]))
 
 
 def reach(config: Mapping[str, Any]) -> Found:

@@ -20,6 +20,11 @@ SETTINGS: tuple[Setting, ...] = (
             "The Twilio account's Auth Token: every request to `/webhook/twilio/*` must carry its "
             "`X-Twilio-Signature` (403 otherwise). Unset: those endpoints are off.",
             secret=True),
+    Setting("TWILIO_ACCOUNT_SID", "", text,
+            "The Twilio account's SID (`AC...`): with TWILIO_AUTH_TOKEN, voicebot places calls through Twilio's "
+            "REST API (OUTBOUND_NUMBER). Unset: no calls are placed on Twilio."),
+    Setting("TWILIO_API_URL", "https://api.twilio.com", text,
+            "Twilio's REST API base URL (a local fake in tests and trials)."),
     Setting("PUBLIC_URL", "", text,
             "This service's address as Twilio calls it (`https://bot.example.com`): signatures are checked "
             "against it, and the TwiML's `action` URLs are built on it. Unset: the request's own URL "

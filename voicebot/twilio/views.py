@@ -119,6 +119,9 @@ def voice() -> Response:
     status = fields.get("CallStatus", "")
     if status in END_REASONS:
         return _twiml(nothing())
+    answered_by = fields.get("AnsweredBy", "")
+    if fields.get("Direction") == "outbound-api" and (answered_by.startswith("machine") or answered_by == "fax"):
+        return _voicemail(call_id, answered_by)
     admission = current_app.extensions["admission"]
     if not admission.enter():
         # A call not yet answered can be turned away with a busy tone; a turn of a live one never is.
@@ -137,6 +140,17 @@ def voice() -> Response:
     if greeting is None:
         return _twiml(_voice().hang_up(""))
     return _twiml(_voice().listen(greeting, _turn_url(1)))
+
+
+def _voicemail(call_id: str, answered_by: str) -> Response:
+    """A call voicebot placed reached a machine: the message is left (after the beep), or none, and it ends."""
+    conversation = _conversation()
+    message = conversation.voicemail_for(call_id)
+    conversation.end_call(call_id, reason="voicemail", details={"answered_by": answered_by[:32]},
+                          deadline=Deadline(RESPONSE_BUDGET), last_words=message)
+    log.info("Twilio call reached a machine call_id=%s answered_by=%s message=%s", call_id, answered_by[:32],
+             "left" if message else "none")
+    return _twiml(_voice().hang_up(message))
 
 
 @bp.route("/turn", methods=METHODS)

@@ -57,6 +57,11 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
              else "and no call by fetch (VOIPBIN_FETCH_TOKEN is empty)")
     log.info("/webhook/voipbin is on, speaking through %s; answering incoming calls to %s, %s",
              cfg["VOIPBIN_API_URL"], numbers, fetch)
+    if cfg["OUTBOUND_NUMBER"] and cfg["PUBLIC_URL"] and cfg["VOIPBIN_FETCH_TOKEN"]:
+        from .dialler import VoipbinDialler
+
+        fetch_url = f"{cfg['PUBLIC_URL'].rstrip('/')}/webhook/voipbin/fetch?token={cfg['VOIPBIN_FETCH_TOKEN']}"
+        app.extensions["diallers"][NAME] = VoipbinDialler(client, conversation, cfg["OUTBOUND_NUMBER"], fetch_url)
     if not bridge.settings.numbers and not cfg["VOIPBIN_FETCH_TOKEN"]:
         log.warning("/webhook/voipbin will answer no call: set VOIPBIN_NUMBERS or VOIPBIN_FETCH_TOKEN "
                     "(`voicebot voipbin setup` does both)")

@@ -178,9 +178,11 @@ class VoipbinBridge:
 
         channel = self._channel(call_id) or {}
         bot_ended = channel.get("hanging_up") or channel.get("transferred_to")
-        details = {"hangup_by": _word(data.get("hangup_by")), "hangup_reason": _word(data.get("hangup_reason"))}
-        self.conversation.end_call(call_id, reason="bot_ended" if bot_ended else "hung_up", details=details,
-                                   detach=detach, deadline=deadline)
+        why = _word(data.get("hangup_reason"))
+        details = {"hangup_by": _word(data.get("hangup_by")), "hangup_reason": why}
+        # A call voicebot placed that reached no one ends for a reason of its own (busy, no answer, a machine).
+        reason = "bot_ended" if bot_ended else UNANSWERED.get(why, "hung_up") if _never_answered(data) else "hung_up"
+        self.conversation.end_call(call_id, reason=reason, details=details, detach=detach, deadline=deadline)
         return "ended"
 
     def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict[str, Any]]:
@@ -362,6 +364,17 @@ class VoipbinBridge:
     def _call_of(self, transcribe_id: str) -> str | None:
         # Each use restarts the link's TTL: a long call keeps it.
         return self.conversation.recall(_transcribe_alias(transcribe_id), refresh=True)
+
+
+# hangup_reason of an outgoing call that was not answered by a person, as end reasons.
+UNANSWERED = {"busy": "busy", "noanswer": "no_answer", "timeout": "no_answer", "failed": "failed",
+              "dialout": "failed", "cancel": "cancelled", "amd": "voicemail"}
+
+
+def _never_answered(data: dict[str, Any]) -> bool:
+    """An outgoing call that hung up before a person spoke: not answered, or answered by a machine."""
+    return data.get("direction") == "outgoing" and (data.get("hangup_reason") == "amd"
+                                                    or not data.get("tm_progressing"))
 
 
 def _target(address: object) -> str | None:

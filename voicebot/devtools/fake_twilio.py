@@ -1,0 +1,124 @@
+"""A strict stand-in for Twilio's Calls API (``POST /2010-04-01/Accounts/{Sid}/Calls.json``), on loopback.
+
+It takes what Twilio takes and refuses what Twilio refuses: HTTP basic auth
+with the account's SID and auth token, a form-encoded body, ``To`` and
+``From`` in E.164 form, a ``Url`` to fetch TwiML from, ``MachineDetection``
+of ``Enable`` or ``DetectMessageEnd``. It answers 201 with the call (status
+``queued``), as Twilio does, and keeps each call placed; ``answer_fields``
+gives the fields Twilio then posts to the call's ``Url`` (``AnsweredBy``
+included), and ``status_fields`` those of its status callback.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import uuid
+from urllib.parse import parse_qs
+
+from .loopback import JSONHandler, LoopbackServer
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls\.json$")
+ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax",
+               "unknown")
+
+
+class FakeTwilio(LoopbackServer):
+    thread_name = "fake-twilio"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, account_sid: str = "AC" + "1" * 32,
+                 auth_token: str = "twilio-auth-token-for-tests") -> None:
+        super().__init__((host, port), _Handler)
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.placed: list[dict[str, str]] = []  # each call's parameters, with its "Sid"
+        self.fail_next = 0  # the next requests answered 503
+        self.lock = threading.Lock()
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url
+
+    def call(self, sid: str) -> dict[str, str]:
+        with self.lock:
+            return next(dict(p) for p in self.placed if p["Sid"] == sid)
+
+    def answer_fields(self, sid: str, answered_by: str = "human") -> dict[str, str]:
+        """What Twilio posts to the call's Url once it is answered and its machine detection is done."""
+        assert answered_by in ANSWERED_BY
+        placed = self.call(sid)
+        fields = self._fields(placed, "in-progress")
+        if placed.get("MachineDetection"):
+            fields["AnsweredBy"] = answered_by
+        return fields
+
+    def status_fields(self, sid: str, status: str, duration: int = 0) -> dict[str, str]:
+        """What Twilio posts to the call's StatusCallback when it ends (completed, busy, no-answer, failed...)."""
+        fields = self._fields(self.call(sid), status)
+        fields["CallDuration"] = str(duration)
+        return fields
+
+    def _fields(self, placed: dict[str, str], status: str) -> dict[str, str]:
+        return {"CallSid": placed["Sid"], "AccountSid": self.account_sid, "From": placed["From"],
+                "To": placed["To"], "CallStatus": status, "Direction": "outbound-api", "ApiVersion": "2010-04-01"}
+
+
+class _Handler(JSONHandler):
+    server: FakeTwilio
+
+    def _error(self, status: int, code: int, message: str) -> None:
+        self.send_json(status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/"
+                                f"{code}", "status": status})
+
+    def do_POST(self) -> None:
+        raw = self.read_body()
+        match = CALLS_PATH.match(self.path.split("?")[0])
+        if match is None:
+            return self._error(404, 20404, "The requested resource was not found")
+        expected = base64.b64encode(f"{self.server.account_sid}:{self.server.auth_token}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {expected}" or match.group(1) != self.server.account_sid:
+            return self._error(401, 20003, "Authenticate")
+        with self.server.lock:
+            if self.server.fail_next > 0:
+                self.server.fail_next -= 1
+                return self._error(503, 20503, "Service unavailable")
+        if not self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return self._error(400, 20001, "Content-Type must be application/x-www-form-urlencoded")
+        form = {k: v[-1] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
+        problem = _problem(form)
+        if problem:
+            return self._error(400, problem[0], problem[1])
+        sid = "CA" + uuid.uuid4().hex
+        with self.server.lock:
+            self.server.placed.append({**form, "Sid": sid})
+        self.send_json(201, {"sid": sid, "account_sid": self.server.account_sid, "to": form["To"],
+                             "from": form["From"], "status": "queued", "direction": "outbound-api",
+                             "api_version": "2010-04-01", "uri": f"/2010-04-01/Accounts/{self.server.account_sid}"
+                                                                 f"/Calls/{sid}.json"})
+
+
+def _problem(form: dict[str, str]) -> tuple[int, str] | None:
+    if not form.get("To"):
+        return 21201, "No 'To' number is specified"
+    if not E164.match(form["To"]):
+        return 21211, f"Invalid 'To' Phone Number: {form['To']}"
+    if not form.get("From") or not E164.match(form["From"]):
+        return 21212, "Invalid 'From' Phone Number"
+    if not any(form.get(k) for k in ("Url", "Twiml", "ApplicationSid")):
+        return 21205, "Url parameter is required"
+    if form.get("Url") and not form["Url"].startswith(("http://", "https://")):
+        return 21205, "Url is not a valid URL"
+    if form.get("MachineDetection") not in (None, "Enable", "DetectMessageEnd"):
+        return 21215, "MachineDetection must be Enable or DetectMessageEnd"
+    for key in ("Method", "StatusCallbackMethod"):
+        if form.get(key) not in (None, "GET", "POST"):
+            return 21205, f"{key} must be GET or POST"
+    return None
+
+
+def serve(host: str, port: int, *, account_sid: str, auth_token: str) -> None:
+    """Run in the foreground until interrupted."""
+    server = FakeTwilio(host, port, account_sid=account_sid, auth_token=auth_token)
+    server.run_in_foreground(f"fake Twilio Calls API on {server.api_url} (account {account_sid})")
