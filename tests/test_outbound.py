@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from voicebot.cli import main as cli_main
 from voicebot.devtools.fake_twilio import FakeTwilio
@@ -12,7 +13,7 @@ from voicebot.devtools.fake_voipbin import transcript_event_data
 from voicebot.exceptions import ConfigError
 from voicebot.platforms import load_config
 
-from .support import ServedApp
+from .support import ServedApp, free_port, wait_for
 from .test_twilio import PUBLIC, post
 from .test_voipbin import post_event
 
@@ -249,3 +250,26 @@ def test_voicebot_call_places_a_call_through_the_running_service(voipbin_outboun
 def test_outbound_settings_that_could_only_fail_later_are_refused(settings, words):
     with pytest.raises(ConfigError, match=words):
         load_config(settings)
+
+
+@pytest.mark.parametrize("number, outcome", [("+15551110001", "busy"), ("+15551110002", "no_answer"),
+                                             ("+15551110003", "voicemail"), ("+15551112222", "human")])
+def test_voipbin_placed_calls_end_to_end_over_http(make_voipbin_app, voipbin, number, outcome):
+    """The fake places the call as VoIPBin does, sends its events over HTTP and runs its flow (fetch loop)."""
+    port = free_port()
+    app = make_voipbin_app(**outbound_settings(PUBLIC_URL=f"http://127.0.0.1:{port}"))
+    served = ServedApp(app, port)
+    voipbin.webhook_url = served.url + "/webhook/voipbin"
+    voipbin.ring_seconds, voipbin.talk_seconds = 0.05, 0.5
+    try:
+        answer = requests.post(served.url + "/calls", json={"to": number, "variables": {"name": "Ana", "slot": "Tue"}},
+                               headers=AUTH, timeout=10)
+        assert answer.status_code == 201, answer.text
+        call_id = answer.json()["call_id"]
+        (record,) = wait_for(lambda: records_of(app), timeout=15, what="the call's record")
+    finally:
+        served.stop()
+    assert record["call_id"] == call_id and record["outcome"] == outcome
+    greeted = voipbin.said.get(call_id, [])
+    assert greeted == (["Hello Ana, this is Example Dental about your appointment on Tue."]
+                       if outcome in ("human", "voicemail") else [])

@@ -147,7 +147,7 @@ def _demo_tools(args: argparse.Namespace) -> int:
 def _fake_voipbin(args: argparse.Namespace) -> int:
     from .devtools.fake_voipbin import serve
 
-    serve(args.host, args.port, args.access_key)
+    serve(args.host, args.port, args.access_key, args.webhook)
     return 0
 
 
@@ -391,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     voipbin.add_argument("--host", default="127.0.0.1", help="address to listen on")
     voipbin.add_argument("--port", type=int, default=8766, help="port to listen on")
     voipbin.add_argument("--access-key", default="test-access-key", help="the VOIPBIN_ACCESS_KEY it accepts")
+    voipbin.add_argument("--webhook", default="", help="where the events of calls it places go, e.g. "
+                                                       "http://127.0.0.1:8000/webhook/voipbin (signed with "
+                                                       "test-webhook-secret-0123456789ab)")
     voipbin.set_defaults(run=_fake_voipbin)
 
     account = command("voipbin", "work on a VoIPBin account").add_subparsers(

@@ -130,6 +130,9 @@ class FakeVoipbin(LoopbackServer):
         self.flushed: list[str] = []  # speaking ids
         self.hung_up_by_api: list[str] = []  # call ids
         self.placed: list[Json] = []  # each POST /calls body, with the ids of the calls it made ("call_ids")
+        # A placed call rings this long before it is answered (or not), and a person listens this long.
+        self.ring_seconds = 0.3
+        self.talk_seconds = 4.0
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every authorized request
         self.fail_next: dict[str, int] = defaultdict(int)
         self.hang_next: dict[str, int] = defaultdict(int)
@@ -353,7 +356,43 @@ class FakeVoipbin(LoopbackServer):
             self.calls[call["id"]] = call
             calls.append(dict(call))
         self.placed.append({**body, "call_ids": [c["id"] for c in calls]})
+        events_to = self.webhook_url or self.customer.get("webhook_uri")
+        if events_to and actions:
+            for call in calls:
+                threading.Thread(target=self._run_placed, args=(events_to, call["id"], list(actions)),
+                                 name="fake-voipbin-placed", daemon=True).start()
         return 200, {"calls": calls, "groupcalls": []}
+
+    def _run_placed(self, url: str, call_id: str, actions: list[Json]) -> None:
+        """A placed call, as the one it reaches answers it (see ``callee``): rung, then busy, not answered,
+        a machine (``amd`` hangs up on it) or a person, who listens to the bot and hangs up after
+        ``talk_seconds``."""
+        callee = self.callee(self.calls[call_id]["destination"]["target"])
+        self.deliver(url, "call_ringing", self._set_status(call_id, "ringing"))
+        self.pause(self.ring_seconds)
+        if callee in ("busy", "noanswer"):
+            self.deliver(url, "call_hangup", self.hang_up(call_id, by="remote", reason=callee))
+            return
+        amd = next((a for a in actions if a.get("type") == "amd"), None)
+        flow = [a for a in actions if a.get("type") != "amd"]
+        self.answer_call(call_id)
+        self.deliver(url, "call_progressing", dict(self.calls[call_id]))
+        if callee == "machine" and amd is not None and (amd.get("option") or {}).get("machine_handle") == "hangup":
+            self.pause(self.ring_seconds)  # the detection listens a moment
+            self.deliver(url, "call_hangup", self.hang_up(call_id, by="local", reason="amd"))
+            return
+        threading.Timer(self.talk_seconds, lambda: self.calls[call_id]["status"] != "hangup" and self.deliver(
+            url, "call_hangup", self.hang_up(call_id, by="remote"))).start()
+        FlowRunner(self, url, flow, time_scale=1.0, max_steps=10_000).run(call_id)
+
+    def callee(self, number: str) -> str:
+        """Who answers a number: ending in 0001 busy, 0002 nobody (noanswer), 0003 a machine; else a person."""
+        return {"0001": "busy", "0002": "noanswer", "0003": "machine"}.get(number[-4:], "person")
+
+    def _set_status(self, call_id: str, status: str) -> Json:
+        with self.lock:
+            self.calls[call_id]["status"] = status
+            return dict(self.calls[call_id])
 
     def _stop_transcribe(self, body: Json, query: Json, transcribe_id: str) -> tuple[int, Json]:
         transcribe = self.transcribes.get(transcribe_id)
@@ -646,8 +685,10 @@ class FlowRunner:
         return why
 
 
-def serve(host: str, port: int, access_key: str) -> None:
-    """Run in the foreground until interrupted (``voicebot fake-voipbin``)."""
+def serve(host: str, port: int, access_key: str, webhook: str = "") -> None:
+    """Run in the foreground until interrupted (``voicebot fake-voipbin``); events of the calls it places go
+    to ``webhook`` (or the customer's webhook_uri, once ``voicebot voipbin setup`` has set it)."""
     server = FakeVoipbin(host, port, access_key=access_key, auto_answer=True, echo=True)
+    server.webhook_url = webhook or None
     server.run_in_foreground(f"fake VoIPBin REST API on {server.api_url} (access key {access_key!r}); "
                              "what voicebot says into calls is printed here")
