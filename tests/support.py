@@ -181,12 +181,16 @@ class RecordReceiver:
         self.server.stop()
 
 
-class ToolServer:
-    """The operator's tool on loopback: checks signatures, keeps every call, behaves as told.
+class OperatorEndpoint:
+    """An endpoint of the operator's on loopback: checks voicebot's signature, keeps every request's JSON
+    (``calls``), behaves as told.
 
-    ``mode``: "ok" (answers ``{"echo": <the input's query>}``), "slow" (the same after
-    ``delay`` seconds), "error" (HTTP 500), "notjson", "hang" (never answers).
+    ``mode``: "ok" (answers ``answer(request)``), "slow" (the same after ``delay`` seconds),
+    "error" (HTTP 500), "notjson", "hang" (never answers), "redirect" (307 to ``/elsewhere``,
+    which answers as "ok" and counts in ``elsewhere``).
     """
+
+    path = "/"
 
     def __init__(self, secret: str, mode: str = "ok", delay: float = 2.0) -> None:
         import threading
@@ -196,31 +200,41 @@ class ToolServer:
         self.delay = delay
         self.calls: list[dict] = []
         self.bad_signatures = 0
+        self.elsewhere = 0
         self._stop = threading.Event()
-        tool = self
+        endpoint = self
 
         class Handler(JSONHandler):
             def do_POST(self):
                 import json
 
                 body = self.read_body()
-                if not signed_by(tool.secret, body, self.headers.get("X-Voicebot-Signature")):
-                    tool.bad_signatures += 1
+                if self.path == "/elsewhere":
+                    endpoint.elsewhere += 1
+                    return self._send(200, json.dumps(endpoint.answer(json.loads(body))).encode())
+                if not signed_by(endpoint.secret, body, self.headers.get("X-Voicebot-Signature")):
+                    endpoint.bad_signatures += 1
                     return self._send(401, b"{}")
-                call = json.loads(body)
-                assert self.headers.get("X-Voicebot-Tool-Call-Id") == call["id"]
-                tool.calls.append(call)
-                if tool.mode == "hang":
-                    tool._stop.wait(60)
+                request = json.loads(body)
+                endpoint.check(request, self.headers)
+                endpoint.calls.append(request)
+                if endpoint.mode == "hang":
+                    endpoint._stop.wait(60)
                     self.close_connection = True
                     return None
-                if tool.mode == "slow":
-                    tool._stop.wait(tool.delay)
-                if tool.mode == "error":
+                if endpoint.mode == "slow":
+                    endpoint._stop.wait(endpoint.delay)
+                if endpoint.mode == "error":
                     return self._send(500, b'{"oops": true}')
-                if tool.mode == "notjson":
+                if endpoint.mode == "notjson":
                     return self._send(200, b"<html>not json</html>")
-                return self._send(200, json.dumps({"echo": call["input"].get("query", "")}).encode())
+                if endpoint.mode == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", endpoint.server.base_url + "/elsewhere")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                return self._send(200, json.dumps(endpoint.answer(request)).encode())
 
             def _send(self, status, data):
                 self.send_response(status)
@@ -230,7 +244,29 @@ class ToolServer:
                 self.wfile.write(data)
 
         self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
-        self.url = self.server.base_url + "/tool"
+        self.url = self.server.base_url + self.path
+
+    def answer(self, request: dict):
+        raise NotImplementedError
+
+    def check(self, request: dict, headers) -> None:
+        """What every request must carry besides the signature."""
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.stop()
+
+
+class ToolServer(OperatorEndpoint):
+    """The operator's tool: answers ``{"echo": <the input's query>}``."""
+
+    path = "/tool"
+
+    def answer(self, request: dict):
+        return {"echo": request["input"].get("query", "")}
+
+    def check(self, request: dict, headers) -> None:
+        assert headers.get("X-Voicebot-Tool-Call-Id") == request["id"]
 
     def tools_file(self, path: Path, *, timeout: float = 2.0, filler: str = "One moment while I check that.") -> str:
         import json
@@ -241,70 +277,22 @@ class ToolServer:
             "url": self.url, "timeout_seconds": timeout, "filler": filler}]}))
         return str(path)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self.server.stop()
 
+class ContextServer(OperatorEndpoint):
+    """A CONTEXT_URL: answers ``answer_with`` (``asks``: the requests it had)."""
 
-class ContextServer:
-    """A CONTEXT_URL on loopback: checks signatures, keeps every ask, answers as told.
-
-    ``answer``: the JSON it answers with; ``mode``: "ok", "slow" (after ``delay``
-    seconds), "error" (HTTP 500), "notjson", "redirect" (307 to ``/elsewhere``).
-    """
+    path = "/context"
 
     def __init__(self, secret: str, answer: dict | None = None, mode: str = "ok", delay: float = 3.0) -> None:
-        import threading
+        self.answer_with = answer if answer is not None else {}
+        super().__init__(secret, mode, delay)
 
-        self.secret = secret
-        self.answer = answer if answer is not None else {}
-        self.mode = mode
-        self.delay = delay
-        self.asks: list[dict] = []
-        self.bad_signatures = 0
-        self.elsewhere = 0  # requests that followed a redirect
-        self._stop = threading.Event()
-        context = self
+    @property
+    def asks(self) -> list[dict]:
+        return self.calls
 
-        class Handler(JSONHandler):
-            def do_POST(self):
-                import json
-
-                body = self.read_body()
-                if self.path == "/elsewhere":
-                    context.elsewhere += 1
-                    return self._send(200, json.dumps(context.answer).encode())
-                if not signed_by(context.secret, body, self.headers.get("X-Voicebot-Signature")):
-                    context.bad_signatures += 1
-                    return self._send(401, b"{}")
-                context.asks.append(json.loads(body))
-                if context.mode == "slow":
-                    context._stop.wait(context.delay)
-                if context.mode == "error":
-                    return self._send(500, b'{"oops": true}')
-                if context.mode == "notjson":
-                    return self._send(200, b"<html>not json</html>")
-                if context.mode == "redirect":
-                    self.send_response(307)
-                    self.send_header("Location", context.server.base_url + "/elsewhere")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return None
-                return self._send(200, json.dumps(context.answer).encode())
-
-            def _send(self, status, data):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = LoopbackServer(("127.0.0.1", 0), Handler).start()
-        self.url = self.server.base_url + "/context"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.server.stop()
+    def answer(self, request: dict):
+        return self.answer_with
 
 
 class ServedApp:

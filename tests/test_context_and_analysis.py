@@ -121,7 +121,7 @@ def test_a_call_whose_first_event_is_a_turn_asks_too(make_app, context, fake_llm
 ])
 def test_a_slow_failing_or_malformed_context_greets_with_the_defaults(make_app, context, fake_llm, caplog, mode,
                                                                       answer, why):
-    context.mode, context.answer, context.delay = mode, answer, 3.0
+    context.mode, context.answer_with, context.delay = mode, answer, 3.0
     app = make_app(**context_settings(context, CONTEXT_TIMEOUT_SECONDS=0.5))
     client = app.test_client()
     began = time.monotonic()
@@ -139,7 +139,7 @@ def test_a_slow_failing_or_malformed_context_greets_with_the_defaults(make_app, 
 
 
 def test_a_placeholder_with_no_default_and_no_value_is_left_out_neatly(make_app, context, fake_llm):
-    context.answer = {"variables": {"topic": "your order"}}  # no name
+    context.answer_with = {"variables": {"topic": "your order"}}  # no name
     app = make_app(**context_settings(context, GREETING="Hello {{name}}, are you calling about {{topic}}?",
                                       SYSTEM_PROMPT="You help {{name}} of Example Co."))
     client = app.test_client()

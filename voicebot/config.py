@@ -403,6 +403,19 @@ def _check_context(settings: Mapping[str, Any]) -> None:
         raise ConfigError("CONTEXT_TIMEOUT_SECONDS must be at most 5: the caller waits for the greeting")
 
 
+def read_json_file(setting: str, path: str) -> Any:
+    """The JSON a file setting names (TOOLS_FILE, ANALYSIS_FILE); a ConfigError saying why it cannot be used."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{setting}={path!r} cannot be read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{setting}={path!r} is not valid JSON: {exc}") from None
+
+
 def store_description(config: Mapping[str, Any]) -> str:
     """Which store REDIS_URL names, for the start-up log and --check-config: never a password."""
     if not config["REDIS_URL"]:

@@ -22,8 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
-from pathlib import Path
 
+from .config import read_json_file
 from .exceptions import ConfigError
 from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
                        operator_url_problem)
@@ -65,12 +65,7 @@ class ToolResult:
 
 def load_tools(path: str, policy: AddressPolicy) -> list[HttpTool]:
     """The tools of ``path``; a ConfigError listing every mistake, one line each, otherwise."""
-    try:
-        declared = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"TOOLS_FILE={path!r} cannot be read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConfigError(f"TOOLS_FILE={path!r} is not valid JSON: {exc}") from None
+    declared = read_json_file("TOOLS_FILE", path)
     items = declared.get("tools") if isinstance(declared, dict) else None
     if not isinstance(items, list):
         raise ConfigError(f'TOOLS_FILE={path!r} must be {{"tools": [...]}}')

@@ -25,13 +25,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .. import metrics
+from ..config import read_json_file
 from ..exceptions import ConfigError, LLMError, StoreError
 from ..llm import LLM, Message
 from ..tools import Tool
@@ -88,12 +88,7 @@ class AnalysisPlan:
 def load_plan(path: str) -> AnalysisPlan:
     """The plan in ``path``; a ConfigError listing every mistake, one line each, otherwise."""
     where = f"ANALYSIS_FILE={path!r}"
-    try:
-        declared = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{where} cannot be read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+    declared = read_json_file("ANALYSIS_FILE", path)
     if not isinstance(declared, dict):
         raise ConfigError(f'{where} must be a JSON object such as {{"summary": true}}')
     mistakes = [f"{where}: {name!r} is not a part of a plan (summary, data, success)"
