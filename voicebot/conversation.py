@@ -76,6 +76,9 @@ class Conversation:
         # Worked out once: a call with no variables and no context of its own (most, without CONTEXT_URL) uses it.
         self._system = self._compose_system("inbound", {}, "")
         self.engine = TurnEngine(llm, settings, namespace or "voicebot", tool_caller)
+        # Told each end-of-call record as it is made (a campaign learns its calls' outcomes); each must be
+        # quick and may be told a record twice (made again after a crash).
+        self.end_listeners: list[Callable[[dict[str, Any]], None]] = []
 
     @property
     def llm(self) -> LLM:
@@ -324,13 +327,19 @@ class Conversation:
         outcome = outcome_of(session, reason)
         if outcome is not None:
             metrics.OUTBOUND.labels(outcome).inc()
-        if self.records is None:
-            return
         # Call ids kept ended for long are never reused: the record's id is the call's alone, so a call
         # somehow opened again (a request replayed after its tombstone) cannot make a record of another id.
-        self.records.add(build_record(platform=self.namespace or "voicebot", call_id=call_id, session=session,
-                                      lines=lines, end_reason=reason, details=details,
-                                      one_record_per_call_id=self.ended_calls_kept is not None))
+        record = build_record(platform=self.namespace or "voicebot", call_id=call_id, session=session,
+                              lines=lines, end_reason=reason, details=details,
+                              one_record_per_call_id=self.ended_calls_kept is not None)
+        for listener in self.end_listeners:
+            try:
+                listener(record)
+            except Exception:  # one that fails must not lose the record, nor the others their news
+                log.exception("an end-of-call listener failed call_id=%s", call_id)
+        if self.records is None:
+            return
+        self.records.add(record)
         metrics.RECORDS.labels("made").inc()
 
     def mark_event(self, call_id: str, event_id: str) -> bool:

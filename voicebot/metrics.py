@@ -58,7 +58,11 @@ class _ReadAtScrape:
         yield GaugeMetricFamily(self.name, self.documentation, value=value or 0.0)
 
 
-def render(store: "SessionStore", outbox: "Outbox | None" = None) -> tuple[bytes, str]:
+# A gauge read at each scrape, registered by a package: (name, documentation, how to read it).
+Gauge = tuple[str, str, Callable[[], float | None]]
+
+
+def render(store: "SessionStore", outbox: "Outbox | None" = None, gauges: Iterable[Gauge] = ()) -> tuple[bytes, str]:
     """The exposition text of all metrics, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -73,6 +77,8 @@ def render(store: "SessionStore", outbox: "Outbox | None" = None) -> tuple[bytes
         registry.register(_ReadAtScrape("voicebot_call_records_oldest_undelivered_seconds",
                                         "Age of the oldest end-of-call record not yet delivered (0: none)",
                                         outbox.oldest_undelivered))
+    for name, documentation, read in gauges:
+        registry.register(_ReadAtScrape(name, documentation, read))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -133,6 +133,8 @@ class FakeVoipbin(LoopbackServer):
         # A placed call rings this long before it is answered (or not), and a person listens this long.
         self.ring_seconds = 0.3
         self.talk_seconds = 4.0
+        self.live_placed: set[str] = set()  # placed calls not yet hung up
+        self.live_peak = 0  # the most placed calls up at once
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every authorized request
         self.fail_next: dict[str, int] = defaultdict(int)
         self.hang_next: dict[str, int] = defaultdict(int)
@@ -141,6 +143,7 @@ class FakeVoipbin(LoopbackServer):
         self.retry_after = 1
         self.latency = 0.0
         self.rate_limit: _Bucket | None = None
+        self.rate_limited = 0  # requests answered 429 by the rate limit
         self.customer = {"id": CUSTOMER_ID, "name": "Example Co", "detail": "support line",
                          "email": "ops@example.com", "phone_number": "+15550001111",
                          "address": "1 Main St", "webhook_method": "POST", "webhook_uri": "",
@@ -185,6 +188,7 @@ class FakeVoipbin(LoopbackServer):
     def _end_call(self, call_id: str, by: str, reason: str = "normal") -> Json:
         call = self.calls.setdefault(call_id, call_event_data(call_id, "hangup"))
         call.update(status="hangup", hangup_by=by, hangup_reason=reason, tm_hangup=now())
+        self.live_placed.discard(call_id)
         for transcribe in self.transcribes.values():
             if transcribe["reference_id"] == call_id:
                 transcribe["status"] = "done"
@@ -284,6 +288,7 @@ class FakeVoipbin(LoopbackServer):
                 wait = self.rate_limit.take()
                 if wait:
                     self.retry_after = max(1, int(wait + 0.999))
+                    self.rate_limited += 1
                     return "limit"
         return None
 
@@ -354,6 +359,8 @@ class FakeVoipbin(LoopbackServer):
         for destination in destinations:
             call = call_event_data(str(uuid.uuid4()), "dialing", source["target"], destination["target"], "outgoing")
             self.calls[call["id"]] = call
+            self.live_placed.add(call["id"])
+            self.live_peak = max(self.live_peak, len(self.live_placed))
             calls.append(dict(call))
         self.placed.append({**body, "call_ids": [c["id"] for c in calls]})
         events_to = self.webhook_url or self.customer.get("webhook_uri")

@@ -26,8 +26,24 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
 
     app.register_blueprint(bp)
     diallers = app.extensions["diallers"]
-    if diallers:
-        log.info("POST /calls places calls from %s on %s", app.config["OUTBOUND_NUMBER"], ", ".join(sorted(diallers)))
+    if not diallers:
+        return
+    from . import campaign as steps
+    from .book import build_book
+    from .runner import CampaignRunner, outcome_listener
+
+    book = app.extensions["campaigns"] = build_book(app.config)
+    app.extensions["closers"].append(book.close)
+    # Every platform's calls end through its Conversation: a campaign call's outcome goes to its campaign.
+    for conversation in app.extensions["conversations"].values():
+        conversation.end_listeners.append(outcome_listener(book))
+    app.extensions.setdefault("gauges", []).append(
+        ("voicebot_outbound_live_calls", "Campaign calls being dialled or up now, across all instances",
+         lambda: float(sum(steps.summary(book.get(i))["live"] for i in book.active()))))
+    # Started in each worker after the fork (voicebot.records.background): any worker carries any campaign.
+    app.extensions.setdefault("workers", []).append(lambda: CampaignRunner(book, diallers))
+    log.info("POST /calls and /campaigns place calls from %s on %s", app.config["OUTBOUND_NUMBER"],
+             ", ".join(sorted(diallers)))
 
 
 PLATFORM = Platform(NAME, init_app, settings=settings.SETTINGS, check=settings.check)

@@ -1,4 +1,5 @@
-"""``POST /calls``: place one call, ``{"to": "+15551234567", "variables": {"name": "Ana"}}``."""
+"""``POST /calls`` places one call (``{"to": "+15551234567", "variables": {"name": "Ana"}}``);
+``/campaigns`` places many, carried by every worker of every instance (``voicebot campaign``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import NotFound
 
 from .. import placeholders
 from ..exceptions import InvalidEvent
 from ..speaker import Dialler
 from ..web import json_body
+from . import campaign as steps
+from .book import CampaignBook, UnknownCampaign
 from ..web.access import bearer_matches
 from ..web.errors import json_error
 from ..web.validation import optional_text, required_text
@@ -47,12 +51,7 @@ def place_call() -> tuple[Response, int]:
     except ValueError as exc:
         raise InvalidEvent(str(exc)) from None
     dialler = _dialler(optional_text(body, "platform", 16))
-    cfg = current_app.config
-    lacking = placeholders.missing((cfg["OUTBOUND_GREETING"], cfg["OUTBOUND_SYSTEM_PROMPT"] or cfg["SYSTEM_PROMPT"],
-                                    cfg["VOICEMAIL_MESSAGE"]), variables)
-    if lacking:
-        raise InvalidEvent(f"'variables' has no value for {', '.join(lacking)}, which the call's greeting, prompt "
-                           "or voicemail message needs")
+    _check_placeholders(variables)
     call_id = dialler.place_call(to, variables)
     g.call_id = call_id
     log.info("call placed call_id=%s platform=%s", call_id, dialler.platform)
@@ -69,3 +68,103 @@ def _dialler(asked: str | None) -> Dialler:
     if name not in diallers:
         raise InvalidEvent(f"'platform' must be one of {', '.join(sorted(diallers))}; got {name!r}")
     return diallers[name]
+
+
+def _check_placeholders(variables: dict[str, str], where: str = "'variables'") -> None:
+    cfg = current_app.config
+    lacking = placeholders.missing((cfg["OUTBOUND_GREETING"], cfg["OUTBOUND_SYSTEM_PROMPT"] or cfg["SYSTEM_PROMPT"],
+                                    cfg["VOICEMAIL_MESSAGE"]), variables)
+    if lacking:
+        raise InvalidEvent(f"{where} has no value for {', '.join(lacking)}, which the call's greeting, prompt "
+                           "or voicemail message needs")
+
+
+# A campaign's contacts come in one request: larger than a webhook's body may be.
+CAMPAIGN_BODY_BYTES = 8 * 1024 * 1024
+MAX_CONTACTS = 20_000
+
+
+def _book() -> CampaignBook:
+    book: CampaignBook = current_app.extensions["campaigns"]
+    return book
+
+
+@bp.post("/campaigns")
+def start_campaign() -> tuple[Response, int]:
+    """Start a campaign: every contact checked now (number, variables, placeholders), none dialled twice."""
+    body = json_body(CAMPAIGN_BODY_BYTES)
+    contacts = body.get("contacts")
+    if not isinstance(contacts, list) or not contacts:
+        raise InvalidEvent("'contacts' must be a list of {\"phone\", \"variables\"}, at least one")
+    if len(contacts) > MAX_CONTACTS:
+        raise InvalidEvent(f"at most {MAX_CONTACTS} contacts in one campaign")
+    checked: list[tuple[str, dict[str, str]]] = []
+    seen: dict[str, int] = {}
+    for row, contact in enumerate(contacts, start=1):
+        where = f"contact {row}"
+        if not isinstance(contact, dict) or not isinstance(contact.get("phone"), str):
+            raise InvalidEvent(f"{where}: give its 'phone'")
+        phone = contact["phone"].strip()
+        if not E164.match(phone):
+            raise InvalidEvent(f"{where}: phone {phone[:32]!r} is not a number in E.164 form, such as +15551234567")
+        if phone in seen:
+            raise InvalidEvent(f"{where}: phone {phone} is contact {seen[phone]} too (each is called once)")
+        seen[phone] = row
+        try:
+            variables = placeholders.clean_variables(contact.get("variables"), f"{where} variables")
+        except ValueError as exc:
+            raise InvalidEvent(str(exc)) from None
+        _check_placeholders(variables, f"{where} ({phone})")
+        checked.append((phone, variables))
+    dialler = _dialler(optional_text(body, "platform", 16))
+    try:
+        window = steps.parse_window(body["window"]) if body.get("window") else None
+        rules = steps.Rules(concurrency=_number(body, "concurrency", 4), attempts=_number(body, "attempts", 1),
+                            retry_gap=float(_number(body, "retry_gap", 900)), window=window,
+                            timezone=optional_text(body, "timezone", 64) or "UTC",
+                            pace=float(_number(body, "pace", 1.0, kind=float)))
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
+    problems = rules.problems()
+    if problems:
+        raise InvalidEvent("; ".join(problems))
+    campaign = steps.new_campaign(dialler.platform, rules, checked)
+    _book().create(campaign)
+    log.info("campaign %s started: %d contacts on %s, concurrency %d", campaign["id"], len(checked),
+             dialler.platform, rules.concurrency)
+    return jsonify(steps.summary(campaign)), 201
+
+
+@bp.get("/campaigns/<campaign_id>")
+def campaign_status(campaign_id: str) -> Response:
+    return jsonify(steps.summary(_campaign(campaign_id)))
+
+
+@bp.get("/campaigns/<campaign_id>/results")
+def campaign_results(campaign_id: str) -> Response:
+    campaign = _campaign(campaign_id)
+    return jsonify(campaign_id=campaign_id, state=campaign["state"], results=steps.results(campaign))
+
+
+@bp.post("/campaigns/<campaign_id>/<any(pause, resume, cancel):action>")
+def change_campaign(campaign_id: str, action: str) -> Response:
+    try:
+        _book().update(campaign_id, lambda c: steps.set_state(c, action))
+    except UnknownCampaign:
+        raise NotFound(f"no campaign {campaign_id[:40]!r}") from None
+    log.info("campaign %s: %s", campaign_id, action)
+    return jsonify(steps.summary(_campaign(campaign_id)))
+
+
+def _campaign(campaign_id: str) -> steps.Campaign:
+    try:
+        return _book().get(campaign_id)
+    except UnknownCampaign:
+        raise NotFound(f"no campaign {campaign_id[:40]!r}") from None
+
+
+def _number(body: dict[str, Any], name: str, default: float, kind: type = int) -> Any:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise ValueError(f"'{name}' must be a number")
+    return kind(value)

@@ -1,4 +1,5 @@
-"""The work a worker process does between requests: reap expired calls, deliver records.
+"""The work a worker process does between requests: reap expired calls, analyse and deliver records, and
+whatever a platform registered in ``app.extensions["workers"]`` (the campaign runner).
 
 Started once per worker process, after the fork (gunicorn's post_worker_init,
 or app.py for ``flask run``), and stopped with the app. Every worker of every
@@ -74,6 +75,8 @@ def start(app: "Flask") -> list[threading.Thread]:
                                     give_up_after=config["CALL_REPORT_RETRY_SECONDS"]))
     if config["ANALYSIS_FILE"]:
         threads.append(_analysis_loop(app))
+    # What the platforms and packages registered to run in each worker too (the campaign runner).
+    threads += [make() for make in app.extensions.get("workers", [])]
     for thread in threads:
         thread.start()
     app.extensions["background"] = threads

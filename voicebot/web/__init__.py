@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from ..conversation import Conversation
 
 
-def raw_body() -> bytes:
-    """The request's bytes, at most MAX_BODY_BYTES (413 above), whether sized or chunked.
+def raw_body(limit: int | None = None) -> bytes:
+    """The request's bytes, at most MAX_BODY_BYTES (or ``limit``; 413 above), whether sized or chunked.
 
     Werkzeug checks the limit against Content-Length only; a chunked body has
     none, and its stream just stops at the limit, which would hand on a cut
@@ -25,7 +25,10 @@ def raw_body() -> bytes:
     if "raw_body" in g:
         kept: bytes = g.raw_body
         return kept
-    limit = current_app.config["MAX_BODY_BYTES"]
+    if limit is None:
+        limit = int(current_app.config["MAX_BODY_BYTES"])
+    else:
+        request.max_content_length = limit  # werkzeug's own check, for this request
     length = request.content_length
     if length is not None:
         if length > limit:
@@ -41,9 +44,9 @@ def raw_body() -> bytes:
     return data
 
 
-def json_body() -> dict[str, Any]:
+def json_body(limit: int | None = None) -> dict[str, Any]:
     """The request body as a JSON object, whatever Content-Type the sender set."""
-    raw = raw_body()
+    raw = raw_body(limit)
     if not raw.strip():
         raise InvalidEvent("the body is empty; send a JSON object")
     try:

@@ -45,5 +45,6 @@ def prometheus_metrics() -> ResponseReturnValue:
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
-    body, content_type = metrics.render(current_app.extensions["store"], current_app.extensions["records"])
+    body, content_type = metrics.render(current_app.extensions["store"], current_app.extensions["records"],
+                                        current_app.extensions.get("gauges", []))
     return Response(body, content_type=content_type)
