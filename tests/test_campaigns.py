@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from voicebot.cli import main as cli_main
+from voicebot.devtools.fake_twilio import FakeTwilio
 from voicebot.records import background
 
 from .support import Gunicorn, ServedApp, free_port, metric, wait_for
@@ -196,3 +197,35 @@ def test_under_429s_every_contact_is_still_dialled_once(serve_campaigns, voipbin
     dialled = Counter(p["destinations"][0]["target"] for p in voipbin.placed)
     assert dialled == {p: 1 for p in people}
     assert voipbin.rate_limited > 0  # the limit was met, and waited out
+
+
+def test_a_campaign_on_twilio_the_fake_playing_each_call_as_twilio_does(make_app, tmp_path):
+    """The fake Twilio places each call, requests its Url signed with AnsweredBy, talks, and posts its status."""
+    twilio = FakeTwilio().start()
+    port = free_port()
+    app = make_app(**outbound_settings(PUBLIC_URL=f"http://127.0.0.1:{port}", TWILIO_AUTH_TOKEN=twilio.auth_token,
+                                       TWILIO_ACCOUNT_SID=twilio.account_sid, TWILIO_API_URL=twilio.api_url,
+                                       VOICEMAIL_MESSAGE="Hi {{name}}, please call us back about {{slot}}."))
+    twilio.calls_itself = True
+    served = ServedApp(app, port)
+    background.start(app)
+    try:
+        people = ["+15551114444", "+15551115555"]
+        answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=30, json={
+            "contacts": [{"phone": p, "variables": {"name": f"N{p[-1]}", "slot": "Mon"}}
+                         for p in [*people, BUSY, NOBODY, MACHINE]], "concurrency": 2, "pace": 10})
+        assert answer.status_code == 201, answer.text
+        campaign_id = answer.json()["campaign_id"]
+        wait_for(lambda: status_of(served.url, campaign_id)["state"] == "done", timeout=60, what="the end")
+        answered = requests.get(f"{served.url}/campaigns/{campaign_id}/results", headers=AUTH, timeout=10)
+        results = {r["phone"]: r for r in answered.json()["results"]}
+    finally:
+        background.stop(app)
+        served.stop()
+        twilio.stop()
+    assert {p: r["outcome"] for p, r in results.items()} == {
+        people[0]: "human", people[1]: "human", BUSY: "busy", NOBODY: "no_answer", MACHINE: "voicemail"}
+    assert twilio.live_peak <= 2
+    by_number = {twilio.call(sid)["To"]: said for sid, said in twilio.heard.items()}
+    assert by_number[people[0]][0] == "Hello N4, this is Example Dental about your appointment on Mon."
+    assert by_number[MACHINE] == ["Hi N3, please call us back about Mon."]

@@ -233,6 +233,13 @@ def _fake_voipbin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fake_twilio(args: argparse.Namespace) -> int:
+    from .devtools.fake_twilio import serve
+
+    serve(args.host, args.port, account_sid=args.account_sid, auth_token=args.auth_token)
+    return 0
+
+
 def _voipbin_setup(args: argparse.Namespace) -> int:
     from .platforms import load_config
     from .voipbin.client import VoipbinClient
@@ -507,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "http://127.0.0.1:8000/webhook/voipbin (signed with "
                                                        "test-webhook-secret-0123456789ab)")
     voipbin.set_defaults(run=_fake_voipbin)
+
+    fake_twilio = command("fake-twilio", "a local Twilio Calls API that plays the calls it is asked to place")
+    fake_twilio.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake_twilio.add_argument("--port", type=int, default=8767, help="port to listen on")
+    fake_twilio.add_argument("--account-sid", default="AC" + "1" * 32, help="the TWILIO_ACCOUNT_SID it accepts")
+    fake_twilio.add_argument("--auth-token", default="twilio-auth-token-for-tests",
+                             help="the TWILIO_AUTH_TOKEN it accepts and signs its requests with")
+    fake_twilio.set_defaults(run=_fake_twilio)
 
     account = command("voipbin", "work on a VoIPBin account").add_subparsers(
         dest="voipbin_command", metavar="COMMAND", required=True)

@@ -7,6 +7,13 @@ of ``Enable`` or ``DetectMessageEnd``. It answers 201 with the call (status
 ``queued``), as Twilio does, and keeps each call placed; ``answer_fields``
 gives the fields Twilio then posts to the call's ``Url`` (``AnsweredBy``
 included), and ``status_fields`` those of its status callback.
+
+With ``calls_itself`` (``voicebot fake-twilio``) it also plays each placed
+call as Twilio would: the callee's number says who answers (ending in 0001
+busy, 0002 nobody, 0003 an answering machine, anything else a person), it
+requests the call's ``Url`` signed with ``X-Twilio-Signature`` and
+``AnsweredBy``, follows the TwiML (a person answers one ``<Gather>`` with
+``person_says``, then hangs up) and posts the status callback at the end.
 """
 
 from __future__ import annotations
@@ -14,8 +21,12 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 import uuid
+import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs
+
+import requests
 
 from .loopback import JSONHandler, LoopbackServer
 
@@ -36,6 +47,11 @@ class FakeTwilio(LoopbackServer):
         self.placed: list[dict[str, str]] = []  # each call's parameters, with its "Sid"
         self.fail_next = 0  # the next requests answered 503
         self.lock = threading.Lock()
+        self.calls_itself = False
+        self.person_says = "Yes, that works for me."
+        self.heard: dict[str, list[str]] = {}  # call sid -> what was said into it (<Say>), in order
+        self.live = 0  # placed calls up now, and the most at once
+        self.live_peak = 0
 
     @property
     def api_url(self) -> str:
@@ -63,6 +79,56 @@ class FakeTwilio(LoopbackServer):
     def _fields(self, placed: dict[str, str], status: str) -> dict[str, str]:
         return {"CallSid": placed["Sid"], "AccountSid": self.account_sid, "From": placed["From"],
                 "To": placed["To"], "CallStatus": status, "Direction": "outbound-api", "ApiVersion": "2010-04-01"}
+
+    def play(self, sid: str) -> None:
+        """The placed call, as Twilio runs it against the application's URLs (see the module)."""
+        placed = self.call(sid)
+        number = placed["To"]
+        with self.lock:
+            self.live += 1
+            self.live_peak = max(self.live_peak, self.live)
+        try:
+            time.sleep(0.05)  # it rings
+            ending = {"0001": "busy", "0002": "no-answer"}.get(number[-4:])
+            if ending:
+                self._post(placed.get("StatusCallback"), self.status_fields(sid, ending))
+                return
+            answered_by = "machine_end_beep" if number.endswith("0003") else "human"
+            twiml = self._post(placed["Url"], self.answer_fields(sid, answered_by))
+            for _ in range(10):
+                action = self._follow(sid, twiml)
+                if action is None:
+                    break
+                fields = {**self._fields(placed, "in-progress"), "SpeechResult": self.person_says,
+                          "Confidence": "0.9"}
+                twiml = self._post(action, fields)
+            self._post(placed.get("StatusCallback"), self.status_fields(sid, "completed", 3))
+        finally:
+            with self.lock:
+                self.live -= 1
+
+    def _follow(self, sid: str, twiml: str | None) -> str | None:
+        """Hear the TwiML's <Say>s; the <Gather>'s action to post speech to, or None when it hangs up."""
+        if not twiml:
+            return None
+        root = ET.fromstring(twiml)
+        self.heard.setdefault(sid, []).extend(say.text or "" for say in root.iter("Say"))
+        gather = root.find("Gather")
+        if gather is None or root.find("Hangup") is not None or len(self.heard[sid]) > 3:
+            return None  # a person hangs up after a couple of exchanges
+        return gather.get("action")
+
+    def _post(self, url: str | None, fields: dict[str, str]) -> str | None:
+        if not url:
+            return None
+        from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+        signature = RequestValidator(self.auth_token).compute_signature(url, fields)
+        try:
+            answer = requests.post(url, data=fields, headers={"X-Twilio-Signature": signature}, timeout=15)
+        except requests.RequestException:
+            return None
+        return answer.text if answer.ok else None
 
 
 class _Handler(JSONHandler):
@@ -93,6 +159,8 @@ class _Handler(JSONHandler):
         sid = "CA" + uuid.uuid4().hex
         with self.server.lock:
             self.server.placed.append({**form, "Sid": sid})
+        if self.server.calls_itself:
+            threading.Thread(target=self.server.play, args=(sid,), name="fake-twilio-call", daemon=True).start()
         self.send_json(201, {"sid": sid, "account_sid": self.server.account_sid, "to": form["To"],
                              "from": form["From"], "status": "queued", "direction": "outbound-api",
                              "api_version": "2010-04-01", "uri": f"/2010-04-01/Accounts/{self.server.account_sid}"
@@ -119,6 +187,7 @@ def _problem(form: dict[str, str]) -> tuple[int, str] | None:
 
 
 def serve(host: str, port: int, *, account_sid: str, auth_token: str) -> None:
-    """Run in the foreground until interrupted."""
+    """Run in the foreground until interrupted (``voicebot fake-twilio``): it plays the calls it is asked for."""
     server = FakeTwilio(host, port, account_sid=account_sid, auth_token=auth_token)
+    server.calls_itself = True
     server.run_in_foreground(f"fake Twilio Calls API on {server.api_url} (account {account_sid})")
