@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     app.extensions["conversations"] = conversations
     # The platforms that place calls (OUTBOUND_NUMBER), by name: each registers its Dialler here.
     app.extensions["diallers"] = {}
+    # Set when the worker is told to stop (gunicorn_config): what holds a connection for long lets go of it.
+    app.extensions["draining"] = threading.Event()
 
     def conversation_for(platform: Platform) -> ConversationFactory:
         def conversation(*, ends_for_good: bool = False, ended_calls_kept: float | None = None) -> Conversation:

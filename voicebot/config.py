@@ -38,7 +38,7 @@ def positive_int(value: str) -> int:
     return number
 
 
-def _non_negative_int(value: str) -> int:
+def non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError("must be 0 or more")
@@ -282,7 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
             "DEBUG also logs what callers and the bot said; other levels never do."),
     Setting("PORT", 8000, _port,
             "TCP port gunicorn listens on, on 127.0.0.1 (the Procfile binds 0.0.0.0, as platforms need)."),
-    Setting("WEB_CONCURRENCY", 0, _non_negative_int,
+    Setting("WEB_CONCURRENCY", 0, non_negative_int,
             "gunicorn worker processes. 0/unset: 1 with the memory store, else one per core (at least 2).",
             shown="0 (derived)"),
     Setting("WEB_THREADS", 512, positive_int,

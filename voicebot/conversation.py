@@ -113,6 +113,27 @@ class Conversation:
         parts.append(f'You opened this call by saying: "{greeting}"')
         return "\n\n".join(parts)
 
+    def cut_reply(self, call_id: str, heard: str) -> None:
+        """The caller talked over the last reply: the history keeps what they heard of it, not what was written,
+        and the transcript says where it was cut."""
+        with self.store.locked(self.key(call_id), self.settings.lock_wait) as record:
+            session = cast("Session | None", record.data)
+            if session is None:
+                return
+            history = session["messages"]
+            last = history[-1] if history else None
+            words = heard or "..."
+            if last is not None and last["role"] == "assistant":
+                if isinstance(last["content"], str):
+                    last["content"] = words
+                else:  # a reply that used a call tool: its words are its first block
+                    for block in last["content"]:
+                        if block.get("type") == "text":
+                            block["text"] = words
+                            break
+            record.save(session, release=True, lines=[line("bot", heard, interrupted=True)])
+        log.info("reply cut by the caller call_id=%s", call_id)
+
     def voicemail_for(self, call_id: str) -> str:
         """What an answering machine that took this (outbound) call is left: VOICEMAIL_MESSAGE, filled."""
         session = cast("Session | None", self.store.peek(self.key(call_id)))

@@ -144,6 +144,26 @@ def post_worker_init(worker: Any) -> None:
     from voicebot.records import background
 
     background.start(worker.wsgi)
+    _tell_the_app_when_stopping(worker)
+
+
+def _tell_the_app_when_stopping(worker: Any) -> None:
+    """On SIGTERM (a deploy, a scale-down) the app's ``draining`` event is set before gunicorn's own handling:
+    long-lived sockets (ConversationRelay's) finish their turn and hand their call back instead of holding the
+    worker until its graceful timeout."""
+    import signal
+
+    draining = worker.wsgi.extensions.get("draining")
+    if draining is None:
+        return
+    gunicorns = signal.getsignal(signal.SIGTERM)
+
+    def stopping(signum: int, frame: Any) -> None:
+        draining.set()
+        if callable(gunicorns):
+            gunicorns(signum, frame)
+
+    signal.signal(signal.SIGTERM, stopping)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..checks import Found
@@ -39,6 +40,9 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
         log.info(cfg["TWILIO_DISABLED_BECAUSE"])
         return
     app.extensions["twilio_validator"] = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
+    # Relay sockets each hold a worker thread for a whole call: a cap keeps threads for the webhooks.
+    relay_calls = cfg["TWILIO_RELAY_MAX_CALLS"] or max(1, cfg["WEB_THREADS"] // 4)
+    app.extensions["twilio_relay_slots"] = threading.BoundedSemaphore(relay_calls)
     where = cfg["PUBLIC_URL"] or "the URL each request arrives on (PUBLIC_URL is unset)"
     log.info("/webhook/twilio is on: signatures checked against %s", where)
     if cfg["OUTBOUND_NUMBER"] and cfg["PUBLIC_URL"] and cfg["TWILIO_ACCOUNT_SID"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..config import Setting, comma_list, positive_int, text
+from ..config import Setting, comma_list, non_negative_int, positive_int, text
 from ..exceptions import ConfigError
 
 # How long a Twilio call that ended stays ended. Twilio's requests are signed but carry no time, so a
@@ -36,6 +36,19 @@ SETTINGS: tuple[Setting, ...] = (
             "`<Say voice>`: any of Twilio's text-to-speech voices (`alice`, `Polly.*`, `Google.*`)."),
     Setting("TWILIO_LANGUAGE", "en-US", text,
             "Language of `<Say>` and of `<Gather>`'s speech recognition."),
+    Setting("TWILIO_MODE", "gather", text,
+            "`gather`: a `<Gather input=\"speech\">` loop, one request per turn. `relay`: ConversationRelay, one "
+            "WebSocket per call: the reply is streamed as the model writes it, the caller can talk over the bot "
+            "and press keys (needs PUBLIC_URL; Telnyx's TeXML relay speaks it too)."),
+    Setting("TWILIO_RELAY_VOICE", "", text,
+            "Relay mode: the text-to-speech voice (as ConversationRelay names them). Unset: Twilio's default."),
+    Setting("TWILIO_RELAY_TTS_PROVIDER", "", text,
+            "Relay mode: `ElevenLabs`, `Google` or `Amazon`. Unset: Twilio's default."),
+    Setting("TWILIO_RELAY_TRANSCRIPTION_PROVIDER", "", text,
+            "Relay mode: `Deepgram` or `Google`. Unset: Twilio's default."),
+    Setting("TWILIO_RELAY_MAX_CALLS", 0, non_negative_int,
+            "Relay mode: WebSockets one worker holds at once (each holds a thread for its whole call); past it "
+            "a call is refused (503) rather than starve the webhooks. 0: a quarter of WEB_THREADS."),
     Setting("TWILIO_SILENCE_LINE", "Are you still there?", text,
             "Said when the caller says nothing for a whole `<Gather>`."),
     Setting("TWILIO_MAX_SILENCES", 2, positive_int,
@@ -44,6 +57,11 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def check(settings: Mapping[str, Any]) -> None:
+    mode = settings["TWILIO_MODE"]
+    if mode not in ("gather", "relay"):
+        raise ConfigError(f"TWILIO_MODE must be gather or relay; got {mode!r}")
+    if mode == "relay" and settings["TWILIO_AUTH_TOKEN"] and not settings["PUBLIC_URL"]:
+        raise ConfigError("TWILIO_MODE=relay needs PUBLIC_URL: ConversationRelay is told the wss:// URL to open")
     url = settings["PUBLIC_URL"]
     if url:
         parts = urlsplit(url)

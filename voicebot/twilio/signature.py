@@ -28,9 +28,16 @@ def base_url(request: Request, config: Mapping[str, Any]) -> str:
     return f"{scheme}://{host}"
 
 
+def websocket_url(url: str) -> str:
+    """The ws(s):// form of an http(s):// URL: where ConversationRelay connects, and what it signs."""
+    return "wss://" + url[len("https://"):] if url.startswith("https://") else "ws://" + url.split("://", 1)[-1]
+
+
 def signed_url(request: Request, config: Mapping[str, Any]) -> str:
     query = request.query_string.decode("latin-1")
-    return base_url(request, config) + request.path + (f"?{query}" if query else "")
+    url = base_url(request, config) + request.path + (f"?{query}" if query else "")
+    # A WebSocket handshake (ConversationRelay's) is signed over the wss:// URL it was given.
+    return websocket_url(url) if request.headers.get("Upgrade", "").lower() == "websocket" else url
 
 
 def is_from_twilio(request: Request, config: Mapping[str, Any], validator: RequestValidator) -> bool:

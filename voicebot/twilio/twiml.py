@@ -49,6 +49,21 @@ class Voice:
         response.dial(number)
         return str(response)
 
+    def relay(self, greeting: str, url: str, action: str, *, voice: str = "", tts_provider: str = "",
+              transcription_provider: str = "") -> str:
+        """<Connect action><ConversationRelay>: Twilio says ``greeting``, then relays the call over the
+        WebSocket at ``url``; the caller may talk over the bot (``interruptible="speech"``) and press keys."""
+        response = VoiceResponse()
+        connect = response.connect(action=action, method="POST")
+        connect.conversation_relay(url=url, welcome_greeting=greeting or None, language=self.language or None,
+                                   voice=voice or None, tts_provider=tts_provider or None,
+                                   transcription_provider=transcription_provider or None,
+                                   interruptible="speech", dtmf_detection=True,
+                                   # A socket closed by a deploy or a lost instance is opened again, its events
+                                   # kept meanwhile: the call goes on, on another worker, from its session.
+                                   application_reconnect=True)
+        return str(response)
+
     def reject_busy(self) -> str:
         """A new call this instance cannot take: the caller hears busy, and the call is not answered (or billed)."""
         response = VoiceResponse()

@@ -13,11 +13,14 @@ for anything else Twilio plays "an application error has occurred" and hangs up.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 from typing import Any, TypedDict, cast
 
 from flask import Blueprint, Response, current_app, g, request
+from flask_sock import Sock  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 
 from ..conversation import Conversation
@@ -30,7 +33,8 @@ from ..web import conversation_of, start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
 from . import NAME
-from .signature import HEADER, base_url, is_from_twilio
+from .relay import serve as serve_relay
+from .signature import HEADER, base_url, is_from_twilio, websocket_url
 from .twiml import Voice, nothing
 
 log = logging.getLogger(__name__)
@@ -139,6 +143,12 @@ def voice() -> Response:
         admission.leave()
     if greeting is None:
         return _twiml(_voice().hang_up(""))
+    cfg = current_app.config
+    if cfg["TWILIO_MODE"] == "relay":
+        base = f"{base_url(request, cfg)}{bp.url_prefix}"
+        return _twiml(_voice().relay(greeting, websocket_url(f"{base}/relay"), f"{base}/relay-end",
+                                     voice=cfg["TWILIO_RELAY_VOICE"], tts_provider=cfg["TWILIO_RELAY_TTS_PROVIDER"],
+                                     transcription_provider=cfg["TWILIO_RELAY_TRANSCRIPTION_PROVIDER"]))
     return _twiml(_voice().listen(greeting, _turn_url(1)))
 
 
@@ -230,3 +240,40 @@ def status() -> Response:
         details = {"duration_seconds": int(duration)} if duration.isdigit() else None
         _conversation().end_call(call_id, reason=reason, details=details, deadline=Deadline(RESPONSE_BUDGET))
     return _twiml(nothing())
+
+
+# -- ConversationRelay (TWILIO_MODE=relay) ------------------------------------------------------
+
+_sock = Sock()
+
+
+@_sock.route("/relay", bp=bp)  # type: ignore[untyped-decorator]
+def relay(ws: Any) -> None:
+    """One call's WebSocket, for its whole length (its signature was checked before the handshake)."""
+    slots: threading.BoundedSemaphore = current_app.extensions["twilio_relay_slots"]
+    # Taken before the handshake would be better; a full worker closes at once, and Twilio ends the call.
+    if not slots.acquire(blocking=False):
+        log.warning("relay refused: this worker holds TWILIO_RELAY_MAX_CALLS sockets already")
+        ws.close(reason=1013, message="busy")
+        return
+    try:
+        serve_relay(ws, _conversation(), MAX_CALLER_CHARS, current_app.extensions["draining"])
+    except Exception:
+        log.exception("relay failed unexpectedly")
+    finally:
+        slots.release()
+
+
+@bp.route("/relay-end", methods=METHODS)
+def relay_end() -> Response:
+    """The <Connect action>: after the relay session's ``end``, what the call does next."""
+    fields = _fields()
+    _call_sid(fields)
+    try:
+        handoff = json.loads(fields.get("HandoffData") or "{}")
+    except ValueError:
+        handoff = {}
+    if isinstance(handoff, dict) and handoff.get("reason") == "transfer":
+        number = str(handoff.get("to") or current_app.config["TRANSFER_NUMBER"])
+        return _twiml(_voice().transfer("", number))
+    return _twiml(_voice().hang_up(""))

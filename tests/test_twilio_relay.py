@@ -1,0 +1,331 @@
+"""Twilio's ConversationRelay (TWILIO_MODE=relay): one signed WebSocket per call, the reply streamed as text tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+import requests
+from simple_websocket import Client, ConnectionClosed, ConnectionError as HandshakeRefused
+from twilio.request_validator import RequestValidator
+
+from .support import Gunicorn, Nginx, ServedApp, free_port, needs_nginx, wait_for
+from .test_twilio import TOKEN, call_fields, new_sid, post, records_of, session_of
+
+HUMANS = "+15550009999"
+
+
+@pytest.fixture
+def relay(make_app):
+    """voicebot in relay mode on a real HTTP server (a WebSocket needs one)."""
+    served = []
+
+    def serve(**more):
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        app = make_app(TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_URL=public, TWILIO_MODE="relay", **more)
+        server = ServedApp(app, port)
+        served.append(server)
+        return app, public
+
+    yield serve
+    for server in served:
+        server.stop()
+
+
+def socket_url(public: str) -> str:
+    return public.replace("http://", "ws://") + "/webhook/twilio/relay"
+
+
+def connect(public: str, token: str = TOKEN) -> Client:
+    url = socket_url(public)
+    headers = {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, {})} if token else {}
+    return Client.connect(url, headers=headers)
+
+
+def start(app, public: str, sid: str) -> tuple[Client, ET.Element]:
+    """Twilio asks /voice, gets <Connect><ConversationRelay>, opens the socket and sends setup."""
+    root = ET.fromstring(post(app.test_client(), f"{public}/webhook/twilio/voice",
+                              call_fields(sid, CallStatus="ringing")).data)
+    ws = connect(public)
+    ws.send(json.dumps({"type": "setup", "sessionId": "VX" + "0" * 32, "accountSid": "AC" + "0" * 32,
+                        "callSid": sid, "from": "+15551230000", "to": "+15559870000", "direction": "inbound",
+                        "callStatus": "RINGING", "customParameters": {}}))
+    return ws, root
+
+
+def reply(ws: Client, timeout: float = 10.0) -> tuple[str, list[dict]]:
+    """The text tokens of one talk cycle, up to last: true (and what else came)."""
+    tokens, messages = [], []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = ws.receive(timeout=deadline - time.monotonic())
+        if raw is None:
+            break
+        message = json.loads(raw)
+        messages.append(message)
+        if message["type"] == "text":
+            tokens.append(message["token"])
+            if message["last"]:
+                break
+        elif message["type"] == "end":
+            break
+    return "".join(tokens).strip(), messages
+
+
+def hang_up(ws: Client) -> None:
+    """The caller's side closes (after voicebot's ``end`` it may be closed already)."""
+    try:
+        ws.close()
+    except ConnectionClosed:
+        pass
+
+
+def prompt(ws: Client, text: str) -> None:
+    ws.send(json.dumps({"type": "prompt", "voicePrompt": text, "lang": "en-US", "last": True}))
+
+
+def test_voice_answers_connect_conversation_relay_with_the_greeting(relay):
+    app, public = relay()
+    root = ET.fromstring(post(app.test_client(), f"{public}/webhook/twilio/voice",
+                              call_fields(new_sid(), CallStatus="ringing")).data)
+    connect_verb = root.find("Connect")
+    assert connect_verb.get("action") == f"{public}/webhook/twilio/relay-end"
+    relay_noun = connect_verb.find("ConversationRelay")
+    assert relay_noun.get("url") == socket_url(public)
+    assert relay_noun.get("welcomeGreeting") == app.config["GREETING"]
+    assert relay_noun.get("interruptible") == "speech" and relay_noun.get("dtmfDetection") == "true"
+
+
+def test_each_prompt_is_a_turn_streamed_back_in_tokens(relay, fake_llm):
+    app, public = relay()
+    sid = new_sid()
+    ws, _ = start(app, public, sid)
+    try:
+        prompt(ws, "hello mk1")
+        assert reply(ws)[0] == "Heard mk1."
+        prompt(ws, "and mk2")
+        assert reply(ws)[0] == "Heard mk1 mk2."  # the same conversation: the history is the call's
+    finally:
+        hang_up(ws)
+    wait_for(lambda: records_of(app), timeout=10, what="the record, the socket closed without end")
+    (record,) = records_of(app)
+    assert record["end_reason"] == "hung_up" and [line["text"] for line in record["transcript"]][1:] == [
+        "hello mk1", "Heard mk1.", "and mk2", "Heard mk1 mk2."]
+
+
+def test_the_first_sentence_leaves_before_the_model_has_written_the_rest(relay, fake_llm, monkeypatch):
+    monkeypatch.setattr(fake_llm, "sentences", 3)
+    monkeypatch.setattr(fake_llm, "sentence_gap", 0.4)
+    app, public = relay()
+    ws, _ = start(app, public, new_sid())
+    try:
+        prompt(ws, "tell me mk1")
+        first = json.loads(ws.receive(timeout=10))
+        first_at = time.monotonic()
+        said, messages = reply(ws)
+        assert first["type"] == "text" and first["token"].startswith("Heard mk1.")
+        assert time.monotonic() - first_at >= 0.6  # the rest came as it was written
+        assert len([m for m in messages if m["type"] == "text" and m["token"]]) >= 2
+    finally:
+        hang_up(ws)
+
+
+def test_an_interrupt_stops_the_reply_and_the_history_keeps_what_was_heard(relay, fake_llm, monkeypatch):
+    monkeypatch.setattr(fake_llm, "sentences", 4)
+    monkeypatch.setattr(fake_llm, "sentence_gap", 0.5)
+    app, public = relay()
+    sid = new_sid()
+    ws, _ = start(app, public, sid)
+    try:
+        prompt(ws, "tell me everything mk1")
+        first = json.loads(ws.receive(timeout=10))
+        ws.send(json.dumps({"type": "interrupt", "utteranceUntilInterrupt": "Heard mk1.",
+                            "durationUntilInterruptMs": 900}))
+        _, messages = reply(ws)
+        sent = [first["token"], *(m["token"] for m in messages if m["type"] == "text")]
+        assert len([t for t in sent if t]) < 4  # the reply stopped when the caller talked
+        # The turn is saved, then cut to what was heard, just after its last token went out.
+        wait_for(lambda: session_of(app, sid)["messages"][-1] == {"role": "assistant", "content": "Heard mk1."},
+                 timeout=10, what="the history to keep what the caller heard")
+        prompt(ws, "wait mk2")
+        assert reply(ws)[0].startswith("Heard mk1 mk2.")
+    finally:
+        hang_up(ws)
+
+
+def test_a_key_press_reaches_the_model_as_the_callers_input(relay, fake_llm):
+    app, public = relay()
+    ws, _ = start(app, public, new_sid())
+    try:
+        ws.send(json.dumps({"type": "dtmf", "digit": "1"}))
+        reply(ws)
+        assert "pressed 1" in json.dumps(fake_llm.requests[-1]["messages"][-1])
+    finally:
+        hang_up(ws)
+
+
+@pytest.mark.parametrize("words, reason, verb", [("goodbye mk1", "hangup", "Hangup"),
+                                                 ("a human please mk1", "transfer", "Dial")])
+def test_ending_and_hand_off_send_end_and_the_action_url_says_what_next(relay, fake_llm, words, reason, verb):
+    app, public = relay(TRANSFER_NUMBER=HUMANS)
+    sid = new_sid()
+    ws, _ = start(app, public, sid)
+    try:
+        prompt(ws, words)
+        said, messages = reply(ws)
+        if messages[-1]["type"] != "end":
+            _, more = reply(ws)
+            messages += more
+        end = messages[-1]
+        assert end["type"] == "end" and json.loads(end["handoffData"])["reason"] == reason
+    finally:
+        hang_up(ws)
+    (record,) = records_of(app)
+    assert record["end_reason"] == ("bot_ended" if reason == "hangup" else "transferred")
+    after = post(app.test_client(), f"{public}/webhook/twilio/relay-end",
+                 {**call_fields(sid), "HandoffData": end["handoffData"], "SessionStatus": "completed"})
+    root = ET.fromstring(after.data)
+    assert root.find(verb) is not None
+    if verb == "Dial":
+        assert root.find("Dial").text == HUMANS
+
+
+def test_an_unsigned_handshake_opens_nothing(relay):
+    app, public = relay()
+    with pytest.raises(HandshakeRefused, match="403"):
+        connect(public, token="")
+    with pytest.raises(HandshakeRefused, match="403"):
+        connect(public, token="not-the-token")
+    assert records_of(app) == []
+
+
+def test_telnyx_setup_shape_is_served_too(relay, fake_llm):
+    """Telnyx's relay sends the same messages; its call ids look like v2:..."""
+    app, public = relay()
+    ws = connect(public)
+    try:
+        ws.send(json.dumps({"type": "setup", "sessionId": "7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2",
+                            "accountSid": "1f1a8b6f-1234-4abc-9def-1234567890ab",
+                            "callSid": "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ",
+                            "callControlId": "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ",
+                            "from": "+13122010094", "to": "+13122123456", "direction": "inbound",
+                            "callerName": "", "callStatus": "active", "customParameters": {}}))
+        prompt(ws, "hola mk1")
+        assert reply(ws)[0] == "Heard mk1."
+    finally:
+        hang_up(ws)
+
+
+def test_relay_calls_through_gunicorn_two_workers_and_redis(fake_llm, redis_url, redis_prefix, monkeypatch,
+                                                            tmp_path):
+    """Concurrent relay calls on the Procfile's server: each socket holds a thread; each call keeps its history."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(fake_llm, "sentences", 2)
+    monkeypatch.setattr(fake_llm, "sentence_gap", 0.3)
+    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
+                     "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "64",
+                     "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_MODE": "relay"})
+    proc.env["PUBLIC_URL"] = proc.url
+    proc.start(tmp_path / "relay-gunicorn.log")
+    firsts: list[float] = []
+    try:
+        def one_call(n: int) -> list[str]:
+            sid = new_sid()
+            fields = call_fields(sid, CallStatus="ringing")
+            signature = RequestValidator(TOKEN).compute_signature(f"{proc.url}/webhook/twilio/voice", fields)
+            twiml = requests.post(f"{proc.url}/webhook/twilio/voice", data=fields,
+                                  headers={"X-Twilio-Signature": signature}, timeout=10).text
+            assert "<ConversationRelay" in twiml, twiml
+            ws = connect(proc.url)
+            ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+            heard = []
+            try:
+                for turn in (1, 2):
+                    asked = time.monotonic()
+                    prompt(ws, f"call{n} mk{turn}")
+                    first = json.loads(ws.receive(timeout=15))
+                    firsts.append(time.monotonic() - asked)
+                    rest, _ = reply(ws)
+                    heard.append((first["token"] + " " + rest).strip())
+            finally:
+                hang_up(ws)
+            return heard
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(one_call, range(12)))
+    finally:
+        proc.stop()
+    for answer in answers:
+        assert answer[0].startswith("Heard mk1.") and answer[1].startswith("Heard mk1 mk2.")
+    firsts.sort()
+    print(f"\nDRILL relay-gunicorn: 12 concurrent relay calls x 2 turns over 2 workers and Redis; first token "
+          f"p50 {firsts[len(firsts) // 2] * 1000:.0f} ms, max {firsts[-1] * 1000:.0f} ms after the prompt "
+          f"(the fake model's first sentence comes at once, its second {0.3 * 1000:.0f} ms later)")
+
+
+def test_a_deploy_hands_live_relay_calls_back_and_another_instance_goes_on(fake_llm, redis_url, redis_prefix,
+                                                                           tmp_path):
+    """SIGTERM: the socket closes after its turn, without end (no record); Twilio reconnects elsewhere."""
+    import signal
+
+    env = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
+           "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
+           "TWILIO_MODE": "relay"}
+    old, new = Gunicorn(env), Gunicorn(env)
+    old.env["PUBLIC_URL"], new.env["PUBLIC_URL"] = old.url, new.url
+    old.start(tmp_path / "old.log")
+    new.start(tmp_path / "new.log")
+    sid = new_sid()
+    try:
+        fields = call_fields(sid, CallStatus="ringing")
+        signature = RequestValidator(TOKEN).compute_signature(f"{old.url}/webhook/twilio/voice", fields)
+        requests.post(f"{old.url}/webhook/twilio/voice", data=fields, headers={"X-Twilio-Signature": signature},
+                      timeout=10)
+        ws = connect(old.url)
+        ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        prompt(ws, "first mk1")
+        assert reply(ws)[0] == "Heard mk1."
+        stopped = time.monotonic()
+        old.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.receive(timeout=10)
+        handed_back = time.monotonic() - stopped
+        old.process.wait(30)
+        again = connect(new.url)  # Twilio reconnects (applicationReconnect), here to another instance
+        again.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        prompt(again, "second mk2")
+        assert reply(again)[0] == "Heard mk1 mk2."  # the same conversation, from its session in Redis
+        hang_up(again)
+    finally:
+        old.stop()
+        new.stop()
+    assert "the caller hung up" not in old.log() and "relay handed back" in old.log()
+    print(f"\nDRILL relay-deploy: SIGTERM closed the live socket {handed_back:.2f}s later without ending the call; "
+          f"another instance took the reconnect and the conversation went on")
+
+
+@needs_nginx
+def test_the_shipped_nginx_site_passes_the_relay_upgrade_through(fake_llm, redis_url, redis_prefix, tmp_path):
+    """Behind voicebot's nginx site (the VM deploy), the socket's upgrade and its tokens pass unbuffered."""
+    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
+                     "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
+                     "TWILIO_MODE": "relay"})
+    nginx = Nginx(tmp_path, [proc.port])
+    proc.env["PUBLIC_URL"] = nginx.url  # Twilio signs the public URL: nginx's here, as PUBLIC_URL says
+    proc.start(tmp_path / "gunicorn.log")
+    nginx.start()
+    try:
+        sid = new_sid()
+        ws = connect(nginx.url)
+        ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        prompt(ws, "through nginx mk1")
+        assert reply(ws)[0] == "Heard mk1."
+        hang_up(ws)
+    finally:
+        nginx.stop()
+        proc.stop()
