@@ -188,3 +188,23 @@ def test_a_busy_port_for_the_fake_voipbin_is_one_clear_line(capsys):
                        f"127.0.0.1:{port}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and "--voipbin-listen" in err[0]
+
+
+def test_a_twilio_relay_campaign_through_gunicorn_two_workers_and_redis(fake_llm, capsys, redis_url, redis_prefix,
+                                                                        tmp_path):
+    """simulate plays ConversationRelay's side (signed handshake, setup, prompts, an interrupt, a key, hang-up)."""
+    from .support import Gunicorn
+
+    server = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
+                       "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": "sim-token",
+                       "TWILIO_MODE": "relay"})
+    server.env["PUBLIC_URL"] = server.url
+    server.start(tmp_path / "gunicorn.log")
+    try:
+        status, out = run_cli([server.url, "--contract", "twilio-relay", "--calls", "20", "--turns", "3",
+                               "--twilio-token", "sim-token", "--public-url", server.url], capsys)
+    finally:
+        server.stop()
+    assert status == 0, out
+    assert "60/60 turns" in out and "isolation violations: 0" in out and "first word" in out
+    assert server.log().count("reply cut by the caller") == 20  # each call's interrupt kept what was heard

@@ -568,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("article", "voipbin", "twilio"), default="article",
-                     help="the webhook contract to drive: article (the article's), voipbin or twilio")
+    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay"), default="article",
+                     help="the webhook contract to drive: article (the article's), voipbin, twilio (the Gather "
+                          "loop) or twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay)")
     sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
     sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
     sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")

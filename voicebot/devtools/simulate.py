@@ -181,6 +181,7 @@ class Campaign:
         self.token = token  # WEBHOOK_TOKEN of the server (the article's contract), sent as a bearer token
         self.public_url = public_url.rstrip("/")  # its PUBLIC_URL, if set: what Twilio signs
         self._actions: dict[str, str] = {}  # call -> the path its last <Gather> posts to (Twilio contract)
+        self._sockets: dict[str, Any] = {}  # call -> its ConversationRelay WebSocket (twilio-relay contract)
         self._validator: Any = None  # Twilio's RequestValidator, made once (Twilio contract)
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:6]
@@ -194,7 +195,7 @@ class Campaign:
             await asyncio.sleep(self.ramp * n / self.calls)
         if self.voipbin:
             call_id = self.voipbin.answer_call()
-        elif self.contract == "twilio":
+        elif self.contract in ("twilio", "twilio-relay"):
             call_id = "CA" + uuid.uuid4().hex
         else:
             call_id = f"sim-{self.run_id}-{n}"
@@ -305,6 +306,15 @@ class Campaign:
             if call_id not in self._actions:
                 self.tally.error("no_gather", f"call {call_id}: the greeting did not listen")
                 raise _TurnFailed
+        elif self.contract == "twilio-relay":
+            root, _, _ = await self._post_form(connections, "/webhook/twilio/voice",
+                                               self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            relay = root.find("Connect/ConversationRelay")
+            if relay is None:
+                self.tally.error("no_relay", f"call {call_id}: /voice did not connect a ConversationRelay "
+                                             "(is TWILIO_MODE=relay set?)")
+                raise _TurnFailed
+            self._sockets[call_id] = await asyncio.to_thread(self._relay_open, relay.get("url", ""), call_id)
         else:
             await self._post(connections, "/webhook/call-started",
                              {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
@@ -329,6 +339,13 @@ class Campaign:
             if first_said:
                 self.tally.first_word(first_said[0] - sent,
                                       float(first_sentence.group(1)) / 1000 if first_sentence else None)
+        elif self.contract == "twilio-relay":
+            reply, elapsed, first = await asyncio.to_thread(self._relay_turn, self._sockets[call_id], text,
+                                                            marker.endswith("t1"))
+            self.tally.turn(elapsed, None, None)
+            if first is not None:
+                self.tally.first_word(first, None)
+            return MARKER.findall(reply)
         elif self.contract == "twilio":
             root, elapsed, headers = await self._post_form(
                 connections, self._actions.pop(call_id), self._twilio_fields(call_id, SpeechResult=text), call_id)
@@ -348,7 +365,11 @@ class Campaign:
         return MARKER.findall(reply)
 
     async def _close(self, connections: list[HTTPConnection], call_id: str) -> None:
-        if self.contract == "voipbin":
+        if self.contract == "twilio-relay":
+            ws = self._sockets.pop(call_id)
+            await asyncio.to_thread(self._relay_turn, ws, None, False, "1")  # a key press, then the caller hangs up
+            await asyncio.to_thread(_quiet_close, ws)
+        elif self.contract == "voipbin":
             event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
         elif self.contract == "twilio":
@@ -358,6 +379,50 @@ class Campaign:
         else:
             await self._post(connections, "/webhook/transcript", {"type": "call.ended", "call_id": call_id},
                              call_id)
+
+    # -- ConversationRelay: one WebSocket per call, played as Twilio plays it (in a thread each) --
+
+    def _relay_open(self, url: str, call_id: str) -> Any:
+        from simple_websocket import Client  # type: ignore[import-untyped]
+
+        signature = self._twilio_validator().compute_signature(url, {})
+        try:
+            ws = Client.connect(url, headers={"X-Twilio-Signature": signature})
+        except Exception as exc:
+            self.tally.error("relay_refused", f"call {call_id}: {type(exc).__name__}: {exc}")
+            raise _TurnFailed from None
+        ws.send(json.dumps({"type": "setup", "sessionId": "VX" + uuid.uuid4().hex, "accountSid": "AC" + "0" * 32,
+                            "callSid": call_id, "from": "+15550000000", "to": self.number, "direction": "inbound",
+                            "callStatus": "RINGING", "customParameters": {}}))
+        return ws
+
+    def _relay_turn(self, ws: Any, text: str | None, interrupt: bool,
+                    digit: str = "") -> tuple[str, float, float | None]:
+        """A prompt (or a key press), and the reply's tokens up to ``last``; with ``interrupt`` the caller talks
+        over it after its first token. The reply heard, the turn's time, and the first token's."""
+        if digit:
+            ws.send(json.dumps({"type": "dtmf", "digit": digit}))
+        else:
+            ws.send(json.dumps({"type": "prompt", "voicePrompt": text, "lang": "en-US", "last": True}))
+        sent = time.perf_counter()
+        first: float | None = None
+        tokens: list[str] = []
+        while True:
+            raw = ws.receive(timeout=self.timeout)
+            if raw is None:
+                self.tally.error("timeout", f"no relay reply within {self.timeout}s")
+                raise _TurnFailed
+            message = json.loads(raw)
+            if message.get("type") != "text":
+                continue
+            if first is None and message.get("token"):
+                first = time.perf_counter() - sent
+                if interrupt:
+                    ws.send(json.dumps({"type": "interrupt", "utteranceUntilInterrupt": message["token"].strip(),
+                                        "durationUntilInterruptMs": 500}))
+            tokens.append(message.get("token", ""))
+            if message.get("last"):
+                return "".join(tokens), time.perf_counter() - sent, first
 
     # -- the campaign -------------------------------------------------------------
 
@@ -502,3 +567,10 @@ def progress_printer(stream: TextIO = sys.stderr) -> Callable[[str], None]:
             stream.flush()
 
     return show
+
+
+def _quiet_close(ws: Any) -> None:
+    try:
+        ws.close()
+    except Exception:  # closed already by the other side
+        pass
