@@ -539,8 +539,10 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("in-app ms:   " + "  ".join(f"{k} {v}" for k, v in s["in_app_overhead_ms"].items())
                      + "  (the part of it spent inside voicebot's view)")
     if s.get("first_word_ms"):
+        what = ("prompt sent to the reply's first text token" if s["contract"] == "twilio-relay"
+                else "event sent to the first say at VoIPBin")
         lines.append("first word ms:  " + "  ".join(f"{k} {v}" for k, v in s["first_word_ms"].items())
-                     + "  (event sent to the first say at VoIPBin)")
+                     + f"  ({what})")
     if s.get("model_first_sentence_ms"):
         lines.append("model's first sentence ms: "
                      + "  ".join(f"{k} {v}" for k, v in s["model_first_sentence_ms"].items()))
