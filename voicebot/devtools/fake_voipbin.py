@@ -375,6 +375,7 @@ class FakeVoipbin(LoopbackServer):
         a machine (``amd`` hangs up on it) or a person, who listens to the bot and hangs up after
         ``talk_seconds``."""
         callee = self.callee(self.calls[call_id]["destination"]["target"])
+        self.deliver(url, "call_dialing", dict(self.calls[call_id]))
         self.deliver(url, "call_ringing", self._set_status(call_id, "ringing"))
         self.pause(self.ring_seconds)
         if callee in ("busy", "noanswer"):
