@@ -273,3 +273,18 @@ def test_voipbin_placed_calls_end_to_end_over_http(make_voipbin_app, voipbin, nu
     greeted = voipbin.said.get(call_id, [])
     assert greeted == (["Hello Ana, this is Example Dental about your appointment on Tue."]
                        if outcome in ("human", "voicemail") else [])
+
+
+def test_a_call_or_campaign_may_hang_up_on_machines_rather_than_leave_the_message(twilio_outbound, twilio):
+    app = twilio_outbound(VOICEMAIL_MESSAGE="Hi {{name}}, call us back.")
+    client = app.test_client()
+    answer = client.post("/calls", json={"to": ANA, "variables": {"name": "Ana", "slot": "Tue"},
+                                         "voicemail": "hangup"}, headers=AUTH)
+    sid = answer.get_json()["call_id"]
+    assert twilio.call(sid)["MachineDetection"] == "Enable"  # no waiting for a beep: nothing to leave
+    response = post(client, f"{PUBLIC}/webhook/twilio/voice", twilio.answer_fields(sid, "machine_start"))
+    assert b"<Say" not in response.data and b"<Hangup" in response.data
+    assert records_of(app)[0]["outcome"] == "voicemail"
+    refused = client.post("/calls", json={"to": ANA, "variables": {"name": "A", "slot": "B"}, "voicemail": "sms"},
+                          headers=AUTH)
+    assert refused.status_code == 400 and "'voicemail' must be message or hangup" in refused.get_json()["message"]

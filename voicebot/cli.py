@@ -176,6 +176,7 @@ def _campaign(args: argparse.Namespace) -> int:
                                    "retry_gap": args.retry_gap, "pace": args.pace, "timezone": args.timezone}
         if args.window:
             body["window"] = args.window
+        body["voicemail"] = args.voicemail
         if args.platform:
             body["platform"] = args.platform
         status, answer = _ask(args, "POST", "/campaigns", body)
@@ -461,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--retry-gap", type=float, default=900.0, help="seconds between a contact's attempts")
     start.add_argument("--pace", type=float, default=1.0, help="dials a second at most, across every instance")
     start.add_argument("--platform", choices=("voipbin", "twilio"), help="where to place the calls")
+    start.add_argument("--voicemail", choices=("message", "hangup"), default="message",
+                       help="an answering machine is left VOICEMAIL_MESSAGE (Twilio), or hung up on at once")
     for name, help in (("status", "how far it is (a progress bar on a terminal)"), ("pause", "stop dialling"),
                        ("resume", "dial again"), ("cancel", "dial no more; live calls go on to their end"),
                        ("results", "one CSV row per contact: outcome, attempts, duration, record id, variables")):

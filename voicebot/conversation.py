@@ -137,11 +137,14 @@ class Conversation:
     def voicemail_for(self, call_id: str) -> str:
         """What an answering machine that took this (outbound) call is left: VOICEMAIL_MESSAGE, filled."""
         session = cast("Session | None", self.store.peek(self.key(call_id)))
+        if session is not None and session.get("leave_voicemail") is False:
+            return ""  # this call's campaign hangs up on machines
         variables = call_variables(session) if session is not None else {}
         return placeholders.fill(self.settings.voicemail_message, variables)
 
     def open_outbound(self, call_id: str, to: str, caller_id: str, variables: dict[str, str], *,
-                      channel: Channel | None = None, campaign_id: str | None = None) -> None:
+                      channel: Channel | None = None, campaign_id: str | None = None,
+                      leave_voicemail: bool = True) -> None:
         """The session of a call voicebot has just placed: the contact is its caller, and its variables fill
         OUTBOUND_GREETING and OUTBOUND_SYSTEM_PROMPT when it is answered."""
         key = self.key(call_id)
@@ -153,6 +156,8 @@ class Conversation:
             session["channel"].update(channel or {})
             if campaign_id:
                 session["campaign_id"] = campaign_id
+            if not leave_voicemail:
+                session["leave_voicemail"] = False
             record.save(session, release=True)
         log.info("call placed call_id=%s campaign=%s", call_id, campaign_id or "-")
 

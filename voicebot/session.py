@@ -96,6 +96,7 @@ class Session(TypedDict, total=False):
     last_turn: LastTurn          # the last turn sent with an event id, and its reply: a redelivery gets it again
     outcome: str                 # outbound: how the call went (human, voicemail), once it is known
     campaign_id: str             # outbound: the campaign that placed it
+    leave_voicemail: bool        # outbound: False when a machine is to be hung up on, not left a message
     # The platform's own state of the call (VoIPBin: its transcribe and
     # speaking ids, ...); saved with the session, read by nothing else.
     channel: Channel

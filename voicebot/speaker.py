@@ -84,8 +84,12 @@ class Dialler(ABC):
     platform: str  # the platform's name, as POST /calls and the records say it
 
     @abstractmethod
-    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None) -> str:
+    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None,
+                   leave_voicemail: bool = True) -> str:
         """Call ``to`` from OUTBOUND_NUMBER, its session opened with ``variables``; the platform's call id.
+
+        ``leave_voicemail``: an answering machine gets VOICEMAIL_MESSAGE (where the platform can), or is hung
+        up on at once.
 
         Raises the platform's errors (``PlatformError`` and kin) when it refuses or cannot be reached.
         """

@@ -52,6 +52,7 @@ class Rules:
     window: tuple[str, str] | None = None
     timezone: str = "UTC"
     pace: float = 1.0
+    voicemail: str = "message"  # message: VOICEMAIL_MESSAGE is left where the platform can; hangup: not
 
     def problems(self) -> list[str]:
         mistakes = []
@@ -63,6 +64,8 @@ class Rules:
             mistakes.append("retry_gap must be 0 to 604800 seconds")
         if not 0.05 <= self.pace <= 20:
             mistakes.append("pace must be 0.05 to 20 dials a second")
+        if self.voicemail not in ("message", "hangup"):
+            mistakes.append("voicemail must be message or hangup")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -88,6 +91,7 @@ def new_campaign(platform: str, rules: Rules, contacts: list[tuple[str, dict[str
             "concurrency": rules.concurrency, "attempts": rules.attempts, "retry_gap": rules.retry_gap,
             "window": list(rules.window) if rules.window else None, "timezone": rules.timezone,
             "pace": rules.pace, "tokens": min(1.0, rules.pace), "tokens_at": now, "hold_until": 0.0,
+            "voicemail": rules.voicemail,
             "contacts": [{"phone": phone, "variables": variables, "attempts": 0, "state": "pending",
                           "next_at": now, "call_id": None, "outcome": None, "record_id": None,
                           "duration_seconds": None} for phone, variables in contacts],

@@ -59,23 +59,25 @@ class CampaignRunner(threading.Thread):
     def _dial_due(self, campaign_id: str) -> int:
         claimed: list[tuple[int, steps.Contact]] = []
 
-        def claim(campaign: steps.Campaign) -> str:
+        def claim(campaign: steps.Campaign) -> tuple[str, bool]:
             claimed.extend(steps.claim(campaign, self.clock(), DIALS_PER_TICK))
-            return str(campaign["platform"])
+            return str(campaign["platform"]), campaign.get("voicemail", "message") == "message"
 
-        platform = self.book.update(campaign_id, claim)
+        platform, leave_voicemail = self.book.update(campaign_id, claim)
         dialler = self.diallers.get(platform)
         for index, contact in claimed:
             if dialler is None:
                 log.error("campaign %s: %s cannot place calls on this worker", campaign_id, platform)
                 self._not_placed(campaign_id, index)
                 continue
-            self._dial(campaign_id, dialler, index, contact)
+            self._dial(campaign_id, dialler, index, contact, leave_voicemail)
         return len(claimed)
 
-    def _dial(self, campaign_id: str, dialler: Dialler, index: int, contact: dict[str, Any]) -> None:
+    def _dial(self, campaign_id: str, dialler: Dialler, index: int, contact: dict[str, Any],
+              leave_voicemail: bool) -> None:
         try:
-            call_id = dialler.place_call(contact["phone"], contact.get("variables") or {}, campaign_id=campaign_id)
+            call_id = dialler.place_call(contact["phone"], contact.get("variables") or {}, campaign_id=campaign_id,
+                                         leave_voicemail=leave_voicemail)
         except PlatformRateLimited as exc:
             hold = max(DEFAULT_HOLD, float(exc.retry_after or 0))
             log.warning("campaign %s: the platform asks to slow down; holding %.1f s", campaign_id, hold)

@@ -52,7 +52,10 @@ def place_call() -> tuple[Response, int]:
         raise InvalidEvent(str(exc)) from None
     dialler = _dialler(optional_text(body, "platform", 16))
     _check_placeholders(variables)
-    call_id = dialler.place_call(to, variables)
+    voicemail = optional_text(body, "voicemail", 16) or "message"
+    if voicemail not in ("message", "hangup"):
+        raise InvalidEvent("'voicemail' must be message or hangup")
+    call_id = dialler.place_call(to, variables, leave_voicemail=voicemail == "message")
     g.call_id = call_id
     log.info("call placed call_id=%s platform=%s", call_id, dialler.platform)
     answer: dict[str, Any] = {"call_id": call_id, "platform": dialler.platform, "status": "placed"}
@@ -122,7 +125,8 @@ def start_campaign() -> tuple[Response, int]:
         rules = steps.Rules(concurrency=_number(body, "concurrency", 4), attempts=_number(body, "attempts", 1),
                             retry_gap=float(_number(body, "retry_gap", 900)), window=window,
                             timezone=optional_text(body, "timezone", 64) or "UTC",
-                            pace=float(_number(body, "pace", 1.0, kind=float)))
+                            pace=float(_number(body, "pace", 1.0, kind=float)),
+                            voicemail=optional_text(body, "voicemail", 16) or "message")
     except ValueError as exc:
         raise InvalidEvent(str(exc)) from None
     problems = rules.problems()

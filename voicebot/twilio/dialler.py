@@ -35,7 +35,8 @@ class TwilioDialler(Dialler):
         self.public_url = public_url.rstrip("/")
         self.voicemail = voicemail
 
-    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None) -> str:
+    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None,
+                   leave_voicemail: bool = True) -> str:
         from twilio.base.exceptions import TwilioException, TwilioRestException  # type: ignore[import-untyped]
 
         try:
@@ -44,12 +45,13 @@ class TwilioDialler(Dialler):
                 status_callback=f"{self.public_url}/webhook/twilio/status", status_callback_method="POST",
                 # A person is told from a machine at once; with a message to leave, a machine is waited for
                 # until its greeting ends, so the message is heard after the beep.
-                machine_detection="DetectMessageEnd" if self.voicemail else "Enable")
+                machine_detection="DetectMessageEnd" if self.voicemail and leave_voicemail else "Enable")
         except TwilioRestException as exc:
             if exc.status >= 500 or exc.status == 429:
                 raise TwilioUnavailable(f"POST Calls: HTTP {exc.status}: {exc.msg}") from None
             raise TwilioRejected(f"POST Calls: HTTP {exc.status}: {exc.msg}", exc.status) from None
         except (TwilioException, requests.RequestException) as exc:
             raise TwilioUnavailable(f"POST Calls: {type(exc).__name__}") from None
-        self.conversation.open_outbound(call.sid, to, self.caller_id, variables, campaign_id=campaign_id)
+        self.conversation.open_outbound(call.sid, to, self.caller_id, variables, campaign_id=campaign_id,
+                                        leave_voicemail=leave_voicemail)
         return str(call.sid)

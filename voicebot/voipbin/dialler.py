@@ -34,7 +34,9 @@ class VoipbinDialler(Dialler):
         self.caller_id = caller_id
         self.fetch_url = fetch_url
 
-    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None) -> str:
+    def place_call(self, to: str, variables: dict[str, str], *, campaign_id: str | None = None,
+                   leave_voicemail: bool = True) -> str:
+        # VoIPBin's amd hangs up on a machine either way: it says nothing of what answered otherwise.
         body: dict[str, Any] = {
             "source": {"type": "tel", "target": self.caller_id},
             "destinations": [{"type": "tel", "target": to}],
