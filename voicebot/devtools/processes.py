@@ -187,6 +187,8 @@ class RedisClusterServers:
         live = [p for p, process in self.processes.items() if process.poll() is None]
         wait_for(lambda: all(int(self._info(p)["cluster_known_nodes"]) >= len(self.ports) for p in live),
                  timeout=30, what="the new master known to every node")
+        # A node that has just joined says CLUSTERDOWN until it has learnt where every slot is.
+        wait_for(lambda: self._info(port)["cluster_state"] == "ok", timeout=30, what="the new master's cluster ok")
         return port
 
     def move_slots(self, source: int, target: int, count: int) -> int:
