@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import xml.etree.ElementTree as ET
 
@@ -18,8 +19,10 @@ HUMANS = "+15550009999"
 
 
 @pytest.fixture
-def relay(make_app):
+def relay(make_app, request, store_kind):
     """voicebot in relay mode on a real HTTP server (a WebSocket needs one)."""
+    if store_kind == "redis":
+        request.getfixturevalue("redis_prefix")  # set up first, so its keys are cleaned after the sessions end
     served = []
 
     def serve(**more):
@@ -27,11 +30,14 @@ def relay(make_app):
         public = f"http://127.0.0.1:{port}"
         app = make_app(TWILIO_AUTH_TOKEN=TOKEN, PUBLIC_URL=public, TWILIO_MODE="relay", **more)
         server = ServedApp(app, port)
-        served.append(server)
+        served.append((app, server))
         return app, public
 
     yield serve
-    for server in served:
+    for app, server in served:
+        # Every relay session has finished (its socket's call ended) before the store is cleaned up.
+        slots = app.extensions["twilio_relay_slots"]
+        wait_for(lambda: slots._value == slots._initial_value, timeout=10, what="the relay sessions' end")
         server.stop()
 
 
@@ -42,7 +48,10 @@ def socket_url(public: str) -> str:
 def connect(public: str, token: str = TOKEN) -> Client:
     url = socket_url(public)
     headers = {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, {})} if token else {}
-    return Client.connect(url, headers=headers)
+    ws = Client.connect(url, headers=headers)
+    # setup and the first prompt go out back to back: without this, Nagle holds the prompt for a delayed ACK.
+    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ws
 
 
 def start(app, public: str, sid: str) -> tuple[Client, ET.Element]:
@@ -183,7 +192,8 @@ def test_ending_and_hand_off_send_end_and_the_action_url_says_what_next(relay, f
         assert end["type"] == "end" and json.loads(end["handoffData"])["reason"] == reason
     finally:
         hang_up(ws)
-    (record,) = records_of(app)
+    # end goes out first; the record is made as the turn ends, a moment later.
+    (record,) = wait_for(lambda: records_of(app), timeout=10, what="the call's record")
     assert record["end_reason"] == ("bot_ended" if reason == "hangup" else "transferred")
     after = post(app.test_client(), f"{public}/webhook/twilio/relay-end",
                  {**call_fields(sid), "HandoffData": end["handoffData"], "SessionStatus": "completed"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections import deque
 from typing import Any
@@ -48,6 +49,14 @@ class RelaySocket:
         self.ws = ws
         self.pending: deque[dict[str, Any]] = deque()
         self.ended = False
+        # Tokens are small frames sent one after another: without this, Nagle's algorithm holds one back
+        # until the last is acknowledged, and delayed ACKs make that up to 40 ms.
+        sock = getattr(ws, "sock", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
 
     def send(self, message: dict[str, Any]) -> None:
         self.ws.send(json.dumps(message, separators=(",", ":")))
