@@ -130,3 +130,35 @@ def test_rules_that_cannot_work_are_named(rules, words):
 def test_a_window_is_one_span_of_a_day(text):
     with pytest.raises(ValueError):
         steps.parse_window(text)
+
+
+def test_a_claim_that_lost_its_race_dials_nobody():
+    """The book runs a step again when another worker wrote first: only the run that landed may dial."""
+    import copy
+
+    from voicebot.outbound.book import MemoryBook
+    from voicebot.outbound.runner import CampaignRunner
+    from voicebot.speaker import Dialler
+
+    class RacyBook(MemoryBook):
+        def update(self, campaign_id, step):
+            step(copy.deepcopy(self._campaigns[campaign_id]))  # a run whose write lost the race: thrown away
+            return super().update(campaign_id, step)
+
+    class Recorder(Dialler):
+        platform = "voipbin"
+
+        def __init__(self):
+            self.dialled = []
+
+        def place_call(self, to, variables, *, campaign_id=None, leave_voicemail=True):
+            self.dialled.append(to)
+            return f"call-{len(self.dialled)}"
+
+    book, dialler = RacyBook(3600), Recorder()
+    campaign = make(4, concurrency=2)
+    book.create(campaign)
+    runner = CampaignRunner(book, {"voipbin": dialler}, clock=lambda: T0 + 1)
+    assert runner.run_once() == 2
+    assert dialler.dialled == ["+15550000000", "+15550000001"]  # once each, the two the kept run claimed
+    assert [c["state"] for c in book.get(campaign["id"])["contacts"]] == ["live", "live", "pending", "pending"]

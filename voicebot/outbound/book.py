@@ -46,7 +46,11 @@ class CampaignBook(ABC):
 
     @abstractmethod
     def update(self, campaign_id: str, step: Callable[[Campaign], T]) -> T:
-        """Apply ``step`` to the campaign and keep the result, atomically; what ``step`` returned."""
+        """Apply ``step`` to the campaign and keep the result, atomically; what ``step`` returned.
+
+        ``step`` may run more than once (when another worker changed the campaign first): it must change
+        nothing but the document it is given, and say what it did only by what it returns.
+        """
 
     @abstractmethod
     def active(self) -> list[str]:

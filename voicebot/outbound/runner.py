@@ -57,13 +57,13 @@ class CampaignRunner(threading.Thread):
         return started
 
     def _dial_due(self, campaign_id: str) -> int:
-        claimed: list[tuple[int, steps.Contact]] = []
+        def claim(campaign: steps.Campaign) -> tuple[list[tuple[int, steps.Contact]], str, bool]:
+            # Returned, never kept aside: the book runs this again when another worker wrote first, and only
+            # the run whose write landed claimed anything.
+            picked = steps.claim(campaign, self.clock(), DIALS_PER_TICK)
+            return picked, str(campaign["platform"]), campaign.get("voicemail", "message") == "message"
 
-        def claim(campaign: steps.Campaign) -> tuple[str, bool]:
-            claimed.extend(steps.claim(campaign, self.clock(), DIALS_PER_TICK))
-            return str(campaign["platform"]), campaign.get("voicemail", "message") == "message"
-
-        platform, leave_voicemail = self.book.update(campaign_id, claim)
+        claimed, platform, leave_voicemail = self.book.update(campaign_id, claim)
         dialler = self.diallers.get(platform)
         for index, contact in claimed:
             if dialler is None:
