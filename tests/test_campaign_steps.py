@@ -162,3 +162,13 @@ def test_a_claim_that_lost_its_race_dials_nobody():
     assert runner.run_once() == 2
     assert dialler.dialled == ["+15550000000", "+15550000001"]  # once each, the two the kept run claimed
     assert [c["state"] for c in book.get(campaign["id"])["contacts"]] == ["live", "live", "pending", "pending"]
+
+
+def test_a_call_placed_by_an_instance_killed_before_it_knew_the_call_is_still_its_contacts():
+    """The dial reached the platform, the instance died before recording it: the call's end finds its contact
+    by number, so its outcome counts and the contact is not called again for that attempt."""
+    campaign = make(2, attempts=2, retry_gap=0)
+    steps.claim(campaign, T0 + 1, most=2)  # both claimed; the instance placed them and died
+    assert steps.finished(campaign, "lost-call", "human", T0 + 20, phone="+15550000001")
+    assert campaign["contacts"][1]["state"] == "done" and campaign["contacts"][1]["outcome"] == "human"
+    assert steps.results(campaign)[1]["attempts"] == 1  # not dialled again

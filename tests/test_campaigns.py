@@ -172,15 +172,18 @@ def test_two_instances_keep_one_cap_and_a_killed_one_loses_no_contact(tmp_path, 
         survivor.stop()
     dialled = Counter(p["destinations"][0]["target"] for p in voipbin.placed)
     assert voipbin.live_peak <= 4
-    assert all(dialled[p] <= 1 for p in people) and all(dialled[b] <= 2 for b in busy), dialled
-    lost = [p for p in people if dialled[p] == 0] + [b for b in busy if dialled[b] < 2]
-    assert len(lost) <= 1, lost  # at most the one dial the killed instance had under way
+    attempts = {r["phone"]: r["attempts"] for r in results}
+    # Never twice for one attempt. A dial the killed instance had under way, and could not record, counts as
+    # a failed attempt after DIAL_STALE: the next attempt may call that person again.
+    assert all(dialled[p] <= attempts[p] for p in people + busy), (dialled, attempts)
+    lost = [p for p in people + busy if dialled[p] < attempts[p]] + [p for p in people if attempts[p] > 1]
+    assert len(lost) <= 2, lost  # at most the dials the killed instance had under way
     outcomes = Counter(r["outcome"] for r in results)
     assert len(results) == 28 and all(r["final"] for r in results)
     assert outcomes["human"] >= 23 and outcomes["busy"] >= 3
     print(f"\nDRILL campaign-instance-killed: 28 contacts at concurrency 4 over two instances; one SIGKILLed after "
           f"{killed_at} dials; {len(voipbin.placed)} dials in all, at most {voipbin.live_peak} calls up at once, "
-          f"{len(lost)} dial lost with the killed instance; outcomes {dict(outcomes)}")
+          f"{len(lost)} contact(s) whose dial was lost with the killed instance; outcomes {dict(outcomes)}")
 
 
 def test_under_429s_every_contact_is_still_dialled_once(serve_campaigns, voipbin):

@@ -159,9 +159,19 @@ def not_placed(campaign: Campaign, index: int, now: float, *, hold: float = 0.0)
 
 
 def finished(campaign: Campaign, call_id: str, outcome: str, now: float, *, record_id: str | None = None,
-             duration: float | None = None) -> bool:
-    """A campaign call ended with ``outcome``: tried again if the rules say so. False if it was known already."""
+             duration: float | None = None, phone: str | None = None) -> bool:
+    """A campaign call ended with ``outcome``: tried again if the rules say so. False if it was known already.
+
+    A call whose dial has not returned yet (a busy number can end first), or never will (the instance
+    dialling it was killed after placing it), is its number's: the contact being dialled with that ``phone``.
+    """
     index = campaign["calls"].get(call_id)
+    if index is None and phone:
+        index = next((i for i, c in enumerate(campaign["contacts"])
+                      if c["phone"] == phone and c["state"] == "dialing"), None)
+        if index is not None:
+            campaign["contacts"][index]["call_id"] = call_id
+            campaign["calls"][call_id] = index
     if index is None:
         # Ended before its dial returned: kept until ``placed`` knows whose call it was.
         campaign.setdefault("early", {})[call_id] = {"outcome": outcome, "record_id": record_id, "duration": duration}

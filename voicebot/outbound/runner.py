@@ -107,7 +107,7 @@ def outcome_listener(book: CampaignBook, clock: Callable[[], float] = time.time)
         try:
             book.update(campaign_id, lambda c: steps.finished(
                 c, record["call_id"], record["outcome"], clock(), record_id=record.get("id"),
-                duration=record.get("duration_seconds")))
+                duration=record.get("duration_seconds"), phone=record.get("caller")))
         except UnknownCampaign:
             log.warning("a call of campaign %s ended, and the campaign is gone", campaign_id)
 
