@@ -102,10 +102,6 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     """Ask a running voicebot to place one call (POST /calls); the call runs in the service, not here."""
-    import os
-
-    from .chat import http_poster
-
     variables = {}
     for given in args.var:
         name, sep, value = given.partition("=")
@@ -113,16 +109,10 @@ def _call(args: argparse.Namespace) -> int:
             print(f"voicebot call: --var takes name=value; got {given!r}", file=sys.stderr)
             return 2
         variables[name] = value
-    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
-    token = os.environ.get("OUTBOUND_TOKEN") or os.environ.get("WEBHOOK_TOKEN", "")
     body: dict[str, object] = {"to": args.to, "variables": variables}
     if args.platform:
         body["platform"] = args.platform
-    try:
-        status, answer = http_poster(url, token)("/calls", body)
-    except OSError as exc:
-        print(f"voicebot call: cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
-        return 1
+    status, answer = _ask(args, "POST", "/calls", body)  # unreachable: main says so, in one line
     if status != 201:
         print(f"voicebot call: {answer.get('message') or answer.get('error') or status} (HTTP {status})",
               file=sys.stderr)

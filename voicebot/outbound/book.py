@@ -141,6 +141,8 @@ class RedisBook(CampaignBook):
             result = step(working)
             done = working["state"] == "done"
             data = json.dumps(working, separators=(",", ":"))
+            if data == (raw.decode() if isinstance(raw, bytes) else raw):
+                return result  # nothing changed (a tick with nothing due): no write, and no race to lose
             ttl = str(int(self.retention * 1000)) if done else "0"
             if self._do(lambda: self._swap(keys=[key], args=[raw, data, ttl])):
                 if done:

@@ -119,15 +119,17 @@ def claim(campaign: Campaign, now: float, most: int) -> list[tuple[int, Contact]
     burst = max(1.0, campaign["pace"])
     tokens = min(burst, campaign["tokens"] + (now - campaign["tokens_at"]) * campaign["pace"])
     wanted = min(free, most, int(tokens))
+    if wanted <= 0:
+        return []  # the bucket is left as it was: it refills with time alone, so nothing needs writing
     picked: list[tuple[int, Contact]] = []
-    if wanted > 0:
-        for index, contact in enumerate(campaign["contacts"]):
-            if contact["state"] == "pending" and contact["next_at"] <= now:
-                contact.update(state="dialing", attempts=contact["attempts"] + 1, claimed_at=now, call_id=None)
-                picked.append((index, dict(contact)))
-                if len(picked) == wanted:
-                    break
-    campaign["tokens"], campaign["tokens_at"] = tokens - len(picked), now
+    for index, contact in enumerate(campaign["contacts"]):
+        if contact["state"] == "pending" and contact["next_at"] <= now:
+            contact.update(state="dialing", attempts=contact["attempts"] + 1, claimed_at=now, call_id=None)
+            picked.append((index, dict(contact)))
+            if len(picked) == wanted:
+                break
+    if picked:
+        campaign["tokens"], campaign["tokens_at"] = tokens - len(picked), now
     return picked
 
 
