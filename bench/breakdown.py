@@ -77,7 +77,7 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
 
     def model(n):
         conversation.llm.reply("You are a helpful agent.", HISTORY + [{"role": "user", "content": f"mk{n}"}], 5)
-    rows.append(("model call (anthropic SDK, raw JSON)", cpu_ms(model)))
+    rows.append(("model call (the wire, the SDK's headers)", cpu_ms(model)))
 
     session = {"call_id": "c", "messages": HISTORY, "channel": {}, "events": [], "turns": 5}
 

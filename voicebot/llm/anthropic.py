@@ -1,4 +1,4 @@
-"""Replies from Claude through the official anthropic SDK, within a wall-clock deadline."""
+"""Replies from Claude: the official anthropic SDK's headers and errors, a lean wire, a wall-clock deadline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import anthropic
 import httpx2
@@ -15,7 +16,7 @@ from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMU
 from ..tools import Tool
 from ..speakable import complete_sentences
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .transport import DeadlineTransport, proxy_configured, wall_clock_deadline
+from .transport import Answer, MessagesWire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
 
 # The SDK's errors, most specific first, and what each means to a turn.
 # Retrying inside a phone turn is left to the next turn: the caller hears the
@@ -56,29 +57,32 @@ class AnthropicLLM(LLM):
         self.model = model
         self.max_tokens = max_tokens
         self.prompt_caching = prompt_caching
-        # The deadline is kept by the connections themselves (see transport.py),
-        # so a call runs in the turn's thread; a client given from outside, or
-        # an HTTP proxy (which only httpx's own transport honours), falls back
-        # to running the call on a pool thread and waiting for it.
-        self._deadline_in_sockets = client is None and not proxy_configured()
+        # The SDK's client gives the headers, the base URL and the typed errors. It also carries the calls
+        # itself when given from outside, or behind an HTTP proxy (which only httpx honours): then a call
+        # runs on a pool thread and the turn waits for it. Otherwise a turn's bytes go over the wire, in
+        # the turn's own thread, every read held to the deadline (see transport.py).
         self._client = client or anthropic.Anthropic(
             api_key=api_key,
             base_url=base_url or None,
             max_retries=0,
             # The SDK's client follows redirects by default; the API never redirects, and the key must
             # not follow a Location header anywhere.
-            http_client=anthropic.DefaultHttpxClient(
-                transport=DeadlineTransport(self._executor), follow_redirects=False)
-            if self._deadline_in_sockets else anthropic.DefaultHttpxClient(follow_redirects=False),
+            http_client=anthropic.DefaultHttpxClient(follow_redirects=False),
         )
+        self._wire = (MessagesWire(str(self._client.base_url), self._client.default_headers, self._executor,
+                                   httpx2.create_ssl_context)
+                      if client is None and not proxy_configured() else None)
         # The raw response, read as plain JSON: building the SDK's typed
         # Message costs about a fifth of the SDK's CPU per call, and a turn
         # needs only the text blocks.
         self._create = self._client.messages.with_raw_response.create
-        self._stream_create = self._client.messages.with_streaming_response.create
         self._max_concurrency = max_concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    @property
+    def _deadline_in_sockets(self) -> bool:
+        return self._wire is not None
 
     def _executor(self) -> ThreadPoolExecutor:
         # Made on first use, in the worker process (a pool's threads do not survive a fork).
@@ -91,17 +95,18 @@ class AnthropicLLM(LLM):
               tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
         """Within ``timeout`` seconds of wall time, however the model trickles its answer.
 
-        The SDK's timeout bounds each read, not the call. Our transport holds
-        every read to the deadline; without it, the call runs on a pool thread
-        and the turn waits for it ``timeout`` seconds at most.
+        An HTTP client's timeout bounds each read, not the call. The wire
+        holds every read to the deadline; through the SDK's client instead,
+        the call runs on a pool thread and the turn waits for it ``timeout``
+        seconds at most.
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
-        call = (system, list(messages), timeout, [tool.spec() for tool in tools], allow_tools, force_tool)
-        if self._deadline_in_sockets:
+        body = self._body(system, list(messages), [tool.spec() for tool in tools], allow_tools, force_tool)
+        if self._wire is not None:
             with wall_clock_deadline(timeout):
-                return self._call(*call)
-        future = self._executor().submit(self._call, *call)
+                return self._mapped(lambda: self._call(body), timeout)
+        future = self._executor().submit(self._mapped, lambda: self._call_sdk(body, timeout), timeout)
         try:
             return future.result(timeout)
         except FutureTimeout:
@@ -113,49 +118,59 @@ class AnthropicLLM(LLM):
         """The Messages API's streaming, read in the turn's own thread.
 
         Each sentence goes to ``on_text`` as soon as the model has finished
-        it (sentences finished by one chunk of the stream, together). While a
+        it (sentences finished by one read of the stream, together). While a
         piece is being said, the model's next words wait in the socket, and
-        no thread hands anything to another. httpx yields the stream one HTTP
-        chunk at a time, so sentences that queued during a say are said one
-        by one, not merged. The wall-clock deadline holds every read, as in
+        no thread hands anything to another. The stream is read one chunk at
+        a time, so sentences that queued during a say are said one by one,
+        not merged. The wall-clock deadline holds every read, as in
         ``reply``; behind an HTTP proxy, where it cannot, the reply comes
         whole instead.
         """
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
-        if not self._deadline_in_sockets:
+        if self._wire is None:
             return self.reply(system, messages, timeout, tools, allow_tools)
-        request = self._request(system, list(messages), [tool.spec() for tool in tools], allow_tools)
+        body = self._body(system, list(messages), [tool.spec() for tool in tools], allow_tools)
+        body["stream"] = True
         try:
             with wall_clock_deadline(timeout):
-                return self._read_stream(request, timeout, on_text)
+                return self._mapped(lambda: self._read_stream(body, on_text), timeout)
         except _NotSaid as failed:
             raise failed.error from None  # the platform's own error, for the turn to answer as it does
-        except LLMError:
-            raise
-        except httpx2.TimeoutException:
-            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
-        except Exception as exc:
-            mapped = self._ours(exc)
-            raise (mapped if isinstance(mapped, LLMError)
-                   else LLMUnavailable(f"{self.model}: {type(exc).__name__} while streaming")) from exc
 
-    def _request(self, system: str, messages: list[Message], tools: list[dict[str, Any]],
-                 allow_tools: bool, force_tool: str | None = None) -> dict[str, Any]:
-        # As raw JSON (extra_body), not typed params: the SDK walks typed params
-        # through its transform on every call, and tool schemas are deep (~0.1 ms a turn).
-        extra: dict[str, Any] = {"tools": tools} if tools else {}
-        if tools and not allow_tools:
-            extra["tool_choice"] = {"type": "none"}
-        elif tools and force_tool:
-            extra["tool_choice"] = {"type": "tool", "name": force_tool}
+    def _body(self, system: str, messages: list[Message], tools: list[dict[str, Any]],
+              allow_tools: bool, force_tool: str | None = None) -> dict[str, Any]:
         # Plain JSON-able dicts: the SDK's TypedDicts add nothing to what the strict fake checks.
         sent_system: Any = system
         sent_messages: Any = messages
         if self.prompt_caching:
             sent_system, sent_messages = _with_cache_breakpoints(system, messages)
-        return {"model": self.model, "max_tokens": self.max_tokens, "system": sent_system,
-                "messages": sent_messages, "extra_body": extra or None}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "system": sent_system,
+                                "messages": sent_messages}
+        if tools:
+            body["tools"] = tools
+            if not allow_tools:
+                body["tool_choice"] = {"type": "none"}
+            elif force_tool:
+                body["tool_choice"] = {"type": "tool", "name": force_tool}
+        return body
+
+    def _mapped(self, call: Callable[[], Reply], timeout: float) -> Reply:
+        """The call, with the wire's and the SDK's errors mapped to ours."""
+        try:
+            return call()
+        except (LLMError, _NotSaid):
+            raise
+        except WireTimeout:
+            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
+        except WireError as exc:
+            raise LLMUnavailable(f"{self.model}: {exc}") from None
+        except ValueError as exc:
+            raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
+        except Exception as exc:
+            mapped = self._ours(exc)
+            raise (mapped if isinstance(mapped, LLMError)
+                   else LLMUnavailable(f"{self.model}: {type(exc).__name__}")) from exc
 
     def _ours(self, exc: Exception) -> Exception:
         for vendor_error, ours in _ERRORS:
@@ -165,13 +180,37 @@ class AnthropicLLM(LLM):
                 return ours(f"{self.model}: {detail}")
         return exc
 
-    def _read_stream(self, request: dict[str, Any], timeout: float, on_text: OnText) -> Reply:
+    @contextmanager
+    def _answer(self, body: dict[str, Any]) -> Iterator[Answer]:
+        """The API's answer to ``body`` on the wire; a status other than 200 raises the SDK's own error for it."""
+        assert self._wire is not None
+        with self._wire.post(json.dumps(body, separators=(",", ":")).encode()) as answer:
+            if answer.status != 200:
+                # The SDK's error for this status and body, built as the SDK builds it from its own answer.
+                response = httpx2.Response(answer.status, headers=list(answer.headers.items()), content=answer.read(),
+                                           request=httpx2.Request("POST", self._wire.url))
+                raise self._client._make_status_error_from_response(response)
+            yield answer
+
+    def _call(self, body: dict[str, Any]) -> Reply:
+        with self._answer(body) as answer:
+            return _reply_of(json.loads(answer.read()), self.model)
+
+    def _call_sdk(self, body: dict[str, Any], timeout: float) -> Reply:
+        extra = {name: body[name] for name in ("tools", "tool_choice") if name in body}
+        # As raw JSON (extra_body), not typed params: the SDK walks typed params
+        # through its transform on every call, and tool schemas are deep.
+        response = self._create(model=body["model"], max_tokens=body["max_tokens"], system=body["system"],
+                                messages=body["messages"], extra_body=extra or None, timeout=timeout)
+        return _reply_of(json.loads(response.http_response.content), self.model)
+
+    def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
         """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""
         pending, buffer, text, finished = b"", "", [], False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
-        with self._stream_create(**request, stream=True, timeout=timeout) as response:
-            for chunk in response.iter_bytes():
+        with self._answer(body) as answer:
+            for chunk in answer.body:
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()  # the start of a line the next read completes
                 ready = []
@@ -223,30 +262,25 @@ class AnthropicLLM(LLM):
                 uses.append(ToolUse(block["id"], block["name"], arguments if isinstance(arguments, dict) else {}))
         return Reply("".join(text), uses, _usage(usage))
 
-    def _call(self, system: str, messages: list[Message], timeout: float, tools: list[dict[str, Any]],
-              allow_tools: bool, force_tool: str | None) -> Reply:
-        try:
-            response = self._create(**self._request(system, messages, tools, allow_tools, force_tool),
-                                    timeout=timeout)
-            message = json.loads(response.http_response.content)
-        except ValueError as exc:
-            raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
-        except Exception as exc:
-            raise self._ours(exc) from exc
-        blocks = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(blocks, list):
-            raise LLMUnavailable(f"{self.model}: the answer has no content")
-        blocks = [b for b in blocks if isinstance(b, dict)]
-        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        uses = [ToolUse(b["id"], b["name"], b.get("input") if isinstance(b.get("input"), dict) else {})
-                for b in blocks if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
-                and isinstance(b.get("name"), str)]
-        return Reply(text, uses, _usage(message.get("usage")))
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._wire is not None:
+            self._wire.close()
         self._client.close()
+
+
+def _reply_of(message: Any, model: str) -> Reply:
+    """A Messages API answer, read as plain JSON: its words, its tool uses and what it billed."""
+    blocks = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(blocks, list):
+        raise LLMUnavailable(f"{model}: the answer has no content")
+    blocks = [b for b in blocks if isinstance(b, dict)]
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    uses = [ToolUse(b["id"], b["name"], b.get("input") if isinstance(b.get("input"), dict) else {})
+            for b in blocks if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+            and isinstance(b.get("name"), str)]
+    return Reply(text, uses, _usage(message.get("usage")))
 
 
 _EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
