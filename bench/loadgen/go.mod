@@ -1,0 +1,3 @@
+module voicebot/bench/loadgen
+
+go 1.19
