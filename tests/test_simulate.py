@@ -52,7 +52,7 @@ def test_an_article_campaign_passes(fake_llm, capsys, tmp_path):
     assert summary["turns"] == 60 and summary["errors"] == 0 and summary["isolation_violations"] == 0
 
 
-def test_a_voipbin_campaign_passes_and_reports_the_time_to_first_word(fake_llm, capsys, monkeypatch):
+def test_a_voipbin_campaign_passes_and_reports_the_time_to_first_word(fake_llm, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(fake_llm, "sentences", 2)
     monkeypatch.setattr(fake_llm, "sentence_gap", 0.05)
     port = free_port()
@@ -62,13 +62,16 @@ def test_a_voipbin_campaign_passes_and_reports_the_time_to_first_word(fake_llm, 
     served = ServedApp(app)
     try:
         status, out = run_cli([served.url, "--contract", "voipbin", "--calls", "10", "--turns", "3",
-                               "--secret", "sim-secret", "--access-key", "sim-key",
-                               "--voipbin-listen", f"127.0.0.1:{port}"], capsys)
+                               "--secret", "sim-secret", "--access-key", "sim-key", "--rest-latency", "0.05",
+                               "--voipbin-listen", f"127.0.0.1:{port}", "--json", str(tmp_path / "s.json")], capsys)
     finally:
         served.stop()
     assert status == 0, out
     assert "30/30 turns" in out and "isolation violations: 0" in out
     assert "first word ms:" in out and "model's first sentence ms:" in out and "first word beyond it ms:" in out
+    assert "time to greeting ms:" in out
+    # Each REST request takes 50 ms: the speaking session, then the greeting's say, come first.
+    assert json.loads((tmp_path / "s.json").read_text())["greeting_ms"]["p50"] >= 100
 
 
 def test_a_shed_voipbin_event_is_sent_again_as_voipbin_does(fake_llm, capsys, tmp_path):
@@ -112,7 +115,7 @@ def test_a_twilio_campaign_passes_signed_against_the_public_url(fake_llm, capsys
         status, out = run_cli([served.url, "--contract", "twilio", "--calls", "10", "--turns", "3",
                                "--twilio-token", "sim-token", "--public-url", public], capsys)
         assert status == 0, out
-        assert "30/30 turns" in out and "isolation violations: 0" in out
+        assert "30/30 turns" in out and "isolation violations: 0" in out and "time to greeting ms:" in out
         status, out = run_cli([served.url, "--contract", "twilio", "--calls", "2", "--turns", "1",
                                "--twilio-token", "not-the-token"], capsys)
         assert status == 1 and "http_403" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 
@@ -137,6 +138,32 @@ def test_a_redelivered_call_progressing_sets_up_once(client, voipbin):
     answer(client, voipbin, call_id)
     assert len(voipbin.transcribes) == 1 and len(voipbin.speakings) == 1
     assert voipbin.said[call_id] == [GREETING]
+
+
+def test_the_greeting_is_said_after_one_rest_round_trip_and_listening_starts_after_it(client, voipbin):
+    """The caller hears the greeting once the speaking session exists; the transcribe is started after it."""
+    greeted_before = greetings_counted(client)
+    call_id = answer(client, voipbin)
+    speaking_id = voipbin.live("speakings", call_id)[0]["id"]
+    assert voipbin.requests == [("POST", "/speakings"), ("POST", f"/speakings/{speaking_id}/say"),
+                                ("POST", "/transcribes")]
+    assert one_live(voipbin, call_id) and voipbin.said[call_id] == [GREETING]
+    assert greetings_counted(client) == greeted_before + 1
+
+
+def greetings_counted(client):
+    found = re.search(r'voicebot_time_to_greeting_seconds_count\{platform="voipbin"\} (\S+)',
+                      client.get("/metrics").get_data(as_text=True))
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_transcribe_that_fails_after_the_greeting_is_started_by_the_redelivery_alone(client, voipbin):
+    voipbin.fail_next["transcribes"] = 1
+    call_id = voipbin.answer_call()
+    assert deliver(client, "call_progressing", voipbin.calls[call_id]).status_code == 200
+    assert one_live(voipbin, call_id)
+    assert voipbin.said[call_id] == [GREETING]  # greeted once, by the first attempt
+    assert speak(client, voipbin, call_id, "mk1").get_json() == {"status": "said"}
 
 
 def test_hangup_before_progressing_leaves_nothing_running(client, voipbin):

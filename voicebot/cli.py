@@ -344,6 +344,7 @@ def _simulate(args: argparse.Namespace) -> int:
         try:
             voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
                                   webhook_secret=args.secret).start()
+            voipbin.latency = args.rest_latency
         except OSError as exc:
             print(f"voicebot simulate: the built-in fake VoIPBin cannot listen on {args.voipbin_listen} "
                   f"({exc.strerror}); choose another with --voipbin-listen", file=sys.stderr)
@@ -575,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="VOIPBIN_WEBHOOK_SECRET of the voicebot under test (voipbin contract)")
     sim.add_argument("--voipbin-listen", default="127.0.0.1:8766",
                      help="where the built-in fake VoIPBin listens (voipbin contract)")
+    sim.add_argument("--rest-latency", type=float, default=0.0,
+                     help="seconds the built-in fake VoIPBin takes to answer each REST request (voipbin contract)")
     sim.add_argument("--access-key", default="test-access-key",
                      help="VOIPBIN_ACCESS_KEY it accepts (voipbin contract)")
     sim.add_argument("--number", default="+15559870000",

@@ -230,6 +230,7 @@ class Conversation:
                     speaker.say(greeting, call)
                 session["greeted"] = True
                 call.said(greeting)
+                metrics.GREETING_SECONDS.labels(self.namespace or "voicebot").observe(time.monotonic() - started)
             record.save(session, release=True, lines=call.lines)
         log.info("call started call_id=%s resumed=%s lock_wait_ms=%.1f total_ms=%.1f",
                  call_id, resumed, record.lock_wait * 1000, (time.monotonic() - started) * 1000)
@@ -374,11 +375,18 @@ class Conversation:
 
     def with_channel(self, call_id: str, change: Callable[[Channel], T], *, wait: float) -> T | None:
         """Run ``change`` on the call's channel under its lock and save it; None for a call not known."""
+        return self.with_call(call_id, lambda call: change(call.channel), wait=wait)
+
+    def with_call(self, call_id: str, change: Callable[[CallContext], T], *, wait: float) -> T | None:
+        """Run ``change`` on a known call under its lock, as ``attach`` runs at its start (a set-up step
+        that waits for the greeting), and save it; None for a call not known."""
         with self.store.locked(self.key(call_id), wait) as record:
-            if record.data is None:
+            session = cast("Session | None", record.data)
+            if session is None:
                 return None
-            result = change(record.data["channel"])
-            record.save(record.data, release=True)
+            call = CallContext(call_id, session["channel"], record.renew, lambda: record.save(session))
+            result = change(call)
+            record.save(session, release=True)
             return result
 
     def channel(self, call_id: str) -> Channel | None:

@@ -32,6 +32,10 @@ LLM_SECONDS = Histogram("voicebot_llm_seconds", "Time waiting for the model in a
 LOCK_WAIT_SECONDS = Histogram("voicebot_lock_wait_seconds",
                               "Time a turn waited for its call's lock (another turn of the same call)",
                               buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0))
+GREETING_SECONDS = Histogram("voicebot_time_to_greeting_seconds",
+                             "From the event that opens a call to its greeting: said into the call (VoIPBin), "
+                             "or answered in the response that greets (Twilio, the article's contract)",
+                             ["platform"], buckets=_BUCKETS)
 FALLBACKS = Counter("voicebot_fallbacks", "Turns answered with FALLBACK_REPLY, by cause", ["cause"])
 CALLS = Counter("voicebot_calls", "Calls started and ended (and placed: outbound)", ["event"])
 OUTBOUND = Counter("voicebot_outbound_calls", "Outbound calls ended, by outcome: human, voicemail, busy, "

@@ -45,6 +45,8 @@ class Tally:
     first_words: list[float] = field(default_factory=list)
     model_first_sentences: list[float] = field(default_factory=list)
     first_word_overheads: list[float] = field(default_factory=list)
+    # The event that opens a call -> its greeting: the first say at VoIPBin, or the response that greets.
+    greetings: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     error_example: dict[str, str] = field(default_factory=dict)
     violations: dict[str, int] = field(default_factory=dict)
@@ -300,16 +302,23 @@ class Campaign:
         if self.contract == "voipbin":
             event = {"type": "call_progressing",
                      "data": call_event_data(call_id, "progressing", callee=self.number)}
+            sent = time.perf_counter()
             await self._post(connections, "/webhook/voipbin", event, call_id)
+            with self.voipbin.lock:
+                greeted = self.voipbin.said_at[call_id][:1]
+            if greeted:
+                self.tally.greetings.append(greeted[0] - sent)
         elif self.contract == "twilio":
-            await self._post_form(connections, "/webhook/twilio/voice",
-                                  self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            _, elapsed, _ = await self._post_form(connections, "/webhook/twilio/voice",
+                                                  self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            self.tally.greetings.append(elapsed)
             if call_id not in self._actions:
                 self.tally.error("no_gather", f"call {call_id}: the greeting did not listen")
                 raise _TurnFailed
         elif self.contract == "twilio-relay":
-            root, _, _ = await self._post_form(connections, "/webhook/twilio/voice",
-                                               self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            root, elapsed, _ = await self._post_form(connections, "/webhook/twilio/voice",
+                                                     self._twilio_fields(call_id, CallStatus="ringing"), call_id)
+            self.tally.greetings.append(elapsed)  # the TwiML carries the welcome greeting
             relay = root.find("Connect/ConversationRelay")
             if relay is None:
                 self.tally.error("no_relay", f"call {call_id}: /voice did not connect a ConversationRelay "
@@ -317,8 +326,9 @@ class Campaign:
                 raise _TurnFailed
             self._sockets[call_id] = await asyncio.to_thread(self._relay_open, relay.get("url", ""), call_id)
         else:
-            await self._post(connections, "/webhook/call-started",
-                             {"type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
+            _, elapsed, _ = await self._post(connections, "/webhook/call-started", {
+                "type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
+            self.tally.greetings.append(elapsed)
 
     async def _turn(self, connections: list[HTTPConnection], call_id: str, marker: str) -> list[str]:
         text = f"Caller turn {marker}, please."
@@ -510,6 +520,7 @@ class Campaign:
             "first_word_ms": ms(t.first_words) if t.first_words else None,
             "model_first_sentence_ms": ms(t.model_first_sentences) if t.model_first_sentences else None,
             "first_word_overhead_ms": ms(t.first_word_overheads) if t.first_word_overheads else None,
+            "greeting_ms": ms(t.greetings) if t.greetings else None,
         }
 
 
@@ -552,6 +563,11 @@ def format_summary(s: dict[str, Any]) -> str:
                      + "  ".join(f"{k} {v}" for k, v in s["model_first_sentence_ms"].items()))
         lines.append("first word beyond it ms: "
                      + "  ".join(f"{k} {v}" for k, v in s["first_word_overhead_ms"].items()))
+    if s.get("greeting_ms"):
+        what = ("call_progressing sent to the greeting's first say at VoIPBin" if s["contract"] == "voipbin"
+                else "the call's first request to the answer that greets")
+        lines.append("time to greeting ms:  " + "  ".join(f"{k} {v}" for k, v in s["greeting_ms"].items())
+                     + f"  ({what})")
     shown = {**s["error_examples"], **(s["violation_examples"] if s["isolation_checked"] else {})}
     for kind, example in shown.items():
         lines.append(f"  e.g. {kind}: {example}")

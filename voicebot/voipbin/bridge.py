@@ -8,8 +8,9 @@ handed to it by the ``fetch`` flow action (which opens their session). Every
 other call, transcription and transcript of the account is acknowledged and
 left alone, logged at DEBUG only.
 
-Per call: on ``call_progressing`` set up, step by step, a transcription of
-the caller, a speaking session and the greeting; on each ``transcript_created``
+Per call: on ``call_progressing`` set up, step by step, a speaking session
+and the greeting (one REST round trip before the caller hears it), then a
+transcription of the caller; on each ``transcript_created``
 from the caller take a turn and ``say`` the reply; on ``call_hangup`` stop
 what runs and end the session. VoIPBin retries on 5xx, on no answer within
 15 s, and delivers concurrently, so every step is idempotent: set-up records
@@ -150,14 +151,21 @@ class VoipbinBridge:
             number = _target(data.get("destination"))
             if number:
                 channel.setdefault("number", number)  # the caller id for a transfer's outgoing leg
-            self._ensure_transcribe(call_id, channel, call.step, deadline)
+            # The greeting needs only the speaking: one REST round trip before the caller hears it.
             self.speech.ensure_speaking(call_id, channel, call.step, deadline)
+
+        def listen(call: CallContext) -> None:
+            self._ensure_transcribe(call_id, voipbin_channel(call.channel), call.step, deadline)
 
         try:
             started = self.conversation.start_call(call_id, _caller(data), called=_target(data.get("destination")),
                                                    attach=set_up,
                                                    speaker=self._speaker(call_id, deadline), greet=True,
                                                    deadline=deadline)
+            # Listening starts while the greeting plays (a caller listens to it first); a redelivered
+            # call_progressing greets no more, and starts what is still missing.
+            if started is not None:
+                self.conversation.with_call(call_id, listen, wait=deadline.cap(2.0))
         except VoipbinRejected as exc:
             # Asking again will be refused the same way (the call has gone, a wrong key).
             log.error("call not set up call_id=%s: %s", call_id, exc)
