@@ -258,6 +258,7 @@ type result struct {
 	latency time.Duration
 	status  int
 	crossed bool
+	turn    int
 }
 
 func percentile(sorted []float64, p float64) float64 {
@@ -341,7 +342,7 @@ func runDrive(args []string) {
 						crossed = crossed || !strings.HasPrefix(m, prefix)
 					}
 				}
-				results <- result{took, status, crossed}
+				results <- result{took, status, crossed, t}
 			}
 			post("/webhook/transcript", map[string]string{"type": "call.ended", "call_id": id})
 		}(c)
@@ -350,6 +351,7 @@ func runDrive(args []string) {
 	elapsed := time.Since(started).Seconds()
 	close(results)
 	var ms []float64
+	byTurn := make([][]float64, *turns)
 	errors, shed, crossed := 0, 0, 0
 	counts := map[int]int{}
 	for r := range results {
@@ -357,6 +359,7 @@ func runDrive(args []string) {
 		switch {
 		case r.status == 200:
 			ms = append(ms, float64(r.latency.Microseconds())/1000)
+			byTurn[r.turn] = append(byTurn[r.turn], float64(r.latency.Microseconds())/1000-*modelLatency*1000)
 			if r.crossed {
 				crossed++
 			}
@@ -368,6 +371,12 @@ func runDrive(args []string) {
 	}
 	sort.Float64s(ms)
 	beyond := func(p float64) float64 { return percentile(ms, p) - *modelLatency*1000 }
+	// Where the tail is: the first turns meet the calls still starting, the last the calls ending.
+	p99ByTurn := make([]float64, *turns)
+	for i, values := range byTurn {
+		sort.Float64s(values)
+		p99ByTurn[i] = percentile(values, 99)
+	}
 	statuses := map[string]int{}
 	for k, v := range counts {
 		statuses[fmt.Sprint(k)] = v
@@ -377,6 +386,7 @@ func runDrive(args []string) {
 		"statuses": statuses, "seconds": elapsed, "turns_per_s": float64(len(ms)) / elapsed,
 		"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": percentile(ms, 100),
 		"beyond_p50_ms": beyond(50), "beyond_p99_ms": beyond(99), "generator_cpu_s": cpuSeconds() - cpuBefore,
+		"beyond_p99_ms_by_turn": p99ByTurn,
 	})
 	fmt.Println(string(out))
 }
