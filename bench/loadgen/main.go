@@ -141,6 +141,10 @@ func runModel(args []string) {
 			return
 		}
 		time.Sleep(wait)
+		// Newest first: a server that cuts a long reply short keeps the words of this turn.
+		for i, j := 0, len(said)-1; i < j; i, j = i+1, j-1 {
+			said[i], said[j] = said[j], said[i]
+		}
 		text := "Heard " + strings.Join(said, " ") + "."
 		usage := map[string]int{"input_tokens": 20 * len(req.Messages), "output_tokens": 2 + len(said)}
 		if req.Stream {
@@ -335,9 +339,9 @@ func runDrive(args []string) {
 					}
 					json.Unmarshal(body, &answer)
 					heard := marker.FindAllString(answer.Response, -1)
-					// Every word the model heard is this call's, and the last is this turn's
-					// (a history may be trimmed, never mixed).
-					crossed = len(heard) == 0 || heard[len(heard)-1] != mine
+					// Every word the model heard is this call's, and the first (the newest) is this
+					// turn's: a history may be trimmed and a reply cut short, never mixed.
+					crossed = len(heard) == 0 || heard[0] != mine
 					for _, m := range heard {
 						crossed = crossed || !strings.HasPrefix(m, prefix)
 					}

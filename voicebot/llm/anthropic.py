@@ -298,7 +298,8 @@ def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[
     blocks: list[dict[str, Any]] = ([{"type": "text", "text": content}] if isinstance(content, str)
                                     else [dict(b) for b in content])
     blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
-    return cached_system, [*(dict(m) for m in messages[:-1]), {"role": last["role"], "content": blocks}]
+    # The earlier messages go as they are (nothing changes them): copying a 20-turn history cost every turn.
+    return cached_system, [*messages[:-1], {"role": last["role"], "content": blocks}]
 
 
 def _usage(raw: object) -> dict[str, int]:
