@@ -210,6 +210,8 @@ class AnthropicLLM(LLM):
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         with self._answer(body) as answer:
+            if answer.encoded:
+                raise WireError(f"the stream came {answer.encoded}-encoded, which was not asked for")
             for chunk in answer.body:
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()  # the start of a line the next read completes

@@ -29,6 +29,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -88,8 +89,23 @@ class Answer:
         self.headers = headers
         self.body = body
 
+    @property
+    def encoded(self) -> str:
+        """A content coding the server applied though none was asked for ('' for none)."""
+        coding = self.headers.get("content-encoding", "").strip().lower()
+        return "" if coding in ("", "identity") else coding
+
     def read(self) -> bytes:
-        return b"".join(self.body)
+        """The whole body, decoded if the server compressed it anyway (gzip, deflate)."""
+        data = b"".join(self.body)
+        if not self.encoded:
+            return data
+        if self.encoded not in ("gzip", "x-gzip", "deflate"):
+            raise WireError(f"the answer is in a content coding we cannot read: {self.encoded}")
+        try:
+            return zlib.decompress(data, 47 if "gzip" in self.encoded else 15)
+        except zlib.error:
+            raise WireError(f"the answer's {self.encoded} body is corrupt") from None
 
 
 class _Connection:
@@ -228,9 +244,10 @@ class MessagesWire:
 
     A thread makes one call at a time, so it keeps one connection, used again
     by its next turn. A kept-alive connection the server closed while it was
-    idle is seen before use and replaced; one that fails as the request is
-    sent, before any answer, is tried once more on a new connection (what
-    browsers do), since the server cannot have read that request.
+    idle is seen before use and replaced. One that fails after all, before a
+    byte of the answer came, is tried once more on a new connection (as
+    browsers and urllib3 do): the server let it go as the request left. Had
+    the server read it and died, the model is asked twice, and one answer used.
     """
 
     def __init__(self, base_url: str, headers: Mapping[str, object], helpers: Callable[[], Executor],

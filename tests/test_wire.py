@@ -1,0 +1,120 @@
+"""The model's wire (voicebot/llm/transport.py): HTTP/1.1 as servers really answer it, connections kept and let go."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+
+import pytest
+
+from voicebot.exceptions import LLMRejected, LLMUnavailable
+from voicebot.llm.anthropic import AnthropicLLM
+
+MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+           "content": [{"type": "text", "text": "Heard it."}], "usage": {"input_tokens": 3, "output_tokens": 2}}
+BODY = json.dumps(MESSAGE).encode()
+
+
+class RawServer:
+    """A loopback HTTP server that answers each request with the next of ``answers`` (bytes, or
+    "close" to close the connection without a word); it counts the connections it accepted."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            while self.answers:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                answer = self.answers.pop(0)
+                if answer == "close":
+                    return
+                conn.sendall(answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ok(body: bytes = BODY, *headers: str) -> bytes:
+    lines = ["HTTP/1.1 200 OK", "Content-Type: application/json", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def ask(server: RawServer, times: int = 1) -> list[str]:
+    llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
+    try:
+        return [llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text for _ in range(times)]
+    finally:
+        llm.close()
+        server.close()
+
+
+def test_length_and_chunked_bodies_are_read_on_one_kept_connection():
+    server = RawServer([ok(), chunked(BODY), b"HTTP/1.1 100 Continue\r\n\r\n" + ok()])
+    assert ask(server, 3) == ["Heard it."] * 3
+    assert server.connections == 1
+
+
+def test_a_gzipped_answer_nobody_asked_for_is_still_read():
+    assert ask(RawServer([ok(gzip.compress(BODY), "Content-Encoding: gzip")])) == ["Heard it."]
+
+
+def test_connection_close_is_honoured_and_the_next_call_opens_another():
+    server = RawServer([ok(BODY, "Connection: close"), ok()])
+    assert ask(server, 2) == ["Heard it."] * 2
+    assert server.connections == 2
+
+
+def test_a_kept_connection_the_server_dropped_is_tried_once_more_on_a_new_one():
+    server = RawServer([ok(), "close", ok()])
+    assert ask(server, 2) == ["Heard it."] * 2
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("answer", [
+    b"not http at all\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{\"a\":",
+    ok(b"{not json"),
+])
+def test_a_malformed_answer_is_the_model_unavailable(answer):
+    with pytest.raises(LLMUnavailable):
+        ask(RawServer([answer]))
+
+
+def test_a_status_the_api_refuses_with_is_the_sdks_error_mapped_to_ours():
+    error = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}).encode()
+    answer = ok(error).replace(b"200 OK", b"400 Bad Request")
+    with pytest.raises(LLMRejected, match="HTTP 400"):
+        ask(RawServer([answer]))
