@@ -288,7 +288,7 @@ def _reply_of(message: Any, model: str) -> Reply:
 _EPHEMERAL: dict[str, Any] = {"type": "ephemeral"}
 
 
-def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _with_cache_breakpoints(system: str, messages: list[Message]) -> tuple[list[dict[str, Any]], list[Any]]:
     """Two cache breakpoints, as the Messages API documents: after the system prompt (which caches the
     tools before it too) and after the newest message, so each turn of a call re-bills only what is
     new. The call's stored history is left as it is."""
