@@ -134,11 +134,14 @@ def post_worker_init(worker: Any) -> None:
     # the worker's heap (the SDK, Flask, pydantic: ~1M long-lived objects)
     # stalled every thread for 100-150 ms a few times a minute, which was most
     # of the p99 overhead. Freezing what start-up allocated takes it out of
-    # every later collection; a larger first threshold collects the young
-    # objects of many turns at once instead of every few hundred allocations.
-    # Turns leave little cyclic garbage, so memory stays flat (memory scenario).
+    # every later collection. Each request leaves a little cyclic garbage
+    # (werkzeug's URL matcher is a closure that calls itself: 8 objects), so
+    # the first threshold sets how much a young collection frees at once:
+    # 50,000 let ~40,000 such objects pile up, and 1,000-call runs
+    # (bench/knee.py, 0.7 s model) stalled 250-300 ms in two of six; 5,000
+    # (older generations as rarely as before) kept all six within 64 ms.
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(5_000, 200, 20)
     # After the fork: threads do not survive one. Reaps expired calls into
     # their records and delivers records to CALL_REPORT_URL.
     from voicebot.records import background
