@@ -3,7 +3,7 @@
     .venv/bin/python bench/breakdown.py
 
 Each row adds a layer to the one above it, so the differences are what that
-layer costs: the model call through the anthropic SDK, the Redis store, the
+layer costs: the model call (voicebot's wire, the SDK's headers), the Redis store, the
 conversation core, Flask (the WSGI app called directly), and gunicorn (one
 worker, one thread, requests one after the other over a kept-alive
 connection). For a profile of a worker under load, attach py-spy to it while

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,15 +67,13 @@ class Server:
         if name == "voicebot":
             self.redis = RedisServer().start()
             env["REDIS_URL"] = self.redis.url
-            self.gunicorn = Gunicorn(env, command=procfile_command())
-        elif name == "naive":
-            self.gunicorn = Gunicorn(env, command=[
-                sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gthread", "-w", "2", "--threads", THREADS,
-                "-b", "127.0.0.1:$PORT", "bench.naive_port:app"])
-            self.gunicorn.command = ["sh", "-c", "exec " + " ".join(self.gunicorn.command)]
-        else:
-            self.gunicorn = Gunicorn(env, command=[str(loadgen), "article", "-port", "$PORT"])
-            self.gunicorn.command = ["sh", "-c", "exec " + " ".join(self.gunicorn.command)]
+            command = procfile_command()
+        else:  # through a shell, as the Procfile's is: $PORT is the free port Gunicorn() chose
+            argv = ([sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gthread", "-w", "2", "--threads",
+                     THREADS, "-b", "127.0.0.1:$PORT", "bench.naive_port:app"] if name == "naive"
+                    else [str(loadgen), "article", "-port", "$PORT"])
+            command = ["sh", "-c", "exec " + " ".join(argv)]
+        self.gunicorn = Gunicorn(env, command=command)
         self.gunicorn.start(tmp / f"{name}.log")
         self.url = self.gunicorn.url
         assert self.gunicorn.process is not None
@@ -107,8 +106,6 @@ class Bench:
         self.stop()
         port = free_port()
         self.model = subprocess.Popen([str(self.loadgen), "model", "-port", str(port), "-latency", str(latency)])
-        import socket
-
         wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True, what="model")
         self.latency = latency
         self.servers = {name: Server(name, self.loadgen, f"http://127.0.0.1:{port}", self.tmp) for name in self.names}
