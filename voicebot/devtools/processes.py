@@ -314,7 +314,9 @@ class Gunicorn:
     """``gunicorn app:app`` as a user runs it, from the repository, on a free port
     (or another command that starts it, such as the Procfile's)."""
 
-    def __init__(self, env: dict[str, str], *args: str, command: list[str] | None = None) -> None:
+    def __init__(self, env: dict[str, str], *args: str, command: list[str] | None = None,
+                 cwd: Path = ROOT) -> None:
+        self.cwd = cwd  # another checkout of voicebot, to measure one against the other
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "PORT": str(self.port)}
@@ -325,7 +327,7 @@ class Gunicorn:
     def start(self, log_path: Path, ready: bool = True) -> "Gunicorn":
         self.log_path = log_path
         self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+            self.command, cwd=self.cwd, env=self.env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         )
         if ready:
             wait_for(lambda: self._alive() and requests.get(self.url + "/readyz", timeout=1).ok,
