@@ -1,4 +1,4 @@
-"""The model's wire (voicebot/llm/transport.py): HTTP/1.1 as servers really answer it, connections kept and let go."""
+"""The wire (voicebot/wire.py) under the model's call: HTTP/1.1 as servers really answer it, connections kept."""
 
 from __future__ import annotations
 

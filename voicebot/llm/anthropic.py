@@ -16,7 +16,9 @@ from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMU
 from ..tools import Tool
 from ..speakable import complete_sentences
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .transport import Answer, MessagesWire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
+from ..wire import Answer, Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
+
+MESSAGES = "/v1/messages"
 
 # The SDK's errors, most specific first, and what each means to a turn.
 # Retrying inside a phone turn is left to the next turn: the caller hears the
@@ -60,7 +62,7 @@ class AnthropicLLM(LLM):
         # The SDK's client gives the headers, the base URL and the typed errors. It also carries the calls
         # itself when given from outside, or behind an HTTP proxy (which only httpx honours): then a call
         # runs on a pool thread and the turn waits for it. Otherwise a turn's bytes go over the wire, in
-        # the turn's own thread, every read held to the deadline (see transport.py).
+        # the turn's own thread, every read held to the deadline (see voicebot/wire.py).
         self._client = client or anthropic.Anthropic(
             api_key=api_key,
             base_url=base_url or None,
@@ -69,8 +71,8 @@ class AnthropicLLM(LLM):
             # not follow a Location header anywhere.
             http_client=anthropic.DefaultHttpxClient(follow_redirects=False),
         )
-        self._wire = (MessagesWire(str(self._client.base_url), self._client.default_headers, self._executor,
-                                   httpx2.create_ssl_context)
+        self._wire = (Wire(str(self._client.base_url), self._client.default_headers, self._executor,
+                           httpx2.create_ssl_context)
                       if client is None and not proxy_configured() else None)
         # The raw response, read as plain JSON: building the SDK's typed
         # Message costs about a fifth of the SDK's CPU per call, and a turn
@@ -184,11 +186,11 @@ class AnthropicLLM(LLM):
     def _answer(self, body: dict[str, Any]) -> Iterator[Answer]:
         """The API's answer to ``body`` on the wire; a status other than 200 raises the SDK's own error for it."""
         assert self._wire is not None
-        with self._wire.post(json.dumps(body, separators=(",", ":")).encode()) as answer:
+        with self._wire.request("POST", MESSAGES, json.dumps(body, separators=(",", ":")).encode()) as answer:
             if answer.status != 200:
                 # The SDK's error for this status and body, built as the SDK builds it from its own answer.
                 response = httpx2.Response(answer.status, headers=list(answer.headers.items()), content=answer.read(),
-                                           request=httpx2.Request("POST", self._wire.url))
+                                           request=httpx2.Request("POST", self._wire.base_url + MESSAGES))
                 raise self._client._make_status_error_from_response(response)
             yield answer
 

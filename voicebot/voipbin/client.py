@@ -1,8 +1,13 @@
 """A small client for the parts of VoIPBin's REST API that a voice agent needs.
 
-One ``requests.Session`` per process (connection reuse to the API), connect
-and read timeouts on every request, each capped by the webhook's deadline,
-and requests' errors mapped into voicebot's exceptions.
+Requests go over voicebot's lean HTTP/1.1 wire (voicebot/wire.py): kept-alive
+connections shared by a worker's threads, the whole request held to its
+timeout (connect and read together), each capped by the webhook's deadline.
+A ``say`` is on the path from the model's first sentence to the caller's ear,
+and through ``requests`` each one cost more CPU than the rest of the turn's
+work in the worker. Behind an HTTP proxy, which the wire does not speak, a
+``requests.Session`` carries them instead. Either way the errors are mapped
+into voicebot's exceptions, and a redirect is never followed.
 
 The access key travels as the ``accesskey`` cookie, which VoIPBin accepts as
 well as the query parameter its Go SDK uses: a URL is printed by proxies and
@@ -12,15 +17,23 @@ cookie header is not. No error message here carries a URL or a header.
 
 from __future__ import annotations
 
+import json
 import logging
+import ssl
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+import certifi
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..deadline import Deadline, unbounded
+from ..wire import Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
 from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,24 +47,72 @@ MAX_RATE_LIMIT_WAIT = 3.0
 MAX_LIST_PAGES = 5
 
 
+@dataclass
+class _Answered:
+    """An answer, whichever client carried it: status, headers (names in lower case), body."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 class VoipbinClient:
     def __init__(self, api_url: str, access_key: str, *, connect_timeout: float = 1.0,
-                 read_timeout: float = 3.0, session: requests.Session | None = None) -> None:
-        self.api_url = api_url.rstrip("/")
-        self._cookies = {"accesskey": access_key}
+                 read_timeout: float = 3.0) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._session = session or requests.Session()
-        # A connection that could not be made sent nothing, so trying it again
-        # is safe for every request; anything that may have reached VoIPBin is
-        # not repeated here (the caller knows whether doing it twice is harmless).
-        retry = Retry(total=None, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0.1)
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._access_key = access_key
+        self._helpers: ThreadPoolExecutor | None = None
+        self._helpers_lock = threading.Lock()
+        self._wire: Wire | None = None
+        self._session: requests.Session | None = None
+        self._api_url = api_url.rstrip("/")
+        if proxy_configured():
+            self._session = requests.Session()
+            # A connection that could not be made sent nothing, so trying it again
+            # is safe for every request; anything that may have reached VoIPBin is
+            # not repeated here (the caller knows whether doing it twice is harmless).
+            retry = Retry(total=None, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0.1)
+            adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
+            self._session.mount("http://", adapter)
+            self._session.mount("https://", adapter)
+            self._session.cookies.set("accesskey", access_key)
+        else:
+            self.api_url = self._api_url
+
+    @property
+    def api_url(self) -> str:
+        return self._api_url
+
+    @api_url.setter
+    def api_url(self, url: str) -> None:
+        """Where the requests go from now on (the wire's kept connections to the old place are let go)."""
+        self._api_url = url.rstrip("/")
+        if self._session is None:
+            if self._wire is not None:
+                self._wire.close()
+            self._wire = Wire(self._api_url, {"Cookie": f"accesskey={self._access_key}",
+                                              "Accept": "application/json", "User-Agent": "voicebot"},
+                              self._connector, _tls)
+
+    def _connector(self) -> ThreadPoolExecutor:
+        # New connections open on these threads, within the deadline (see voicebot/wire.py). Made on
+        # first use, in the worker process: a pool's threads do not survive a fork.
+        with self._helpers_lock:
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(8, thread_name_prefix="voipbin-connect")
+            return self._helpers
 
     def close(self) -> None:
-        self._session.close()
+        if self._wire is not None:
+            self._wire.close()
+        if self._session is not None:
+            self._session.close()
+        if self._helpers is not None:
+            self._helpers.shutdown(wait=False, cancel_futures=True)
 
     # -- the one way requests are made ---------------------------------------------
 
@@ -65,7 +126,7 @@ class VoipbinClient:
             if read_timeout < MIN_REQUEST_SECONDS:
                 raise VoipbinUnavailable(f"{what}: no time left in this webhook's budget")
             response = self._send(method, path, body, params, (self.connect_timeout, read_timeout), what)
-            if response.status_code != 429:
+            if response.status != 429:
                 return _answer(response, what)
             wait = _retry_after(response)
             if wait > MAX_RATE_LIMIT_WAIT or not deadline.allows(wait + self.connect_timeout + self.read_timeout):
@@ -74,11 +135,39 @@ class VoipbinClient:
             time.sleep(wait)
 
     def _send(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
-              what: str) -> requests.Response:
+              what: str) -> _Answered:
+        if self._wire is None:
+            return self._send_by_requests(method, path, body, params, timeout, what)
+        target = path + ("?" + urlencode(params) if params else "")
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        # As urllib3's Retry(connect=1): a connection that could not be made sent nothing, so it is
+        # tried once more; anything that may have reached VoIPBin is not repeated here (the caller
+        # knows whether doing it twice is harmless), and a kept connection found closed as the
+        # request left is tried again only for a GET.
+        for attempt in (1, 2):
+            try:
+                with wall_clock_deadline(sum(timeout)):
+                    with self._wire.request(method, target, data, headers=headers, again=method == "GET") as answer:
+                        return _Answered(answer.status, answer.headers, answer.read())
+            except WireTimeout as exc:
+                if not exc.sent:
+                    raise VoipbinUnavailable(f"{what}: could not connect (timed out)") from None
+                raise VoipbinUnavailable(f"{what}: no answer in time", maybe_done=True) from None
+            except WireError as exc:
+                if exc.sent:
+                    raise VoipbinUnavailable(f"{what}: connection lost", maybe_done=True) from None
+                if attempt == 2:
+                    raise VoipbinUnavailable(f"{what}: could not connect") from None
+        raise AssertionError("unreachable")
+
+    def _send_by_requests(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
+                          what: str) -> _Answered:
+        assert self._session is not None
         try:
             # Never redirected: the access key would go wherever a Location header points.
-            return self._session.request(method, self.api_url + path, params=params, json=body,
-                                         cookies=self._cookies, timeout=timeout, allow_redirects=False)
+            response = self._session.request(method, self.api_url + path, params=params, json=body, timeout=timeout,
+                                             allow_redirects=False)
         except requests.ConnectTimeout:
             raise VoipbinUnavailable(f"{what}: could not connect (timed out)") from None
         except requests.Timeout:
@@ -89,6 +178,8 @@ class VoipbinClient:
                                      maybe_done=sent) from None
         except requests.RequestException as exc:
             raise VoipbinUnavailable(f"{what}: {type(exc).__name__}", maybe_done=True) from None
+        return _Answered(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                         response.content)
 
     def list_all(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list (``{"result": [...], "next_page_token": ...}``), within bounds."""
@@ -162,8 +253,12 @@ class VoipbinClient:
             self.request("POST", path, deadline=deadline)
 
 
-def _answer(response: requests.Response, what: str) -> Any:
-    status = response.status_code
+def _tls() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _answer(response: _Answered, what: str) -> Any:
+    status = response.status
     if status >= 500:
         raise VoipbinUnavailable(f"{what}: HTTP {status}{_reason(response)}", maybe_done=True)
     if status >= 400:
@@ -182,9 +277,9 @@ def _id_of(created: Any, what: str) -> str:
     return str(created["id"])
 
 
-def _retry_after(response: requests.Response) -> float:
+def _retry_after(response: _Answered) -> float:
     try:
-        return max(0.0, float(response.headers.get("Retry-After", "1")))
+        return max(0.0, float(response.headers.get("retry-after", "1")))
     except ValueError:
         return 1.0
 
@@ -195,7 +290,7 @@ def _never_connected(exc: requests.ConnectionError) -> bool:
     return type(reason).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
 
 
-def _reason(response: requests.Response) -> str:
+def _reason(response: _Answered) -> str:
     """VoIPBin's error envelope ``{"error": {"status", "reason", "message", "request_id"}}``, in a few words."""
     try:
         body = response.json()

@@ -1,21 +1,24 @@
-"""The Messages API over kept-alive HTTP/1.1, with a wall-clock deadline kept by the calling thread's reads.
+"""HTTP/1.1 on kept-alive connections, every read and write held to the calling thread's wall-clock deadline.
 
-Why not the SDK's own HTTP stack for a turn: building its request (headers,
-a deep copy of the body, its middleware) and httpx's HTTP/1.1 machinery cost
-about 0.8 ms of CPU per call, the largest single cost of a turn
-(bench/breakdown.py), while a turn needs one POST of JSON and JSON or
-server-sent events back. So a turn's bytes go over one plain socket per
-thread, and the SDK keeps the rest: its headers (API version, key, user
-agent), its base URL, and its typed errors for every status the API answers
-(``AnthropicLLM`` builds them from the answer).
+Two kinds of request carry a turn: the model's ``POST /v1/messages`` and the
+platform's REST calls (VoIPBin's ``say`` for each sentence). Each is a small
+JSON body out and JSON or server-sent events back, and in a loaded worker
+their cost is the client library's, not the bytes': the SDK's request
+building and httpx's HTTP/1.1 machinery cost about 0.8 ms of CPU per model
+call (bench/breakdown.py); requests' per-call merging of sessions, cookies
+and proxy settings from the environment was about two fifths of a VoIPBin
+worker's CPU (py-spy, bench/first_word.py). So their bytes go over plain
+sockets here, and the SDK and the platform clients keep the rest: headers,
+URLs, typed errors.
 
-An HTTP client's timeout bounds each read, not the call: a model that
+An HTTP client's timeout bounds each read, not the call: a server that
 trickles its answer a few bytes at a time holds a turn for as long as it
 likes. Running the call on another thread and waiting for it with a timeout
 bounds it, but costs every turn a hand-off between threads (measured: ~0.7 ms
-of CPU per turn in a loaded worker). Instead, the turn's thread sets its
-deadline here, and every read and write of the connection waits at most the
-time left: the call runs in the turn's own thread and still ends on time.
+of CPU per turn in a loaded worker). Instead, the calling thread sets its
+deadline here (``wall_clock_deadline``), and every read and write waits at
+most the time left: the call runs in the caller's own thread and still ends
+on time.
 
 Opening a connection is the exception: the name lookup inside it takes no
 timeout at all, so a new connection is opened on a helper thread and waited
@@ -38,22 +41,29 @@ from urllib.parse import urlsplit
 
 _local = threading.local()
 
-# A thread's connection waits this long for its next turn. A worker's threads
-# take turns in order, so a thread comes back only after all the others have
-# had one; a connection closed meanwhile by the server is seen (readable at
-# EOF) and replaced before it is used.
+# An idle connection is kept this long. Servers keep theirs longer (nginx 75 s,
+# most load balancers more), so the server rarely closes one as it is used; one
+# it closed while idle is seen (readable at EOF) and replaced before use.
 KEEPALIVE_SECONDS = 60.0
-# Without a deadline (nothing in voicebot calls the model so), a read still ends.
+# Without a deadline (nothing in voicebot makes a request so), a read still ends.
 _NO_DEADLINE_SECONDS = 600.0
 _MAX_HEAD = 64 * 1024
 
 
 class WireError(Exception):
-    """The connection failed or the answer is not HTTP/1.1 as the API speaks it."""
+    """The connection failed or the answer is not HTTP/1.1 as the API speaks it.
+
+    ``sent`` is False when no connection was made, so nothing of the request
+    reached the server: doing it again cannot do it twice.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class WireTimeout(WireError):
-    """The model call's deadline passed."""
+    """The deadline passed."""
 
 
 class _Closed(WireError):
@@ -62,7 +72,7 @@ class _Closed(WireError):
 
 @contextmanager
 def wall_clock_deadline(seconds: float) -> Iterator[None]:
-    """Every model connection's I/O in this thread ends within ``seconds`` from now."""
+    """Every request's I/O in this thread ends within ``seconds`` from now (nested: the inner one while it lasts)."""
     previous = getattr(_local, "deadline", None)
     _local.deadline = time.monotonic() + seconds
     try:
@@ -77,7 +87,7 @@ def _left() -> float:
         return _NO_DEADLINE_SECONDS
     left = deadline - time.monotonic()
     if left <= 0:
-        raise WireTimeout("the model call's deadline has passed")
+        raise WireTimeout("the deadline has passed")
     return left
 
 
@@ -129,7 +139,7 @@ class _Connection:
             self.sock.settimeout(_left())
             self.sock.sendall(data)
         except socket.timeout:
-            raise WireTimeout("the model call's deadline passed while sending") from None
+            raise WireTimeout("the deadline passed while sending") from None
         except OSError as exc:
             raise _Closed(f"sending failed: {type(exc).__name__}") from None
 
@@ -138,7 +148,7 @@ class _Connection:
             self.sock.settimeout(_left())
             data = self.sock.recv(65536)
         except socket.timeout:
-            raise WireTimeout("the model call's deadline passed while reading") from None
+            raise WireTimeout("the deadline passed while reading") from None
         except OSError as exc:
             raise _Closed(f"reading failed: {type(exc).__name__}") from None
         if not data:
@@ -239,73 +249,96 @@ def _close_unclaimed(opening: "Future[socket.socket]") -> None:
         opening.result().close()
 
 
-class MessagesWire:
-    """``POST /v1/messages`` on one kept-alive connection per thread, every read held to the thread's deadline.
+class Wire:
+    """Requests to one server (``base_url``), on kept-alive connections shared by the threads of a process.
 
-    A thread makes one call at a time, so it keeps one connection, used again
-    by its next turn. A kept-alive connection the server closed while it was
-    idle is seen before use and replaced. One that fails after all, before a
-    byte of the answer came, is tried once more on a new connection (as
-    browsers and urllib3 do): the server let it go as the request left. Had
-    the server read it and died, the model is asked twice, and one answer used.
+    A request takes the connection used last (the least likely to have been
+    closed meanwhile) or opens one, and gives it back once its answer has been
+    read whole; so there are as many connections as requests at once, not as
+    threads. A kept-alive connection the server closed while it was idle is
+    seen before use and replaced. One that fails after all, before a byte of
+    the answer came, is tried once more on a new connection when ``again``
+    (as browsers and urllib3 do for requests that may be repeated): the server
+    let it go as the request left. Had the server read it and died, it is
+    done twice; so a request that must not be is sent with ``again=False``,
+    and that failure is the caller's to judge (``WireError.sent``).
     """
 
     def __init__(self, base_url: str, headers: Mapping[str, object], helpers: Callable[[], Executor],
                  tls: Callable[[], ssl.SSLContext]) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"the model's base URL must be http(s)://host: {base_url!r}")
-        self.url = base_url.rstrip("/") + "/v1/messages"
+            raise ValueError(f"the base URL must be http(s)://host: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
         self._host = url.hostname
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._tls = tls() if url.scheme == "https" else None
         self._helpers = helpers
+        self._prefix = url.path.rstrip("/")
         host = url.netloc.rpartition("@")[2]
         sent = {name: value for name, value in headers.items() if isinstance(value, str)
                 and name.lower() not in ("host", "content-length", "connection", "accept-encoding")}
-        self._head = (f"POST {url.path.rstrip('/')}/v1/messages HTTP/1.1\r\nHost: {host}\r\n"
-                      + "".join(f"{name}: {value}\r\n" for name, value in sent.items())).encode("latin-1")
-        self._local = threading.local()
+        self._fixed = (f"Host: {host}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in sent.items()))
+        self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._lock = threading.Lock()
 
     @contextmanager
-    def post(self, body: bytes) -> Iterator[Answer]:
-        """The answer to one request, its body read within the ``with``: a body left unread closes the connection."""
-        request = self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    def request(self, method: str, path: str, body: bytes | None = None, *, headers: Mapping[str, str] | None = None,
+                again: bool = True) -> Iterator[Answer]:
+        """The answer to one request, its body read within the ``with``: a body left unread closes the connection.
+
+        ``path`` follows the base URL's own path, query string included.
+        """
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        if body is None and method in ("GET", "HEAD", "DELETE"):
+            length = ""
+        else:
+            body = body or b""
+            length = f"Content-Length: {len(body)}\r\n"
+        request = (f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._fixed}{extra}{length}\r\n"
+                   ).encode("latin-1") + (body or b"")
         connection, fresh = self._connection()
         try:
             try:
                 connection.send(request)
-                status, headers = connection.head()
+                status, headers_in = connection.head()
             except _Closed:
                 self._drop(connection)
-                if fresh or connection.buffer:  # a new connection, or one that began to answer: not again
+                if fresh or connection.buffer or not again:  # new, or began to answer, or not to be repeated
                     raise
                 connection, fresh = self._open(), True  # the server let it go while it was idle: once more
                 connection.send(request)
-                status, headers = connection.head()
+                status, headers_in = connection.head()
             keep, connection.reusable = connection.reusable, False  # until the body has been read whole
-            yield Answer(status, headers, connection.body(headers, keep))
+            yield Answer(status, headers_in, connection.body(headers_in, keep))
         except BaseException:
             self._drop(connection)
             raise
-        finally:
+        else:
             connection.used_at = time.monotonic()
-            if not connection.reusable:
+            if connection.reusable:
+                with self._lock:
+                    self._idle.append(connection)
+            else:
                 self._drop(connection)
 
     def _connection(self) -> tuple[_Connection, bool]:
-        kept: _Connection | None = getattr(self._local, "connection", None)
-        if kept is not None and kept.reusable and not kept.stale():
-            return kept, False
-        if kept is not None:
+        while True:
+            with self._lock:
+                kept = self._idle.pop() if self._idle else None
+            if kept is None:
+                return self._open(), True
+            if not kept.stale():
+                return kept, False
             self._drop(kept)
-        return self._open(), True
 
     def _open(self) -> _Connection:
         if getattr(_local, "deadline", None) is None:
-            sock = socket.create_connection((self._host, self._port), _NO_DEADLINE_SECONDS)
+            try:
+                sock = socket.create_connection((self._host, self._port), _NO_DEADLINE_SECONDS)
+            except OSError as exc:
+                raise WireError(f"no connection to {self._host}: {type(exc).__name__}", sent=False) from None
         else:
             left = _left()
             opening = self._helpers().submit(socket.create_connection, (self._host, self._port), left)
@@ -313,9 +346,9 @@ class MessagesWire:
                 sock = opening.result(left)
             except FutureTimeout:
                 opening.add_done_callback(_close_unclaimed)
-                raise WireTimeout(f"no connection to {self._host} within the model call's deadline") from None
+                raise WireTimeout(f"no connection to {self._host} within the deadline", sent=False) from None
             except OSError as exc:
-                raise WireError(f"no connection to {self._host}: {type(exc).__name__}") from None
+                raise WireError(f"no connection to {self._host}: {type(exc).__name__}", sent=False) from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
@@ -323,32 +356,29 @@ class MessagesWire:
                 sock = self._tls.wrap_socket(sock, server_hostname=self._host)
         except socket.timeout:
             sock.close()
-            raise WireTimeout(f"no TLS with {self._host} within the model call's deadline") from None
+            raise WireTimeout(f"no TLS with {self._host} within the deadline", sent=False) from None
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise WireError(f"no TLS with {self._host}: {type(exc).__name__}") from None
+            raise WireError(f"no TLS with {self._host}: {type(exc).__name__}", sent=False) from None
         connection = _Connection(sock)
-        self._local.connection = connection
         with self._lock:
             self._all.add(connection)
         return connection
 
     def _drop(self, connection: _Connection) -> None:
         connection.close()
-        if getattr(self._local, "connection", None) is connection:
-            self._local.connection = None
         with self._lock:
             self._all.discard(connection)
 
     def close(self) -> None:
         with self._lock:
-            connections, self._all = self._all, set()
+            connections, self._all, self._idle = self._all, set(), []
         for connection in connections:
             connection.close()
 
 
 def proxy_configured() -> bool:
-    """An HTTP(S) proxy from the environment, which only the SDK's own HTTP client honours."""
+    """An HTTP(S) proxy from the environment, which the wire does not speak: the libraries' own clients do."""
     from urllib.request import getproxies
 
     return any(scheme in getproxies() for scheme in ("http", "https", "all"))
