@@ -11,6 +11,10 @@ import pytest
 
 from voicebot.exceptions import LLMRejected, LLMUnavailable
 from voicebot.llm.anthropic import AnthropicLLM
+from voicebot.voipbin.client import VoipbinClient
+from voicebot.voipbin.exceptions import VoipbinUnavailable
+
+from .support import free_port
 
 MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
            "content": [{"type": "text", "text": "Heard it."}], "usage": {"input_tokens": 3, "output_tokens": 2}}
@@ -24,6 +28,7 @@ class RawServer:
     def __init__(self, answers: list) -> None:
         self.answers = list(answers)
         self.connections = 0
+        self.heads: list[bytes] = []  # each request's head, as it arrived
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -47,8 +52,9 @@ class RawServer:
                         return
                     request += data
                 head, _, body = request.partition(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
+                self.heads.append(head)
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))
                 while len(body) < length:
                     body += conn.recv(65536)
                 answer = self.answers.pop(0)
@@ -118,3 +124,91 @@ def test_a_status_the_api_refuses_with_is_the_sdks_error_mapped_to_ours():
     answer = ok(error).replace(b"200 OK", b"400 Bad Request")
     with pytest.raises(LLMRejected, match="HTTP 400"):
         ask(RawServer([answer]))
+
+
+def test_threads_one_after_another_share_one_kept_connection():
+    server = RawServer([ok()] * 3)
+    llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
+    heard: list[str] = []
+    try:
+        for _ in range(3):  # a worker's threads take turns: each finds the connection the last one left
+            thread = threading.Thread(target=lambda: heard.append(
+                llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text))
+            thread.start()
+            thread.join()
+    finally:
+        llm.close()
+        server.close()
+    assert heard == ["Heard it."] * 3 and server.connections == 1
+
+
+# VoIPBin's REST calls on the same wire: a say that may have arrived is never sent again.
+
+def voipbin(server: RawServer) -> VoipbinClient:
+    return VoipbinClient(server.url + "/v1.0", "the-access-key", read_timeout=2)
+
+
+def test_voipbin_requests_carry_the_key_in_a_cookie_and_share_a_kept_connection():
+    server = RawServer([ok(b"{}"), ok(b'{"result": [], "next_page_token": ""}')])
+    client = voipbin(server)
+    try:
+        client.say("s1", "Hello.")
+        assert client.transcribes_of("c1") == []
+    finally:
+        client.close()
+        server.close()
+    assert server.connections == 1
+    say, listing = (head.decode() for head in server.heads)
+    assert say.startswith("POST /v1.0/speakings/s1/say HTTP/1.1\r\n") and "Cookie: accesskey=the-access-key" in say
+    assert listing.startswith("GET /v1.0/transcribes?reference_type=call&reference_id=c1&page_size=100 HTTP/1.1")
+    assert "the-access-key" not in say.split("\r\n")[0] + listing.split("\r\n")[0]  # never in a URL
+
+
+def test_a_voipbin_say_cut_off_on_a_kept_connection_is_not_sent_again():
+    server = RawServer([ok(b"{}"), "close", ok(b"{}")])
+    client = voipbin(server)
+    try:
+        client.say("s1", "Hello.")
+        with pytest.raises(VoipbinUnavailable, match="connection lost") as lost:
+            client.say("s1", "Hello again.")
+    finally:
+        client.close()
+        server.close()
+    assert lost.value.maybe_done  # it may have been said: the speaker counts it as said
+    assert len(server.heads) == 2 and server.connections == 1
+
+
+def test_a_voipbin_listing_cut_off_on_a_kept_connection_is_asked_again():
+    server = RawServer([ok(b"{}"), "close", ok(b'{"result": [], "next_page_token": ""}')])
+    client = voipbin(server)
+    try:
+        client.say("s1", "Hello.")
+        assert client.speakings_of("c1") == []
+    finally:
+        client.close()
+        server.close()
+    assert server.connections == 2
+
+
+def test_a_voipbin_server_that_is_not_there_is_unavailable_and_nothing_was_done():
+    client = VoipbinClient(f"http://127.0.0.1:{free_port()}/v1.0", "the-access-key", read_timeout=2)
+    try:
+        with pytest.raises(VoipbinUnavailable, match="could not connect") as refused:
+            client.say("s1", "Hello.")
+    finally:
+        client.close()
+    assert not refused.value.maybe_done
+
+
+def test_behind_a_proxy_voipbin_requests_go_through_requests(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # requests honours both; the wire speaks neither
+    server = RawServer([ok(b"{}")])
+    client = voipbin(server)
+    try:
+        assert client._wire is None
+        client.say("s1", "Hello.")
+    finally:
+        client.close()
+        server.close()
+    assert "Cookie: accesskey=the-access-key" in server.heads[0].decode()
