@@ -52,10 +52,18 @@ def test_no_key_means_the_offline_responder(caplog):
 @pytest.mark.parametrize("name, value", [
     ("SESSION_TTL_SECONDS", "soon"), ("SESSION_TTL_SECONDS", "0"), ("LLM_TIMEOUT_SECONDS", "-1"),
     ("REDIS_URL", "localhost:6379"), ("LOG_LEVEL", "LOUD"),
+    # Sent in a header: a line break would add headers of its own.
+    ("ANTHROPIC_API_KEY", "sk-1\r\nX-Evil: 1"), ("VOIPBIN_ACCESS_KEY", "key; other=1"),
 ])
 def test_bad_settings_fail_at_start_with_the_name(name, value):
+    from voicebot.platforms import SETTINGS
+
     with pytest.raises(ConfigError, match=name):
-        config.from_environ({name: value})
+        config.from_environ({name: value}, SETTINGS)
+
+
+def test_a_key_pasted_with_whitespace_around_it_is_taken_without_it():
+    assert config.from_environ({"ANTHROPIC_API_KEY": " sk-ant-1\n"})["ANTHROPIC_API_KEY"] == "sk-ant-1"
 
 
 def test_a_bad_secret_is_not_echoed():

@@ -212,3 +212,19 @@ def test_behind_a_proxy_voipbin_requests_go_through_requests(monkeypatch):
         client.close()
         server.close()
     assert "Cookie: accesskey=the-access-key" in server.heads[0].decode()
+
+
+def test_a_line_break_never_reaches_the_wire_as_a_header_of_its_own():
+    from voicebot.wire import Wire
+
+    with pytest.raises(ValueError, match="line break"):
+        Wire("http://127.0.0.1:9", {"x-api-key": "k\r\nX-Evil: 1"}, lambda: None, lambda: None)  # type: ignore
+    server = RawServer([ok(b"{}")])
+    client = voipbin(server)
+    try:
+        client.hang_up("c1/../../customer?x=1\r\nX-Evil: 1")
+    finally:
+        client.close()
+        server.close()
+    request_line = server.heads[0].decode().split("\r\n")[0]
+    assert request_line == "POST /v1.0/calls/c1%2F..%2F..%2Fcustomer%3Fx%3D1%0D%0AX-Evil%3A%201/hangup HTTP/1.1"

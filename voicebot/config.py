@@ -31,6 +31,14 @@ def text(value: str) -> str:
     return value
 
 
+def credential(value: str) -> str:
+    """A key or token sent in a header: one word of printable ASCII (surrounding whitespace, as pasted, goes)."""
+    value = value.strip()
+    if any(not 32 < ord(char) < 127 or char == ";" for char in value):
+        raise ValueError("must be one word of printable ASCII, with no space, control character or ';' in it")
+    return value
+
+
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -185,7 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
             "how many (`transcript_dropped`): a call's memory stays bounded however long it runs."),
     Setting("MAX_BODY_BYTES", 65536, positive_int,
             "Largest webhook body accepted (413 above it)."),
-    Setting("ANTHROPIC_API_KEY", "", text,
+    Setting("ANTHROPIC_API_KEY", "", credential,
             "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
             secret=True),
     Setting("ANTHROPIC_BASE_URL", "", text,

@@ -243,6 +243,11 @@ class _Connection:
             pass
 
 
+def _unsafe(text: str) -> bool:
+    """A line break (or any control character) would end the header or request line early: an injection."""
+    return any(ord(char) < 32 or ord(char) == 127 for char in text)
+
+
 def _close_unclaimed(opening: "Future[socket.socket]") -> None:
     """A connection opened after its caller gave up is nobody's."""
     if opening.exception() is None:
@@ -278,6 +283,8 @@ class Wire:
         host = url.netloc.rpartition("@")[2]
         sent = {name: value for name, value in headers.items() if isinstance(value, str)
                 and name.lower() not in ("host", "content-length", "connection", "accept-encoding")}
+        if any(_unsafe(name) or _unsafe(value) for name, value in sent.items()):
+            raise ValueError("a header name or value has a line break or control character in it")
         self._fixed = (f"Host: {host}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in sent.items()))
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
@@ -290,6 +297,8 @@ class Wire:
 
         ``path`` follows the base URL's own path, query string included.
         """
+        if any(_unsafe(name) or _unsafe(value) for name, value in (headers or {}).items()) or _unsafe(path):
+            raise ValueError("a header or the path has a line break or control character in it")
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         if body is None and method in ("GET", "HEAD", "DELETE"):
             length = ""

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import certifi
 import requests
@@ -60,6 +60,13 @@ class _Answered:
 
 
 class VoipbinClient:
+    """One VoIPBin account's REST API: transcribes, speakings, calls; JSON in and out, errors mapped.
+
+    Shared by a worker's threads. Every request is bounded by its timeouts and
+    by the deadline it is given; what it may have done when it fails is said by
+    ``VoipbinUnavailable.maybe_done``.
+    """
+
     def __init__(self, api_url: str, access_key: str, *, connect_timeout: float = 1.0,
                  read_timeout: float = 3.0) -> None:
         self.connect_timeout = connect_timeout
@@ -209,7 +216,7 @@ class VoipbinClient:
         return self.list_all("/transcribes", {"reference_type": "call", "reference_id": call_id}, deadline=deadline)
 
     def stop_transcribe(self, transcribe_id: str, *, deadline: Deadline | None = None) -> None:
-        self._idempotent(f"/transcribes/{transcribe_id}/stop", deadline)
+        self._idempotent(f"/transcribes/{_id(transcribe_id)}/stop", deadline)
 
     # -- speech --------------------------------------------------------------------
 
@@ -229,19 +236,19 @@ class VoipbinClient:
                 if s.get("reference_type", "call") == "call" and s.get("reference_id") == call_id]
 
     def say(self, speaking_id: str, text: str, *, deadline: Deadline | None = None) -> None:
-        self.request("POST", f"/speakings/{speaking_id}/say", {"text": text}, deadline=deadline)
+        self.request("POST", f"/speakings/{_id(speaking_id)}/say", {"text": text}, deadline=deadline)
 
     def flush(self, speaking_id: str, *, deadline: Deadline | None = None) -> None:
         """Drop what is queued to be said: the caller has started talking over the bot."""
-        self._idempotent(f"/speakings/{speaking_id}/flush", deadline)
+        self._idempotent(f"/speakings/{_id(speaking_id)}/flush", deadline)
 
     def stop_speaking(self, speaking_id: str, *, deadline: Deadline | None = None) -> None:
-        self._idempotent(f"/speakings/{speaking_id}/stop", deadline)
+        self._idempotent(f"/speakings/{_id(speaking_id)}/stop", deadline)
 
     # -- calls ---------------------------------------------------------------------
 
     def hang_up(self, call_id: str, *, deadline: Deadline | None = None) -> None:
-        self._idempotent(f"/calls/{call_id}/hangup", deadline)
+        self._idempotent(f"/calls/{_id(call_id)}/hangup", deadline)
 
     def _idempotent(self, path: str, deadline: Deadline | None) -> None:
         """Stop, flush, hang up: asking twice is harmless, so one retry rides out a blip."""
@@ -251,6 +258,11 @@ class VoipbinClient:
             raise
         except VoipbinUnavailable:
             self.request("POST", path, deadline=deadline)
+
+
+def _id(value: str) -> str:
+    """An id as one path segment: whatever it holds ('/', '..', '?'), it names nothing else."""
+    return quote(value, safe="")
 
 
 def _tls() -> ssl.SSLContext:

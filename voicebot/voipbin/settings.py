@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import Setting, comma_list, flag, positive_float, text
+from ..config import Setting, comma_list, credential, flag, positive_float, text
 from ..deadline import RESPONSE_BUDGET
 from ..exceptions import ConfigError
 
@@ -15,7 +15,7 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("VOIPBIN_ALLOW_UNSIGNED", False, flag,
             "1: accept unsigned VoIPBin events (local trials only)."),
-    Setting("VOIPBIN_ACCESS_KEY", "", text,
+    Setting("VOIPBIN_ACCESS_KEY", "", credential,
             "VoIPBin access key for its REST API (speech out). `/webhook/voipbin` stays off without it.",
             secret=True),
     Setting("VOIPBIN_NUMBERS", (), comma_list,
