@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"os"
 	"sort"
-	"strings"
-	"sync"
 	"time"
 )
 
@@ -58,47 +56,34 @@ func runDrive(args []string) {
 	}
 
 	results := make(chan result, *calls**turns)
-	var wg sync.WaitGroup
 	cpuBefore := cpuSeconds()
 	started := time.Now()
-	for c := 0; c < *calls; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			time.Sleep(time.Duration(float64(c) / float64(*calls) * *ramp * float64(time.Second)))
-			id := fmt.Sprintf("lg-%s-%d", *run, c)
-			post("/webhook/call-started", map[string]string{"type": "call.started", "call_id": id, "caller_num": "+15550100"})
-			prefix := fmt.Sprintf("mk%sx%dx", *run, c)
-			for t := 0; t < *turns; t++ {
-				time.Sleep(time.Duration(*think * float64(time.Second)))
-				mine := fmt.Sprintf("%s%d", prefix, t)
-				status, body, took := post("/webhook/transcript",
-					map[string]string{"type": "transcript", "call_id": id, "transcript": "Caller turn " + mine + ", please."})
-				crossed := false
-				if status == 200 {
-					var answer struct {
-						Response string `json:"response"`
-					}
-					json.Unmarshal(body, &answer)
-					heard := marker.FindAllString(answer.Response, -1)
-					// Every word the model heard is this call's, and the first (the newest) is this
-					// turn's: a history may be trimmed and a reply cut short, never mixed.
-					crossed = len(heard) == 0 || heard[0] != mine
-					for _, m := range heard {
-						crossed = crossed || !strings.HasPrefix(m, prefix)
-					}
+	eachCall(*calls, *ramp, func(c int) {
+		id := fmt.Sprintf("lg-%s-%d", *run, c)
+		post("/webhook/call-started", map[string]string{"type": "call.started", "call_id": id, "caller_num": "+15550100"})
+		prefix := fmt.Sprintf("mk%sx%dx", *run, c)
+		for t := 0; t < *turns; t++ {
+			time.Sleep(time.Duration(*think * float64(time.Second)))
+			mine := fmt.Sprintf("%s%d", prefix, t)
+			status, body, took := post("/webhook/transcript",
+				map[string]string{"type": "transcript", "call_id": id, "transcript": "Caller turn " + mine + ", please."})
+			mixed := false
+			if status == 200 {
+				var answer struct {
+					Response string `json:"response"`
 				}
-				results <- result{took, status, crossed, t}
+				json.Unmarshal(body, &answer)
+				mixed = crossed(answer.Response, mine, prefix)
 			}
-			post("/webhook/transcript", map[string]string{"type": "call.ended", "call_id": id})
-		}(c)
-	}
-	wg.Wait()
+			results <- result{took, status, mixed, t}
+		}
+		post("/webhook/transcript", map[string]string{"type": "call.ended", "call_id": id})
+	})
 	elapsed := time.Since(started).Seconds()
 	close(results)
 	var ms []float64
 	byTurn := make([][]float64, *turns)
-	errors, shed, crossed := 0, 0, 0
+	errors, shed, mixedUp := 0, 0, 0
 	counts := map[int]int{}
 	for r := range results {
 		counts[r.status]++
@@ -107,7 +92,7 @@ func runDrive(args []string) {
 			ms = append(ms, float64(r.latency.Microseconds())/1000)
 			byTurn[r.turn] = append(byTurn[r.turn], float64(r.latency.Microseconds())/1000-*modelLatency*1000)
 			if r.crossed {
-				crossed++
+				mixedUp++
 			}
 		case r.status == 503 || r.status == 429:
 			shed++
@@ -128,7 +113,7 @@ func runDrive(args []string) {
 		statuses[fmt.Sprint(k)] = v
 	}
 	out, _ := json.Marshal(map[string]interface{}{
-		"calls": *calls, "turns": *calls * *turns, "ok": len(ms), "errors": errors, "shed": shed, "crossed": crossed,
+		"calls": *calls, "turns": *calls * *turns, "ok": len(ms), "errors": errors, "shed": shed, "crossed": mixedUp,
 		"statuses": statuses, "seconds": elapsed, "turns_per_s": float64(len(ms)) / elapsed,
 		"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": percentile(ms, 100),
 		"beyond_p50_ms": beyond(50), "beyond_p99_ms": beyond(99), "generator_cpu_s": cpuSeconds() - cpuBefore,

@@ -23,7 +23,10 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -61,4 +64,29 @@ func cpuSeconds() float64 {
 	var u syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &u)
 	return float64(u.Utime.Sec+u.Stime.Sec) + float64(u.Utime.Usec+u.Stime.Usec)/1e6
+}
+
+// eachCall runs call(c) for every call at once, their starts spread over the ramp, and waits for all.
+func eachCall(calls int, ramp float64, call func(c int)) {
+	var wg sync.WaitGroup
+	for c := 0; c < calls; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			time.Sleep(time.Duration(float64(c) / float64(calls) * ramp * float64(time.Second)))
+			call(c)
+		}(c)
+	}
+	wg.Wait()
+}
+
+// crossed: a reply that mixes calls up. Every word the model heard is this call's (prefix), and
+// the first (the newest) is this turn's: a history may be trimmed and a reply cut short, never mixed.
+func crossed(reply, mine, prefix string) bool {
+	heard := marker.FindAllString(reply, -1)
+	wrong := len(heard) == 0 || heard[0] != mine
+	for _, m := range heard {
+		wrong = wrong || !strings.HasPrefix(m, prefix)
+	}
+	return wrong
 }

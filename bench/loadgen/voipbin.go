@@ -436,91 +436,79 @@ func runVoipbin(args []string) {
 
 	var turnsDone []voipbinTurn
 	var greetings []time.Duration
-	crossed := 0
+	mixedUp := 0
 	run := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
-	var wg sync.WaitGroup
 	cpuBefore := cpuSeconds()
 	started := time.Now()
-	for c := 0; c < *calls; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			time.Sleep(time.Duration(float64(c) / float64(*calls) * *ramp * float64(time.Second)))
-			id := newUUID()
-			rest.answer(id)
+	eachCall(*calls, *ramp, func(c int) {
+		id := newUUID()
+		rest.answer(id)
+		sent := time.Now()
+		if status, _, _ := send("call_progressing", callData(id, "progressing", *number)); status != 200 {
+			failed(fmt.Sprintf("call_progressing_%d", status))
+			return
+		}
+		if greeting := rest.saidSince(id, 0); len(greeting) > 0 {
+			mu.Lock()
+			greetings = append(greetings, greeting[0].at.Sub(sent))
+			mu.Unlock()
+		} else {
+			failed("no_greeting")
+		}
+		transcribe := rest.transcribeOf(id)
+		if transcribe == "" {
+			failed("no_transcribe")
+			return
+		}
+		prefix := fmt.Sprintf("mk%sx%dx", run, c)
+		for t := 0; t < *turns; t++ {
+			time.Sleep(seconds(*think))
+			mine := fmt.Sprintf("%s%d", prefix, t)
+			before := rest.saidCount(id)
 			sent := time.Now()
-			if status, _, _ := send("call_progressing", callData(id, "progressing", *number)); status != 200 {
-				failed(fmt.Sprintf("call_progressing_%d", status))
-				return
+			status, header, answer := send("transcript_created", map[string]interface{}{"id": newUUID(),
+				"customer_id": customerID, "transcribe_id": transcribe, "direction": "in",
+				"message": "Caller turn " + mine + ", please.", "tm_transcript": "0001-01-01T00:00:08.99184Z",
+				"tm_create": stamp()})
+			took := time.Since(sent)
+			var outcome struct{ Status string }
+			json.Unmarshal(answer, &outcome)
+			if status != 200 || outcome.Status != "said" {
+				failed(fmt.Sprintf("turn_%d_%s", status, outcome.Status))
+				continue
 			}
-			if greeting := rest.saidSince(id, 0); len(greeting) > 0 {
-				mu.Lock()
-				greetings = append(greetings, greeting[0].at.Sub(sent))
-				mu.Unlock()
-			} else {
-				failed("no_greeting")
+			says := rest.saidSince(id, before)
+			if len(says) == 0 {
+				failed("nothing_said")
+				continue
 			}
-			transcribe := rest.transcribeOf(id)
-			if transcribe == "" {
-				failed("no_transcribe")
-				return
+			var texts []string
+			for _, s := range says {
+				texts = append(texts, s.text)
 			}
-			prefix := fmt.Sprintf("mk%sx%dx", run, c)
-			for t := 0; t < *turns; t++ {
-				time.Sleep(seconds(*think))
-				mine := fmt.Sprintf("%s%d", prefix, t)
-				before := rest.saidCount(id)
-				sent := time.Now()
-				status, header, answer := send("transcript_created", map[string]interface{}{"id": newUUID(),
-					"customer_id": customerID, "transcribe_id": transcribe, "direction": "in",
-					"message": "Caller turn " + mine + ", please.", "tm_transcript": "0001-01-01T00:00:08.99184Z",
-					"tm_create": stamp()})
-				took := time.Since(sent)
-				var outcome struct{ Status string }
-				json.Unmarshal(answer, &outcome)
-				if status != 200 || outcome.Status != "said" {
-					failed(fmt.Sprintf("turn_%d_%s", status, outcome.Status))
-					continue
-				}
-				says := rest.saidSince(id, before)
-				if len(says) == 0 {
-					failed("nothing_said")
-					continue
-				}
-				var texts []string
-				for _, s := range says {
-					texts = append(texts, s.text)
-				}
-				heard := marker.FindAllString(strings.Join(texts, " "), -1)
-				// Every word the model heard is this call's, and the first (the newest) is this turn's.
-				wrong := len(heard) == 0 || heard[0] != mine
-				for _, m := range heard {
-					wrong = wrong || !strings.HasPrefix(m, prefix)
-				}
-				turn := voipbinTurn{firstWord: says[0].at.Sub(sent), latency: took}
-				if m := firstSentenceTiming.FindStringSubmatch(header.Get("Server-Timing")); m != nil {
-					ms, _ := strconv.ParseFloat(m[1], 64)
-					turn.modelFirst, turn.hasModelFirst = time.Duration(ms*float64(time.Millisecond)), true
-				}
-				if at, ok := flushed.LoadAndDelete(mine); ok {
-					turn.afterFlush, turn.hasFlush = says[0].at.Sub(at.(time.Time)), true
-				}
-				mu.Lock()
-				turnsDone = append(turnsDone, turn)
-				if wrong {
-					crossed++
-				}
-				mu.Unlock()
+			wrong := crossed(strings.Join(texts, " "), mine, prefix)
+			turn := voipbinTurn{firstWord: says[0].at.Sub(sent), latency: took}
+			if m := firstSentenceTiming.FindStringSubmatch(header.Get("Server-Timing")); m != nil {
+				ms, _ := strconv.ParseFloat(m[1], 64)
+				turn.modelFirst, turn.hasModelFirst = time.Duration(ms*float64(time.Millisecond)), true
 			}
-			rest.mu.Lock()
-			rest.end(id)
-			rest.mu.Unlock()
-			if status, _, _ := send("call_hangup", callData(id, "hangup", *number)); status != 200 {
-				failed(fmt.Sprintf("call_hangup_%d", status))
+			if at, ok := flushed.LoadAndDelete(mine); ok {
+				turn.afterFlush, turn.hasFlush = says[0].at.Sub(at.(time.Time)), true
 			}
-		}(c)
-	}
-	wg.Wait()
+			mu.Lock()
+			turnsDone = append(turnsDone, turn)
+			if wrong {
+				mixedUp++
+			}
+			mu.Unlock()
+		}
+		rest.mu.Lock()
+		rest.end(id)
+		rest.mu.Unlock()
+		if status, _, _ := send("call_hangup", callData(id, "hangup", *number)); status != 200 {
+			failed(fmt.Sprintf("call_hangup_%d", status))
+		}
+	})
 	elapsed := time.Since(started).Seconds()
 	rest.mu.Lock()
 	defer rest.mu.Unlock()
@@ -547,7 +535,7 @@ func runVoipbin(args []string) {
 		greeting = append(greeting, ms(g))
 	}
 	out, _ := json.Marshal(map[string]interface{}{
-		"calls": *calls, "turns": *calls * *turns, "ok": len(turnsDone), "errors": errors, "crossed": crossed,
+		"calls": *calls, "turns": *calls * *turns, "ok": len(turnsDone), "errors": errors, "crossed": mixedUp,
 		"redelivered": redelivered, "seconds": elapsed, "turns_per_s": float64(len(turnsDone)) / elapsed,
 		"first_word_ms": stats(firstWord), "model_first_sentence_ms": stats(modelFirst),
 		"first_word_beyond_ms": stats(beyond), "say_after_model_flush_ms": stats(afterFlush),
