@@ -326,11 +326,19 @@ class Wire:
             raise
         else:
             connection.used_at = time.monotonic()
-            if connection.reusable:
-                with self._lock:
-                    self._idle.append(connection)
-            else:
+            if not connection.reusable:
                 self._drop(connection)
+                return
+            with self._lock:
+                self._idle.append(connection)
+                # The one used longest ago is at the bottom: past its keep-alive, it goes (one at a
+                # time, so that a quiet spell after a peak lets the peak's connections go).
+                oldest = self._idle[0]
+                expired = connection.used_at - oldest.used_at > KEEPALIVE_SECONDS
+                if expired:
+                    self._idle.pop(0)
+            if expired:
+                self._drop(oldest)
 
     def _connection(self) -> tuple[_Connection, bool]:
         while True:
