@@ -159,6 +159,20 @@ def test_aliases_and_peek(any_store):
         assert any_store.peek("call-9") == {"channel": {"speaking_id": "s1"}}  # no lock needed
 
 
+def test_what_the_fast_encoder_refuses_is_saved_and_read_back_whole(redis_store):
+    # orjson refuses integers past 64 bits and lone surrogates; a tool's arguments or a
+    # transcript's JSON may hold them, and the session must still be saved, unchanged.
+    session = {"messages": [{"role": "user", "content": "caf\u00e9 \U0001F600 \ud800"}],
+               "tool": {"order": 2 ** 70}, "usage": {1: 2}}
+    with redis_store.locked("call-big", 1) as record:
+        record.save(session)
+    assert redis_store.peek("call-big") == {**session, "usage": {"1": 2}}  # keys as json.dumps makes them
+    ordinary = {"messages": [{"role": "assistant", "content": "Caf\u00e9 <ok> & \"quoted\""}]}
+    with redis_store.locked("call-plain", 1) as record:
+        record.save(ordinary)
+    assert redis_store.peek("call-plain") == ordinary
+
+
 def test_renew_keeps_a_slow_holder_ahead_of_its_lease(redis_store):
     with redis_store.locked("c", 1) as record:
         record.renew()

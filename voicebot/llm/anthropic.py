@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import anthropic
 import httpx2
 
+from .. import compact_json
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
 from ..speakable import complete_sentences
@@ -186,7 +187,7 @@ class AnthropicLLM(LLM):
     def _answer(self, body: dict[str, Any]) -> Iterator[Answer]:
         """The API's answer to ``body`` on the wire; a status other than 200 raises the SDK's own error for it."""
         assert self._wire is not None
-        with self._wire.request("POST", MESSAGES, json.dumps(body, separators=(",", ":")).encode()) as answer:
+        with self._wire.request("POST", MESSAGES, compact_json.dumps(body)) as answer:
             if answer.status != 200:
                 # The SDK's error for this status and body, built as the SDK builds it from its own answer.
                 response = httpx2.Response(answer.status, headers=list(answer.headers.items()), content=answer.read(),

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import redis
 
-from .. import metrics
+from .. import compact_json, metrics
 from ..config import redis_failover_seconds
 from ..stores.redis import connect, patiently, redis_errors
 
@@ -287,7 +287,7 @@ class RedisOutbox(Outbox):
         self._moved = True
 
     def _queue_for_analysis(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":"))
+        data = compact_json.dumps(record)
         self._do(lambda: self.client.xadd(self.to_analyse, {"record": data}))
 
     def due_for_analysis(self, consumer: str, limit: int, claim_after: float) -> list[Entry]:
@@ -295,14 +295,14 @@ class RedisOutbox(Outbox):
         return self._take(self.to_analyse, ANALYSIS_GROUP, consumer, limit, lambda attempts: int(claim_after * 1000))
 
     def analysed(self, entry: Entry, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":"))
+        data = compact_json.dumps(record)
         oldest_kept = int((time.time() - self.retention) * 1000)
         keys = [self.to_analyse, self.archive, self.outbox, self._analysed_prefix + str(record.get("id"))]
         args = [ANALYSIS_GROUP, entry.entry_id, data, oldest_kept, int(self.deliver), int(self.retention * 1000)]
         self._do(lambda: self._keep_once(keys=keys, args=args))
 
     def _keep(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":"))
+        data = compact_json.dumps(record)
         oldest_kept = int((time.time() - self.retention) * 1000)
         self._move_untagged()
 

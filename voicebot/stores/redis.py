@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import redis
 from redis.commands.core import Script
 
+from .. import compact_json
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
 from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
 from .redis_url import connect, patiently
@@ -250,14 +251,14 @@ class RedisStore(SessionStore):
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
                lines: list[dict[str, Any]]) -> None:
-        text = json.dumps(data, separators=(",", ":"))
+        text = compact_json.dumps(data)
         now = time.time()
         new_call = record.data is None
         written = self._with_active(
             self._write_script, self._keys(record.call_id),
             [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
              int(now * 1000), MAX_EVENTS_PER_CALL, self.max_lines,
-             *(json.dumps(line, separators=(",", ":")) for line in lines)],
+             *(compact_json.dumps(line) for line in lines)],
             lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
             replicated=True,
         )
