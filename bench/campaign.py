@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,25 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICKS
+
+
+def wait_until_settled(pids: list[int], timeout: float = 60.0) -> None:
+    """Until the processes stop using CPU: every worker has imported and built its app.
+
+    gunicorn answers as soon as one worker is up; a worker still starting
+    (imports, the app, its first collections: ~2 s of one core) would share
+    the cores with the first seconds of the load.
+    """
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    before = cpu_seconds(pids)
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server's processes did not settle within {timeout:g} s")
+        time.sleep(0.2)
+        now = cpu_seconds(pids)
+        quiet = quiet + 1 if now - before < 0.02 else 0  # under a tenth of a core
+        before = now
 
 
 def rss_mib(pid: int) -> float:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign import cpu_seconds, process_tree  # noqa: E402
+from campaign import cpu_seconds, process_tree, wait_until_settled  # noqa: E402
 from knee import build  # noqa: E402
 
 from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
@@ -77,6 +77,7 @@ def voicebot(rest_port: int, model_port: int, tmp: Path, n: int, tree: Path = RO
     assert server.process is not None
     pid = server.process.pid
     wait_for(lambda: len(process_tree(pid)) == 3, what="voicebot's two workers")
+    wait_until_settled(process_tree(pid))
     return server, redis
 
 

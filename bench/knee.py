@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign import cpu_seconds, process_tree  # noqa: E402
+from campaign import cpu_seconds, process_tree, wait_until_settled  # noqa: E402
 
 from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
 
@@ -80,6 +80,7 @@ class Server:
         self.pid = self.gunicorn.process.pid
         if name != "go":
             wait_for(lambda: len(process_tree(self.pid)) == 3, what=f"{name}'s two workers")
+        wait_until_settled(process_tree(self.pid))
 
     def cpu(self) -> float:
         return cpu_seconds(process_tree(self.pid))
