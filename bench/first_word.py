@@ -37,10 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from campaign import cpu_seconds, process_tree, wait_until_settled  # noqa: E402
-from knee import build  # noqa: E402
+from knee import Server, build  # noqa: E402
 
-from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
+from voicebot.devtools.processes import free_port  # noqa: E402
 
 ACCESS_KEY = "bench-access-key"
 SECRET = "bench-webhook-secret-0123456789ab"
@@ -66,19 +65,11 @@ class FakeVoipbinAndModel:
         return result
 
 
-def voicebot(rest_port: int, model_port: int, tmp: Path, n: int, tree: Path = ROOT) -> tuple[Gunicorn, RedisServer]:
-    redis = RedisServer().start()
-    env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{model_port}",
-           "WEB_CONCURRENCY": "2", "REDIS_URL": redis.url,
-           "VOIPBIN_ACCESS_KEY": ACCESS_KEY, "VOIPBIN_WEBHOOK_SECRET": SECRET, "VOIPBIN_NUMBERS": NUMBER,
-           "VOIPBIN_API_URL": f"http://127.0.0.1:{rest_port}/v1.0"}
-    server = Gunicorn(env, command=procfile_command(), cwd=tree)
-    server.start(tmp / f"voicebot-{n}.log")
-    assert server.process is not None
-    pid = server.process.pid
-    wait_for(lambda: len(process_tree(pid)) == 3, what="voicebot's two workers")
-    wait_until_settled(process_tree(pid))
-    return server, redis
+def voicebot(loadgen: Path, rest_port: int, model_port: int, tmp: Path, n: int, tree: Path = ROOT) -> Server:
+    """voicebot as the Procfile runs it, with Redis, its VoIPBin settings pointed at ``loadgen voipbin``."""
+    return Server("voicebot", loadgen, f"http://127.0.0.1:{model_port}", tmp, tree=tree, log=f"voicebot-{n}.log",
+                  env={"VOIPBIN_ACCESS_KEY": ACCESS_KEY, "VOIPBIN_WEBHOOK_SECRET": SECRET, "VOIPBIN_NUMBERS": NUMBER,
+                       "VOIPBIN_API_URL": f"http://127.0.0.1:{rest_port}/v1.0"})
 
 
 def row(n: str, r: dict, server_cpu: float) -> str:
@@ -125,18 +116,15 @@ def main() -> None:
         for n in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 # A fresh voicebot and Redis each round: no state carries over.
-                server, redis = voicebot(fake.rest_port, fake.model_port, tmp, n, tree)
+                server = voicebot(fake.loadgen, fake.rest_port, fake.model_port, tmp, n, tree)
                 try:
-                    assert server.process is not None
-                    pids = process_tree(server.process.pid)
-                    before = cpu_seconds(pids)
+                    before = server.cpu()
                     result = fake.drive(server.url, args.calls, args.turns, args.think, args.ramp)
                     label = f"{n}" if len(trees) == 1 else f"{n} {name}"
-                    print(row(label, result, cpu_seconds(pids) - before), flush=True)
+                    print(row(label, result, server.cpu() - before), flush=True)
                     beyond_p99[name].append(result["first_word_beyond_ms"]["p99"])
                 finally:
                     server.stop()
-                    redis.stop()
     finally:
         if args.against:
             subprocess.run(["git", "worktree", "remove", "--force", str(trees[args.against])], cwd=ROOT, check=False)

@@ -60,10 +60,12 @@ def build(tmp: Path) -> Path:
 class Server:
     """One of the three, started against a model, with its processes' CPU readable."""
 
-    def __init__(self, name: str, loadgen: Path, model_url: str, tmp: Path) -> None:
+    def __init__(self, name: str, loadgen: Path, model_url: str, tmp: Path, *, env: dict[str, str] | None = None,
+                 tree: Path = ROOT, log: str = "") -> None:
+        """``env``: more settings; ``tree``: another checkout of voicebot to run (an A/B); ``log``: its file name."""
         self.name = name
         self.redis: RedisServer | None = None
-        env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model_url, "WEB_CONCURRENCY": "2"}
+        env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model_url, "WEB_CONCURRENCY": "2", **(env or {})}
         if name == "voicebot":
             self.redis = RedisServer().start()
             env["REDIS_URL"] = self.redis.url
@@ -73,8 +75,8 @@ class Server:
                      THREADS, "-b", "127.0.0.1:$PORT", "bench.naive_port:app"] if name == "naive"
                     else [str(loadgen), "article", "-port", "$PORT"])
             command = ["sh", "-c", "exec " + " ".join(argv)]
-        self.gunicorn = Gunicorn(env, command=command)
-        self.gunicorn.start(tmp / f"{name}.log")
+        self.gunicorn = Gunicorn(env, command=command, cwd=tree)
+        self.gunicorn.start(tmp / (log or f"{name}.log"))
         self.url = self.gunicorn.url
         assert self.gunicorn.process is not None
         self.pid = self.gunicorn.process.pid

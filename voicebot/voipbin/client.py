@@ -32,6 +32,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .. import compact_json
 from ..deadline import Deadline, unbounded
 from ..wire import Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
 from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
@@ -76,7 +77,6 @@ class VoipbinClient:
         self._helpers_lock = threading.Lock()
         self._wire: Wire | None = None
         self._session: requests.Session | None = None
-        self._api_url = api_url.rstrip("/")
         if proxy_configured():
             self._session = requests.Session()
             # A connection that could not be made sent nothing, so trying it again
@@ -87,8 +87,7 @@ class VoipbinClient:
             self._session.mount("http://", adapter)
             self._session.mount("https://", adapter)
             self._session.cookies.set("accesskey", access_key)
-        else:
-            self.api_url = self._api_url
+        self.api_url = api_url
 
     @property
     def api_url(self) -> str:
@@ -146,27 +145,27 @@ class VoipbinClient:
         if self._wire is None:
             return self._send_by_requests(method, path, body, params, timeout, what)
         target = path + ("?" + urlencode(params) if params else "")
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = None if body is None else compact_json.dumps(body)
+        try:
+            return self._by_wire(method, target, data, sum(timeout))
+        except WireError as exc:
+            # As urllib3's Retry(connect=1): a connection that could not be made sent nothing, so it
+            # is tried once more. Anything that may have reached VoIPBin is not repeated here (the
+            # caller knows whether doing it twice is harmless).
+            if exc.sent or isinstance(exc, WireTimeout):
+                raise _unavailable(exc, what) from None
+        try:
+            return self._by_wire(method, target, data, sum(timeout))
+        except WireError as exc:
+            raise _unavailable(exc, what) from None
+
+    def _by_wire(self, method: str, target: str, data: bytes | None, seconds: float) -> _Answered:
+        assert self._wire is not None
         headers = {"Content-Type": "application/json"} if data is not None else None
-        # As urllib3's Retry(connect=1): a connection that could not be made sent nothing, so it is
-        # tried once more; anything that may have reached VoIPBin is not repeated here (the caller
-        # knows whether doing it twice is harmless), and a kept connection found closed as the
-        # request left is tried again only for a GET.
-        for attempt in (1, 2):
-            try:
-                with wall_clock_deadline(sum(timeout)):
-                    with self._wire.request(method, target, data, headers=headers, again=method == "GET") as answer:
-                        return _Answered(answer.status, answer.headers, answer.read())
-            except WireTimeout as exc:
-                if not exc.sent:
-                    raise VoipbinUnavailable(f"{what}: could not connect (timed out)") from None
-                raise VoipbinUnavailable(f"{what}: no answer in time", maybe_done=True) from None
-            except WireError as exc:
-                if exc.sent:
-                    raise VoipbinUnavailable(f"{what}: connection lost", maybe_done=True) from None
-                if attempt == 2:
-                    raise VoipbinUnavailable(f"{what}: could not connect") from None
-        raise AssertionError("unreachable")
+        with wall_clock_deadline(seconds):
+            # A kept connection found closed as the request left is tried again only for a GET.
+            with self._wire.request(method, target, data, headers=headers, again=method == "GET") as answer:
+                return _Answered(answer.status, answer.headers, answer.read())
 
     def _send_by_requests(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
                           what: str) -> _Answered:
@@ -258,6 +257,14 @@ class VoipbinClient:
             raise
         except VoipbinUnavailable:
             self.request("POST", path, deadline=deadline)
+
+
+def _unavailable(exc: WireError, what: str) -> VoipbinUnavailable:
+    if isinstance(exc, WireTimeout):
+        return (VoipbinUnavailable(f"{what}: no answer in time", maybe_done=True) if exc.sent
+                else VoipbinUnavailable(f"{what}: could not connect (timed out)"))
+    return (VoipbinUnavailable(f"{what}: connection lost", maybe_done=True) if exc.sent
+            else VoipbinUnavailable(f"{what}: could not connect"))
 
 
 def _id(value: str) -> str:
