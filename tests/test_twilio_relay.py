@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import xml.etree.ElementTree as ET
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -45,8 +46,18 @@ def socket_url(public: str) -> str:
     return public.replace("http://", "ws://") + "/webhook/twilio/relay"
 
 
-def connect(public: str, token: str = TOKEN) -> Client:
-    url = socket_url(public)
+def relay_url_of(twiml: str | bytes) -> str:
+    """The socket URL /voice gave: it names the call and carries its ticket."""
+    return ET.fromstring(twiml).find("Connect/ConversationRelay").get("url")
+
+
+def on_host(url: str, public: str) -> str:
+    """The same socket URL as reached at ``public`` (another instance, or a proxy in front)."""
+    return socket_url(public) + "?" + url.split("?", 1)[1]
+
+
+def connect(url: str, token: str = TOKEN) -> Client:
+    """Open the socket as Twilio does: the handshake signed over the whole URL, its query included."""
     headers = {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, {})} if token else {}
     ws = Client.connect(url, headers=headers)
     # setup and the first prompt go out back to back: without this, Nagle holds the prompt for a delayed ACK.
@@ -54,15 +65,34 @@ def connect(public: str, token: str = TOKEN) -> Client:
     return ws
 
 
-def start(app, public: str, sid: str) -> tuple[Client, ET.Element]:
-    """Twilio asks /voice, gets <Connect><ConversationRelay>, opens the socket and sends setup."""
-    root = ET.fromstring(post(app.test_client(), f"{public}/webhook/twilio/voice",
-                              call_fields(sid, CallStatus="ringing")).data)
-    ws = connect(public)
+def setup(ws: Client, sid: str) -> None:
     ws.send(json.dumps({"type": "setup", "sessionId": "VX" + "0" * 32, "accountSid": "AC" + "0" * 32,
                         "callSid": sid, "from": "+15551230000", "to": "+15559870000", "direction": "inbound",
                         "callStatus": "RINGING", "customParameters": {}}))
-    return ws, root
+
+
+def announce(app, public: str, sid: str) -> str:
+    """Twilio asks /voice for the call and gets <Connect><ConversationRelay>: the socket's URL."""
+    return relay_url_of(post(app.test_client(), f"{public}/webhook/twilio/voice",
+                             call_fields(sid, CallStatus="ringing")).data)
+
+
+def voice_over_http(url: str, sid: str) -> str:
+    """/voice asked over real HTTP, signed (a gunicorn or nginx in front): the socket URL it answers."""
+    fields = call_fields(sid, CallStatus="ringing")
+    signature = RequestValidator(TOKEN).compute_signature(f"{url}/webhook/twilio/voice", fields)
+    twiml = requests.post(f"{url}/webhook/twilio/voice", data=fields, headers={"X-Twilio-Signature": signature},
+                          timeout=10).text
+    assert "<ConversationRelay" in twiml, twiml
+    return on_host(relay_url_of(twiml), url)
+
+
+def start(app, public: str, sid: str) -> tuple[Client, str]:
+    """Twilio asks /voice, opens the socket on the URL it was given and sends setup."""
+    url = announce(app, public, sid)
+    ws = connect(url)
+    setup(ws, sid)
+    return ws, url
 
 
 def reply(ws: Client, timeout: float = 10.0) -> tuple[str, list[dict]]:
@@ -98,12 +128,14 @@ def prompt(ws: Client, text: str) -> None:
 
 def test_voice_answers_connect_conversation_relay_with_the_greeting(relay):
     app, public = relay()
+    sid = new_sid()
     root = ET.fromstring(post(app.test_client(), f"{public}/webhook/twilio/voice",
-                              call_fields(new_sid(), CallStatus="ringing")).data)
+                              call_fields(sid, CallStatus="ringing")).data)
     connect_verb = root.find("Connect")
     assert connect_verb.get("action") == f"{public}/webhook/twilio/relay-end"
     relay_noun = connect_verb.find("ConversationRelay")
-    assert relay_noun.get("url") == socket_url(public)
+    url, query = relay_noun.get("url").split("?")
+    assert url == socket_url(public) and parse_qs(query)["call"] == [sid] and len(parse_qs(query)["ticket"][0]) >= 22
     assert relay_noun.get("welcomeGreeting") == app.config["GREETING"]
     assert relay_noun.get("interruptible") == "speech" and relay_noun.get("dtmfDetection") == "true"
 
@@ -205,26 +237,102 @@ def test_ending_and_hand_off_send_end_and_the_action_url_says_what_next(relay, f
 
 def test_an_unsigned_handshake_opens_nothing(relay):
     app, public = relay()
+    url = announce(app, public, new_sid())
     with pytest.raises(HandshakeRefused, match="403"):
-        connect(public, token="")
+        connect(url, token="")
     with pytest.raises(HandshakeRefused, match="403"):
-        connect(public, token="not-the-token")
+        connect(url, token="not-the-token")
     assert records_of(app) == []
 
 
-def test_telnyx_setup_shape_is_served_too(relay, fake_llm):
-    """Telnyx's relay sends the same messages; its call ids look like v2:..."""
+def test_a_socket_for_a_call_no_signed_webhook_announced_gets_not_a_word(relay, fake_llm):
+    """Even with a valid signature over its URL (Twilio's key), a made-up call has no ticket: refused before the
+    upgrade, no model spent, no record."""
     app, public = relay()
-    ws = connect(public)
+    sid = new_sid()
+    for url in (f"{socket_url(public)}?call={sid}&ticket=made-up-ticket-000000",
+                f"{socket_url(public)}?call={sid}", socket_url(public)):
+        with pytest.raises(HandshakeRefused, match="403"):
+            connect(url)
+    assert fake_llm.requests == [] and records_of(app) == []
+
+
+def test_a_replayed_handshake_cannot_take_over_a_live_call_nor_reopen_an_ended_one(relay, fake_llm):
+    """The attack: one captured handshake (URL and X-Twilio-Signature, from a proxy's log) opened any call's
+    socket, forever. Now the URL names the call and its single-use ticket, inside what Twilio signs."""
+    app, public = relay()
+    sid, other = new_sid(), new_sid()
+    ws, url = start(app, public, sid)
+    other_url = announce(app, public, other)
+    captured = {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, {})}
     try:
-        ws.send(json.dumps({"type": "setup", "sessionId": "7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2",
-                            "accountSid": "1f1a8b6f-1234-4abc-9def-1234567890ab",
-                            "callSid": "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ",
-                            "callControlId": "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ",
-                            "from": "+13122010094", "to": "+13122123456", "direction": "inbound",
-                            "callerName": "", "callStatus": "active", "customParameters": {}}))
-        prompt(ws, "hola mk1")
+        prompt(ws, "hello mk1")
         assert reply(ws)[0] == "Heard mk1."
+        # The same handshake again, while the call is live: refused before any upgrade.
+        with pytest.raises(HandshakeRefused, match="403"):
+            Client.connect(url, headers=captured)
+        # The captured signature on another call's URL (or the call swapped in the query): not Twilio's.
+        swapped = url.replace(sid, other)
+        for forged in (other_url, swapped):
+            with pytest.raises(HandshakeRefused, match="403"):
+                Client.connect(forged, headers=captured)
+        prompt(ws, "still me mk2")
+        assert reply(ws)[0] == "Heard mk1 mk2."  # the real call went on, untouched
+    finally:
+        hang_up(ws)
+    wait_for(lambda: records_of(app), timeout=10, what="the call's record")
+    with pytest.raises(HandshakeRefused, match="403"):  # the call has ended: its URL opens nothing
+        Client.connect(url, headers=captured)
+    # The other call's own first socket still opens: tickets are per call.
+    second = connect(other_url)
+    setup(second, other)
+    prompt(second, "other mk9")
+    assert reply(second)[0] == "Heard mk9."
+    hang_up(second)
+    (first_record, *_) = records_of(app)
+    assert [line["text"] for line in first_record["transcript"]][1:] == [
+        "hello mk1", "Heard mk1.", "still me mk2", "Heard mk1 mk2."]
+
+
+def test_a_setup_naming_another_call_is_closed_without_a_word(relay, fake_llm):
+    app, public = relay()
+    sid, victim = new_sid(), new_sid()
+    url = announce(app, public, sid)
+    announce(app, public, victim)
+    ws = connect(url)
+    setup(ws, victim)  # the ticket is sid's; setup names the victim
+    with pytest.raises(ConnectionClosed):
+        ws.receive(timeout=10)
+        ws.receive(timeout=10)
+    assert fake_llm.requests == []
+    assert session_of(app, victim)["messages"] == []
+
+
+def test_a_ticket_not_used_in_time_is_stale(relay, monkeypatch):
+    from voicebot import socket_ticket
+
+    monkeypatch.setattr(socket_ticket, "TICKET_SECONDS", -1.0)  # given already stale
+    app, public = relay()
+    url = announce(app, public, new_sid())
+    with pytest.raises(HandshakeRefused, match="403"):
+        connect(url)
+
+
+def test_an_interrupt_never_makes_the_history_longer_than_what_was_said(relay, fake_llm):
+    """utteranceUntilInterrupt was kept verbatim: 21 kB of it grew the next model request past MAX_REPLY_CHARS."""
+    app, public = relay()
+    sid = new_sid()
+    ws, _ = start(app, public, sid)
+    try:
+        prompt(ws, "hello mk1")
+        assert reply(ws)[0] == "Heard mk1."
+        ws.send(json.dumps({"type": "interrupt", "utteranceUntilInterrupt": "Heard mk1. " + "x" * 15_000,
+                            "durationUntilInterruptMs": 900}))
+        wait_for(lambda: session_of(app, sid)["transcript_lines"] >= 4, timeout=10, what="the cut")
+        assert session_of(app, sid)["messages"][-1] == {"role": "assistant", "content": "Heard mk1."}
+        prompt(ws, "next mk2")
+        reply(ws)
+        assert len(json.dumps(fake_llm.requests[-1]["messages"])) < 1_000
     finally:
         hang_up(ws)
 
@@ -245,13 +353,8 @@ def test_relay_calls_through_gunicorn_two_workers_and_redis(fake_llm, redis_url,
     try:
         def one_call(n: int) -> list[str]:
             sid = new_sid()
-            fields = call_fields(sid, CallStatus="ringing")
-            signature = RequestValidator(TOKEN).compute_signature(f"{proc.url}/webhook/twilio/voice", fields)
-            twiml = requests.post(f"{proc.url}/webhook/twilio/voice", data=fields,
-                                  headers={"X-Twilio-Signature": signature}, timeout=10).text
-            assert "<ConversationRelay" in twiml, twiml
-            ws = connect(proc.url)
-            ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+            ws = connect(voice_over_http(proc.url, sid))
+            setup(ws, sid)
             heard = []
             try:
                 for turn in (1, 2):
@@ -291,12 +394,9 @@ def test_a_deploy_hands_live_relay_calls_back_and_another_instance_goes_on(fake_
     new.start(tmp_path / "new.log")
     sid = new_sid()
     try:
-        fields = call_fields(sid, CallStatus="ringing")
-        signature = RequestValidator(TOKEN).compute_signature(f"{old.url}/webhook/twilio/voice", fields)
-        requests.post(f"{old.url}/webhook/twilio/voice", data=fields, headers={"X-Twilio-Signature": signature},
-                      timeout=10)
-        ws = connect(old.url)
-        ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        url = voice_over_http(old.url, sid)
+        ws = connect(url)
+        setup(ws, sid)
         prompt(ws, "first mk1")
         assert reply(ws)[0] == "Heard mk1."
         stopped = time.monotonic()
@@ -306,8 +406,10 @@ def test_a_deploy_hands_live_relay_calls_back_and_another_instance_goes_on(fake_
                 ws.receive(timeout=10)
         handed_back = time.monotonic() - stopped
         old.process.wait(30)
-        again = connect(new.url)  # Twilio reconnects (applicationReconnect), here to another instance
-        again.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        # Twilio reconnects (applicationReconnect) with the same URL, here reaching another instance: the
+        # ticket was given back as the socket was handed back.
+        again = connect(on_host(url, new.url))
+        setup(again, sid)
         prompt(again, "second mk2")
         assert reply(again)[0] == "Heard mk1 mk2."  # the same conversation, from its session in Redis
         hang_up(again)
@@ -331,11 +433,26 @@ def test_the_shipped_nginx_site_passes_the_relay_upgrade_through(fake_llm, redis
     nginx.start()
     try:
         sid = new_sid()
-        ws = connect(nginx.url)
-        ws.send(json.dumps({"type": "setup", "callSid": sid, "from": "+15551230000", "to": "+15559870000"}))
+        ws = connect(voice_over_http(nginx.url, sid))
+        setup(ws, sid)
         prompt(ws, "through nginx mk1")
         assert reply(ws)[0] == "Heard mk1."
         hang_up(ws)
     finally:
         nginx.stop()
         proc.stop()
+
+
+def test_a_socket_sending_what_is_not_twilios_is_closed_with_one_warning(relay, caplog):
+    app, public = relay()
+    ws, _ = start(app, public, new_sid())
+    try:
+        for n in range(1_000):
+            ws.send("junk" if n % 2 else json.dumps({"type": "no-such-thing"}))
+    except (ConnectionClosed, OSError):  # closed by the server meanwhile
+        pass
+    with pytest.raises(ConnectionClosed):
+        ws.receive(timeout=10)
+    assert ws.close_reason == 1008
+    assert len([r for r in caplog.records if "relay message" in r.getMessage()]) == 1
+    wait_for(lambda: records_of(app), timeout=10, what="the call's record: a socket closed is a call ended")

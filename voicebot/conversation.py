@@ -122,15 +122,17 @@ class Conversation:
                 return
             history = session["messages"]
             last = history[-1] if history else None
-            words = heard or "..."
-            if last is not None and last["role"] == "assistant":
-                if isinstance(last["content"], str):
-                    last["content"] = words
-                else:  # a reply that used a call tool: its words are its first block
-                    for block in last["content"]:
-                        if block.get("type") == "text":
-                            block["text"] = words
-                            break
+            if last is None or last["role"] != "assistant":
+                return  # nothing of the bot's to cut: the platform's word is not history
+            if isinstance(last["content"], str):
+                block: dict[str, Any] = {"text": last["content"]}
+            else:  # a reply that used a call tool: its words are its first text block
+                block = next((b for b in last["content"] if b.get("type") == "text"), {"text": ""})
+            # What they heard is at most what was said: the platform's report of it never makes it longer.
+            heard = heard[:len(block["text"])]
+            block["text"] = heard or "..."
+            if isinstance(last["content"], str):
+                last["content"] = block["text"]
             record.save(session, release=True, lines=[line("bot", heard, interrupted=True)])
         log.info("reply cut by the caller call_id=%s", call_id)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from simple_websocket import ConnectionClosed  # type: ignore[import-untyped]
 
+from .. import socket_ticket
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..exceptions import VoicebotError
@@ -38,17 +39,26 @@ POLL_SECONDS = 1.0
 # This long without a message, the call's session is kept alive (a long silence is not the end of a call).
 IDLE_SECONDS = 30.0
 MAX_MESSAGE_CHARS = 20_000
-# A call id as Twilio (CA + 32 hex) or Telnyx (v2:...) gives it.
-MAX_CALL_ID_CHARS = 128
+# Messages kept waiting while a reply streams (Twilio sends a handful: an interrupt, the next prompt, keys).
+MAX_PENDING = 32
+# Unreadable messages (not JSON objects) a socket may send before it is closed: Twilio sends none.
+MAX_UNREADABLE = 20
 
 
 class RelaySocket:
-    """The socket's messages, parsed; those that come while a reply streams wait their turn (``pending``)."""
+    """The socket's messages, parsed; those that come while a reply streams wait their turn (``pending``).
+
+    What a peer can make it hold is bounded: at most ``MAX_PENDING`` messages
+    wait (the WebSocket layer bounds their size and its own queue), and a
+    socket that keeps sending what is not Twilio's is closed after
+    ``MAX_UNREADABLE`` of them, with one warning line, not one a message.
+    """
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.pending: deque[dict[str, Any]] = deque()
         self.ended = False
+        self.unreadable = 0
         # Tokens are small frames sent one after another: without this, Nagle's algorithm holds one back
         # until the last is acknowledged, and delayed ACKs make that up to 40 ms.
         sock = getattr(ws, "sock", None)
@@ -65,12 +75,12 @@ class RelaySocket:
         """The next message, or None after ``timeout`` seconds without one; ConnectionClosed when it closes."""
         if self.pending:
             return self.pending.popleft()
-        return _parse(self.ws.receive(timeout=timeout))
+        return self._read(timeout)
 
     def take_interrupt(self) -> dict[str, Any] | None:
         """An ``interrupt`` that came meanwhile (the others stay pending, in order), without waiting."""
-        while True:
-            message = _parse(self.ws.receive(timeout=0))
+        while len(self.pending) < MAX_PENDING:
+            message = self._read(0)
             if message is None:
                 break
             self.pending.append(message)
@@ -80,17 +90,36 @@ class RelaySocket:
                 return message
         return None
 
+    def _read(self, timeout: float) -> dict[str, Any] | None:
+        while True:
+            raw = self.ws.receive(timeout=timeout)
+            if raw is None:
+                return None
+            message = _parse(raw)
+            if message is not None:
+                return message
+            self.not_understood("unreadable (not a JSON object of at most %d characters)" % MAX_MESSAGE_CHARS)
+
+    def not_understood(self, what: str) -> None:
+        """A message that is not Twilio's: the first is logged, the rest counted; too many close the socket."""
+        self.unreadable += 1
+        if self.unreadable == 1:
+            log.warning("relay message %s; more such are counted, not logged", what)
+        if self.unreadable >= MAX_UNREADABLE:
+            log.warning("relay closed: %d messages not understood", self.unreadable)
+            self.ws.close(reason=1008, message="messages not understood")
+            raise ConnectionClosed(1008, "messages not understood")
+
 
 def _parse(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
+    """A message as a dict, or None for one that is not a JSON object of at most MAX_MESSAGE_CHARS."""
     if isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_CHARS:
-        return {"type": "unreadable"}
+        return None
     try:
         message = json.loads(raw)
     except ValueError:
-        return {"type": "unreadable"}
-    return message if isinstance(message, dict) else {"type": "unreadable"}
+        return None
+    return message if isinstance(message, dict) else None
 
 
 class RelaySpeaker(Speaker):
@@ -124,34 +153,31 @@ class RelaySpeaker(Speaker):
         return True  # the bot's part, and its record, end here
 
 
-def serve(ws: Any, conversation: Conversation, caller_limit: int, draining: threading.Event) -> None:
+def serve(ws: Any, conversation: Conversation, call_id: str, draining: threading.Event) -> None:
     """One call's session, from ``setup`` to ``end`` or the socket's close.
 
-    When the worker is told to stop (``draining``), the socket is closed after the turn under way, without
-    ``end``: Twilio (``applicationReconnect``) opens it again, on another worker or instance, and the call
-    goes on from its session in the store.
+    The socket holds ``call_id``'s ticket (``voicebot.socket_ticket``), taken
+    before the handshake: ``setup`` must name that call, or the socket is
+    closed without a word. When the worker is told to stop (``draining``),
+    the socket is closed after the turn under way, without ``end``, and the
+    ticket given back: Twilio (``applicationReconnect``) opens it again, on
+    another worker or instance, and the call goes on from its session.
     """
     socket = RelaySocket(ws)
     setup = socket.next(SETUP_SECONDS)
-    call_id = setup.get("callSid") if setup and setup.get("type") == "setup" else None
-    if setup is None or not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_CHARS:
-        log.warning("relay refused: the first message is not a setup with a callSid")
+    if setup is None or setup.get("type") != "setup" or setup.get("callSid") != call_id:
+        log.warning("relay refused call_id=%s: the first message is not a setup for the call its URL names",
+                    call_id)
         ws.close(reason=1008, message="expected setup")
         return
-    caller = _text(setup, "from", caller_limit)
-    called = _text(setup, "to", caller_limit)
     log.info("relay session call_id=%s", call_id)
-    # /voice opened the call and gave its greeting as welcomeGreeting; a relay started another way opens it here.
-    if conversation.start_call(call_id, caller, called=called, greet=True,
-                               deadline=Deadline(RESPONSE_BUDGET)) is None:
-        socket.send({"type": "end", "handoffData": json.dumps({"reason": "ended"})})
-        return
     quiet = 0.0
     try:
         while not socket.ended:
             if draining.is_set():
                 log.info("relay handed back call_id=%s: this worker is stopping; Twilio reconnects", call_id)
                 socket.ended = True
+                conversation.with_channel(call_id, socket_ticket.hand_back, wait=conversation.settings.lock_wait)
                 ws.close(reason=1012, message="service restart")
                 return
             message = socket.next(POLL_SECONDS)
@@ -185,7 +211,7 @@ def _handle(socket: RelaySocket, conversation: Conversation, call_id: str, messa
     elif kind == "error":
         log.warning("relay error from Twilio call_id=%s: %s", call_id, str(message.get("description"))[:200])
     elif kind != "setup":  # a setup again: the socket reconnected (applicationReconnect); the call goes on
-        log.warning("relay message not understood call_id=%s type=%s", call_id, str(kind)[:32])
+        socket.not_understood(f"not understood call_id={call_id} type={str(kind)[:32]}")
 
 
 def _turn(socket: RelaySocket, conversation: Conversation, call_id: str, text: str) -> None:
@@ -204,8 +230,3 @@ def _turn(socket: RelaySocket, conversation: Conversation, call_id: str, text: s
 def _heard(conversation: Conversation, call_id: str, interrupt: dict[str, Any]) -> None:
     heard = interrupt.get("utteranceUntilInterrupt")
     conversation.cut_reply(call_id, heard.strip() if isinstance(heard, str) else "")
-
-
-def _text(message: dict[str, Any], name: str, limit: int) -> str | None:
-    value = message.get(name)
-    return value.strip()[:limit] if isinstance(value, str) and value.strip() else None

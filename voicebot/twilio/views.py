@@ -18,11 +18,13 @@ import logging
 import re
 import threading
 from typing import Any, TypedDict, cast
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request
-from flask_sock import Sock  # type: ignore[import-untyped]
+from simple_websocket import ConnectionClosed  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 
+from .. import socket_ticket
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..exceptions import InvalidEvent, StoreFull, VoicebotError
@@ -32,6 +34,7 @@ from ..turn import Outcome
 from ..web import conversation_of, start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
+from ..web.websocket import accept as accept_websocket
 from . import NAME
 from .relay import serve as serve_relay
 from .signature import HEADER, base_url, is_from_twilio, websocket_url
@@ -102,8 +105,8 @@ def check_signature() -> Response | None:
 @bp.errorhandler(Exception)
 def say_sorry(exc: Exception) -> Response:
     """A failure mid-call: the caller hears the fallback and is listened to again, never Twilio's error line."""
-    if isinstance(exc, (InvalidEvent, HTTPException)) or request.endpoint == "twilio.status":
-        return as_json_error(exc)  # not Twilio's doing, or nobody is listening
+    if isinstance(exc, (InvalidEvent, HTTPException)) or request.endpoint in ("twilio.status", "twilio.relay"):
+        return as_json_error(exc)  # not Twilio's doing, or nobody is listening (a handshake takes no TwiML)
     if isinstance(exc, VoicebotError):
         log.warning("Twilio %s failed call_id=%s: %s: %s", request.endpoint, g.get("call_id", "-"),
                     type(exc).__name__, exc)
@@ -126,6 +129,7 @@ def voice() -> Response:
     answered_by = fields.get("AnsweredBy", "")
     if fields.get("Direction") == "outbound-api" and (answered_by.startswith("machine") or answered_by == "fax"):
         return _voicemail(call_id, answered_by)
+    relaying = current_app.config["TWILIO_MODE"] == "relay"
     admission = current_app.extensions["admission"]
     if not admission.enter():
         # A call not yet answered can be turned away with a busy tone; a turn of a live one never is.
@@ -134,7 +138,10 @@ def voice() -> Response:
     try:
         caller = optional_text(fields, "From", MAX_CALLER_CHARS)
         called = optional_text(fields, "To", MAX_CALLER_CHARS)
-        greeting = _conversation().start_call(call_id, caller, called=called, deadline=Deadline(RESPONSE_BUDGET))
+        tickets: list[str] = []
+        attach = (lambda call: tickets.append(socket_ticket.issue(call.channel))) if relaying else None
+        greeting = _conversation().start_call(call_id, caller, called=called, attach=attach,
+                                              deadline=Deadline(RESPONSE_BUDGET))
     except StoreFull:
         # Held nowhere, the call would hear the fallback on every turn and leave no record: turned away.
         log.warning("Twilio call refused call_id=%s: the session store is full (MAX_LIVE_CALLS)", call_id)
@@ -144,9 +151,11 @@ def voice() -> Response:
     if greeting is None:
         return _twiml(_voice().hang_up(""))
     cfg = current_app.config
-    if cfg["TWILIO_MODE"] == "relay":
+    if relaying:
         base = f"{base_url(request, cfg)}{bp.url_prefix}"
-        return _twiml(_voice().relay(greeting, websocket_url(f"{base}/relay"), f"{base}/relay-end",
+        # The socket's URL names the call and carries its ticket: Twilio signs the handshake over it.
+        socket_url = websocket_url(f"{base}/relay?{urlencode({'call': call_id, 'ticket': tickets[0]})}")
+        return _twiml(_voice().relay(greeting, socket_url, f"{base}/relay-end",
                                      voice=cfg["TWILIO_RELAY_VOICE"], tts_provider=cfg["TWILIO_RELAY_TTS_PROVIDER"],
                                      transcription_provider=cfg["TWILIO_RELAY_TRANSCRIPTION_PROVIDER"]))
     return _twiml(_voice().listen(greeting, _turn_url(1)))
@@ -244,22 +253,45 @@ def status() -> Response:
 
 # -- ConversationRelay (TWILIO_MODE=relay) ------------------------------------------------------
 
-_sock = Sock()
+@bp.route("/relay", websocket=True)
+def relay() -> Response:
+    """One call's WebSocket, for its whole length.
 
-
-@_sock.route("/relay", bp=bp)  # type: ignore[untyped-decorator]
-def relay(ws: Any) -> None:
-    """One call's WebSocket, for its whole length (its signature was checked before the handshake)."""
+    Before the upgrade: the signature (``check_signature``) proves the
+    handshake is Twilio's, over a URL that names the call and its ticket;
+    the ticket, taken here under the call's lock, proves it is this call's
+    first socket (a replayed handshake finds it held, or the call ended).
+    A refusal is an HTTP answer: no socket, no word, no model spent.
+    """
+    call_id = request.args.get("call", "")
+    ticket = request.args.get("ticket", "")
+    if not CALL_SID.fullmatch(call_id) or not socket_ticket.well_formed(ticket):
+        return json_error(403, "invalid_ticket", "the socket's URL must name a call and its ticket, as /voice gave it")
+    g.call_id = call_id
+    conversation = _conversation()
+    redeemed = conversation.with_channel(call_id, lambda channel: socket_ticket.redeem(channel, ticket),
+                                         wait=conversation.settings.lock_wait)
+    if not redeemed:
+        log.warning("relay refused call_id=%s: no such live call, or its ticket is spent or stale", call_id)
+        return json_error(403, "invalid_ticket", "this call's socket is open already, or the call is not live")
     slots: threading.BoundedSemaphore = current_app.extensions["twilio_relay_slots"]
-    # Taken before the handshake would be better; a full worker closes at once, and Twilio ends the call.
     if not slots.acquire(blocking=False):
-        log.warning("relay refused: this worker holds TWILIO_RELAY_MAX_CALLS sockets already")
-        ws.close(reason=1013, message="busy")
-        return
+        # Given back: Twilio may try again (applicationReconnect) on an instance with room.
+        conversation.with_channel(call_id, socket_ticket.hand_back, wait=conversation.settings.lock_wait)
+        log.warning("relay refused call_id=%s: this worker holds TWILIO_RELAY_MAX_CALLS sockets already", call_id)
+        return json_error(503, "busy", "this worker holds TWILIO_RELAY_MAX_CALLS relay sockets already")
+    draining = current_app.extensions["draining"]
+
+    def session(ws: Any) -> None:
+        try:
+            serve_relay(ws, conversation, call_id, draining)
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("relay failed unexpectedly call_id=%s", call_id)
+
     try:
-        serve_relay(ws, _conversation(), MAX_CALLER_CHARS, current_app.extensions["draining"])
-    except Exception:
-        log.exception("relay failed unexpectedly")
+        return accept_websocket(session)
     finally:
         slots.release()
 
