@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from typing import Any, TextIO
+
+from ..records.spreadsheet import csv_writer
 
 BAR = 30
 
@@ -21,7 +22,7 @@ def progress_line(status: dict[str, Any], *, bar: bool) -> str:
 def write_results(rows: list[dict[str, Any]], out: TextIO) -> int:
     """One CSV row per contact: phone, outcome, attempts, duration, record id, call id, var.<name> columns."""
     names = list(dict.fromkeys(name for row in rows for name in row.get("variables") or {}))
-    writer = csv.writer(out)
+    writer = csv_writer(out)
     writer.writerow(["phone", "outcome", "final", "attempts", "duration_seconds", "record_id", "call_id",
                      *(f"var.{name}" for name in names)])
     for row in rows:
