@@ -383,3 +383,54 @@ def test_a_worker_killed_mid_analysis_leaves_it_to_another_and_one_record(gunico
     print(f"\nDRILL analysis-worker-killed: worker {analysing} SIGKILLed mid-analysis; another analysed and "
           f"delivered the record {took:.2f}s later (ANALYSIS_TIMEOUT_SECONDS 3 + 5 s before it is claimed); "
           f"{len(receiver.received)} delivery")
+
+
+# The second attack: schemas that stalled a worker or held every record back.
+
+def test_a_backtracking_pattern_cannot_stall_the_worker_validating_the_answer(make_app, receiver, tmp_path,
+                                                                                fake_llm):
+    """The fake model fills the string with 48 x's: Python's re takes hours on ^(x+)+y$ against that, holding
+    the GIL (the attack froze other calls' turns for 12.9 s); RE2 answers at once, and the record goes out."""
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"data": {"type": "object", "required": ["code"], "properties": {
+        "code": {"type": "string", "minLength": 48, "pattern": "^(x+)+y$"}}}}))
+    app = make_app(ANALYSIS_FILE=str(path), ANALYSIS_TIMEOUT_SECONDS=5, CALL_REPORT_URL=receiver.url,
+                   CALL_REPORT_SECRET=RECORD_SECRET, TOOLS_ALLOW_LOOPBACK=True)
+    background.start(app)
+    try:
+        client = app.test_client()
+        a_whole_call(client, "an-redos")
+        record = wait_for(lambda: next(iter(receiver.by_id().values()), None), timeout=20, what="the record")
+        assert record["analysis"] is None and "does not match" in record["analysis_error"]
+        assert say(client, "an-other", "still answered mk1")["response"] == "Heard mk1."
+    finally:
+        background.stop(app)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"type": "object", "properties": {"a": {"$ref": "https://schemas.example/never-fetched.json"}}},
+     "does not resolve inside the schema"),
+    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "does not resolve inside the schema"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)y"}}}, "cannot run in linear time"),
+    ({"type": "object", "patternProperties": {"(a)\\1": {"type": "string"}}}, "cannot run in linear time"),
+])
+def test_a_schema_that_could_only_stall_later_is_refused_at_start(tmp_path, data, words):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"data": data}))
+    with pytest.raises(ConfigError, match=words):
+        load_config({"ANALYSIS_FILE": str(path)})
+
+
+def test_a_schemas_own_definitions_resolve_where_its_author_meant(tmp_path):
+    """"#/$defs/..." inside the data schema means the data schema's own $defs, though it is validated inside the
+    tool's schema."""
+    from voicebot.records.analysis import load_plan
+    from voicebot.records.analysis_schema import validator_for
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"data": {"type": "object", "$defs": {"code": {"type": "string", "pattern": "^A"}},
+                                         "properties": {"code": {"$ref": "#/$defs/code"}}}}))
+    plan = load_plan(str(path))
+    validator = validator_for(plan.tool().input_schema, plan.data)
+    assert validator.is_valid({"data": {"code": "A1"}})
+    assert not validator.is_valid({"data": {"code": "B1"}})

@@ -288,3 +288,47 @@ def test_a_call_or_campaign_may_hang_up_on_machines_rather_than_leave_the_messag
     refused = client.post("/calls", json={"to": ANA, "variables": {"name": "A", "slot": "B"}, "voicemail": "sms"},
                           headers=AUTH)
     assert refused.status_code == 400 and "'voicemail' must be message or hangup" in refused.get_json()["message"]
+
+
+# Premium-rate and foreign destinations: a leaked token must not become toll fraud.
+
+@pytest.mark.parametrize("to, why", [("+19005551234", "premium-rate"), ("+449098790123", "outside"),
+                                     ("+881612345678", "outside"), ("+882345678901", "outside")])
+def test_a_premium_or_foreign_destination_is_refused_before_anything_is_dialled(voipbin_outbound, voipbin, to, why):
+    app = voipbin_outbound()
+    answer = place(app.test_client(), to=to)
+    assert answer.status_code == 403 and answer.json["error"] == "destination_not_allowed"
+    assert why in answer.json["message"]
+    assert voipbin.calls == {}
+
+
+def test_the_allowlist_widens_and_premium_numbers_need_their_own_yes(voipbin_outbound, voipbin):
+    app = voipbin_outbound(DIAL_ALLOWED=("+1", "+44"))
+    assert place(app.test_client(), to="+442079460000").status_code == 201
+    assert place(app.test_client(), to="+449098790123").status_code == 403  # premium inside an allowed country
+    app = voipbin_outbound(DIAL_ALLOWED=("*",), DIAL_PREMIUM=True)
+    assert place(app.test_client(), to="+449098790123").status_code == 201
+
+
+def test_a_campaign_with_one_premium_contact_is_refused_whole(voipbin_outbound, voipbin):
+    app = voipbin_outbound()
+    contacts = [{"phone": ANA, "variables": {"name": "Ana", "slot": "Tue"}},
+                {"phone": "+19005551234", "variables": {"name": "Cy", "slot": "Wed"}}]
+    answer = app.test_client().post("/campaigns", json={"contacts": contacts}, headers=AUTH)
+    assert answer.status_code == 403 and "contact 2" in answer.json["message"]
+    assert "premium-rate" in answer.json["message"]
+    assert voipbin.calls == {}
+
+
+@pytest.mark.parametrize("value", ["1,44", "+0", "+1x"])
+def test_a_bad_allowlist_is_refused_at_start(value):
+    words = "E.164 prefixes"
+    with pytest.raises(ConfigError, match=words):
+        load_config({"DIAL_ALLOWED": value})
+
+
+def test_a_campaign_too_large_is_told_its_own_limit(voipbin_outbound):
+    app = voipbin_outbound()
+    answer = app.test_client().post("/campaigns", data=b"{" + b" " * (9 << 20) + b"}", headers=AUTH,
+                                    content_type="application/json")
+    assert answer.status_code == 413 and "8388608 bytes" in answer.json["message"]

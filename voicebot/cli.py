@@ -323,10 +323,15 @@ def _calls_export(args: argparse.Namespace) -> int:
 
 
 def _nginx_config(args: argparse.Namespace) -> int:
-    from .deploy import nginx_config
+    from .deploy import SiteError, nginx_config
 
-    print(nginx_config(args.server_name, args.port or [8000], listen=args.listen, cert=args.tls_cert,
-                       key=args.tls_key), end="")
+    try:
+        site = nginx_config(args.server_name, args.port or [8000], listen=args.listen, cert=args.tls_cert,
+                            key=args.tls_key)
+    except SiteError as exc:
+        print(f"voicebot nginx-config: {exc}", file=sys.stderr)
+        return 2
+    print(site, end="")
     return 0
 
 
@@ -555,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     nginx.add_argument("--server-name", required=True, help="the public host name, e.g. bot.example.com")
     nginx.add_argument("--port", type=int, action="append",
                        help="voicebot's PORT on this machine (8000); again for each instance behind this nginx")
-    nginx.add_argument("--listen", default="443", help="what nginx listens on")
+    nginx.add_argument("--listen", default="", help="what nginx listens on: 443 with a certificate, 80 without")
     nginx.add_argument("--tls-cert", default="", help="certificate file, e.g. certbot's fullchain.pem")
     nginx.add_argument("--tls-key", default="", help="its private key file, e.g. certbot's privkey.pem")
     nginx.set_defaults(run=_nginx_config)

@@ -8,12 +8,28 @@ from typing import Sequence
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf")
 
 
-def nginx_config(server_name: str, port: int | Sequence[int], *, listen: str = "443", cert: str = "",
+class SiteError(ValueError):
+    """The site asked for cannot be written (a TLS port without a certificate)."""
+
+
+def nginx_config(server_name: str, port: int | Sequence[int], *, listen: str = "", cert: str = "",
                  key: str = "", access_log: str = "/var/log/nginx/access.log", service: str = "",
                  resolver: str = "") -> str:
     """The nginx site for voicebot on 127.0.0.1:``port`` (or several instances, round robin); TLS when
-    ``cert`` and ``key`` are given. With ``service`` (``voicebot:8000``) the instances are whatever that
-    name resolves to, asked of ``resolver`` again as instances come and go (``docker compose --scale``)."""
+    ``cert`` and ``key`` are given (listening on 443 unless ``listen`` says), plain HTTP on 80 otherwise.
+    With ``service`` (``voicebot:8000``) the instances are whatever that name resolves to, asked of
+    ``resolver`` again as instances come and go (``docker compose --scale``).
+
+    Raises SiteError for a site that would not do what it says: a certificate without its key (or the
+    other way round), or port 443 without TLS (a client speaking TLS to plain HTTP gets nothing it can read).
+    """
+    if bool(cert) != bool(key):
+        raise SiteError("give both --tls-cert and --tls-key, or neither")
+    tls = bool(cert and key)
+    listen = listen or ("443" if tls else "80")
+    if not tls and listen.rsplit(":", 1)[-1].split()[0] == "443":
+        raise SiteError("port 443 is for TLS: give --tls-cert and --tls-key, or --listen another port "
+                        "(80 behind a TLS terminator)")
     ports = [port] if isinstance(port, int) else list(port)
     if service:
         upstreams = f"    zone voicebot 64k;\n    server {service} resolve;"
@@ -21,7 +37,7 @@ def nginx_config(server_name: str, port: int | Sequence[int], *, listen: str = "
     else:
         upstreams = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in ports)
         listen_extra = ""
-    if cert and key:
+    if tls:
         listening = f"listen {listen} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};"
     else:
         listening = f"listen {listen};"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from ..config import Setting, text
+from ..config import Setting, flag, text
 from ..exceptions import ConfigError
+from .destinations import country_prefix, parse_allowed
 
 PLATFORMS = ("voipbin", "twilio")
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -28,6 +29,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOUND_SYSTEM_PROMPT", "", text,
             "The model's instructions on calls voicebot placed, with `{{name}}` placeholders as "
             "OUTBOUND_GREETING. Unset: SYSTEM_PROMPT."),
+    Setting("DIAL_ALLOWED", (), parse_allowed,
+            "Where voicebot may place calls: comma-separated E.164 prefixes, countries (`+1,+44`) or narrower "
+            "ranges (`+3361`); `*` for anywhere. Unset: the country calling code of OUTBOUND_NUMBER (`+1` for "
+            "`+15559870000`). A call or a campaign contact outside it is refused (403), before anything is dialled.",
+            shown="(the country of OUTBOUND_NUMBER)"),
+    Setting("DIAL_PREMIUM", False, flag,
+            "1: premium-rate and shared-cost numbers (`+1 900`, the UK's 09 and 087, as libphonenumber knows them "
+            "for every country) may be dialled where DIAL_ALLOWED covers them. 0: they are refused, so a leaked "
+            "token cannot become toll fraud."),
     Setting("VOICEMAIL_MESSAGE", "", text,
             "Left on an answering machine after its greeting ends, filled from the call's variables, before "
             "hanging up (Twilio; VoIPBin hangs up on a machine at once). Unset: hang up at once."),
@@ -40,6 +50,7 @@ def check(settings: Mapping[str, Any]) -> None:
         return
     if not E164.match(number):
         raise ConfigError(f"OUTBOUND_NUMBER must be a number in E.164 form, such as +15559870000; got {number!r}")
+    country_prefix(number)
     platform = settings["OUTBOUND_PLATFORM"]
     if platform and platform not in PLATFORMS:
         raise ConfigError(f"OUTBOUND_PLATFORM must be one of {', '.join(PLATFORMS)}; got {platform!r}")

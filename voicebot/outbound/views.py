@@ -18,6 +18,7 @@ from .book import CampaignBook, UnknownCampaign
 from ..web.access import bearer_matches
 from ..web.errors import json_error
 from ..web.validation import optional_text, required_text
+from .destinations import Destinations
 from .settings import E164
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ def place_call() -> tuple[Response, int]:
     to = required_text(body, "to", 32)
     if not E164.match(to):
         raise InvalidEvent("'to' must be a number in E.164 form, such as +15551234567")
+    refusal = _destinations().refusal(to)
+    if refusal:
+        return _not_allowed(refusal)
     try:
         variables = placeholders.clean_variables(body.get("variables"), "variables")
     except ValueError as exc:
@@ -60,6 +64,15 @@ def place_call() -> tuple[Response, int]:
     log.info("call placed call_id=%s platform=%s", call_id, dialler.platform)
     answer: dict[str, Any] = {"call_id": call_id, "platform": dialler.platform, "status": "placed"}
     return jsonify(answer), 201
+
+
+def _destinations() -> Destinations:
+    return Destinations.from_settings(current_app.config)
+
+
+def _not_allowed(why: str) -> tuple[Response, int]:
+    log.warning("call refused: %s", why)
+    return json_error(403, "destination_not_allowed", why), 403
 
 
 def _dialler(asked: str | None) -> Dialler:
@@ -103,6 +116,7 @@ def start_campaign() -> tuple[Response, int]:
         raise InvalidEvent(f"at most {MAX_CONTACTS} contacts in one campaign")
     checked: list[tuple[str, dict[str, str]]] = []
     seen: dict[str, int] = {}
+    destinations = _destinations()
     for row, contact in enumerate(contacts, start=1):
         where = f"contact {row}"
         if not isinstance(contact, dict) or not isinstance(contact.get("phone"), str):
@@ -110,6 +124,9 @@ def start_campaign() -> tuple[Response, int]:
         phone = contact["phone"].strip()
         if not E164.match(phone):
             raise InvalidEvent(f"{where}: phone {phone[:32]!r} is not a number in E.164 form, such as +15551234567")
+        refusal = destinations.refusal(phone)
+        if refusal:
+            return _not_allowed(f"{where}: {refusal}; nothing is dialled")
         if phone in seen:
             raise InvalidEvent(f"{where}: phone {phone} is contact {seen[phone]} too (each is called once)")
         seen[phone] = row

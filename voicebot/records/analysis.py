@@ -35,6 +35,7 @@ from ..config import read_json_file
 from ..exceptions import ConfigError, LLMError, StoreError
 from ..llm import LLM, Message
 from ..tools import Tool
+from . import analysis_schema
 from .outbox import Entry, Outbox
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ def load_plan(path: str) -> AnalysisPlan:
                 Draft202012Validator.check_schema(data)
             except SchemaError as exc:
                 mistakes.append(f"{where}: data is not a valid JSON schema: {exc.message}")
+            else:
+                mistakes.extend(f"{where}: {problem}" for problem in analysis_schema.problems(data))
     success = declared.get("success")
     scale, criteria = None, ""
     if success is not None:
@@ -132,7 +135,7 @@ class Analyst:
         self.plan = plan
         self.timeout = timeout
         self.tool = plan.tool()
-        self.validator = Draft202012Validator(self.tool.input_schema)
+        self.validator = analysis_schema.validator_for(self.tool.input_schema, plan.data)
 
     def analyse(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record with its ``analysis`` (or ``analysis: null`` and ``analysis_error``) and its tokens."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, current_app, g, jsonify
+from flask import Flask, Response, current_app, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
@@ -45,7 +45,9 @@ def _http_error(exc: HTTPException) -> Response:
     error = (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
     if exc.code == 413:
-        message = f"the body is too large: at most {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+        # This request's own limit (a campaign's is larger than a webhook's), not the app's default.
+        limit = has_request_context() and request.max_content_length or current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"the body is too large: at most {limit} bytes"
     headers = dict(exc.get_headers())
     headers.pop("Content-Type", None)
     return json_error(exc.code or 500, error, message, **headers)
