@@ -388,7 +388,7 @@ def test_a_worker_killed_mid_analysis_leaves_it_to_another_and_one_record(gunico
 # The second attack: schemas that stalled a worker or held every record back.
 
 def test_a_backtracking_pattern_cannot_stall_the_worker_validating_the_answer(make_app, receiver, tmp_path,
-                                                                                fake_llm):
+                                                                              fake_llm):
     """The fake model fills the string with 48 x's: Python's re takes hours on ^(x+)+y$ against that, holding
     the GIL (the attack froze other calls' turns for 12.9 s); RE2 answers at once, and the record goes out."""
     path = tmp_path / "plan.json"
