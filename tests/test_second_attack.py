@@ -106,3 +106,31 @@ def test_a_2000_contact_campaign_passes_the_nginx_site_and_too_large_bodies_get_
     finally:
         nginx.stop()
         server.stop()
+
+
+# An open /metrics, and URL settings without a scheme.
+
+def test_without_its_token_metrics_answers_only_this_machine_and_serve_says_so(tmp_path, fake_llm):
+    server = Gunicorn({"REDIS_URL": "", "ANTHROPIC_API_KEY": fake_llm.api_key, "ANTHROPIC_BASE_URL": fake_llm.url},
+                      command=procfile_command())
+    server.start(tmp_path / "procfile.log")
+    try:
+        assert requests.get(server.url + "/metrics", timeout=5).status_code == 200  # this machine, directly
+        relayed = requests.get(server.url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=5)
+        assert relayed.status_code == 403 and "METRICS_TOKEN" in relayed.json()["message"]
+        assert "voicebot_" not in relayed.text
+    finally:
+        server.stop()
+    assert "METRICS_TOKEN is not set: on 0.0.0.0:" in server.log()
+
+
+@pytest.mark.parametrize("name", ["ANTHROPIC_BASE_URL", "VOIPBIN_API_URL", "TWILIO_API_URL", "PUBLIC_URL",
+                                  "CALL_REPORT_URL", "CONTEXT_URL"])
+@pytest.mark.parametrize("value", ["api.anthropic.com", "ftp://api.example.com", "https://", "https://host:port"])
+def test_a_url_setting_without_a_usable_scheme_fails_check_config_in_one_line(name, value, monkeypatch, capsys):
+    from voicebot.cli import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert name in err and "http:// or https:// URL" in err and len(err.strip().splitlines()) == 1

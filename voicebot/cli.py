@@ -38,6 +38,9 @@ def _serve(args: argparse.Namespace) -> int:
     if busy:
         print(f"voicebot cannot start: {busy}", file=sys.stderr)
         return 1
+    if not settings["METRICS_TOKEN"] and not _loopback(bind):
+        print(f"voicebot: METRICS_TOKEN is not set: on {bind}, /metrics answers only requests made on this "
+              "machine; set it for a Prometheus elsewhere", file=sys.stderr)
     if args.port:
         args.extra = ["--bind", bind, *args.extra]
     from gunicorn.app.wsgiapp import run  # type: ignore[import-untyped]
@@ -64,6 +67,21 @@ def _workers_of(extra: list[str]) -> int:
         if word in ("--workers", "-w") and index + 1 < len(extra) and extra[index + 1].isdigit():
             return int(extra[index + 1])
     return 0
+
+
+def _loopback(bind: str) -> bool:
+    """Whether ``bind`` listens on this machine only (a unix socket, 127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if bind.startswith("unix:"):
+        return True
+    host = bind.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _busy(bind: str) -> str:

@@ -103,6 +103,21 @@ def redacted(value: str) -> str:
     return value.replace(f"{user}:{parts.password}@", f"{user}:***@", 1)
 
 
+def http_url(value: str) -> str:
+    """A base URL voicebot sends requests to: ``http(s)://host[:port][/path]``, or empty (the default's)."""
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+        parts.port  # a port that is not a number raises here, not at the first request
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL, such as https://api.example.com") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("must be an http:// or https:// URL, such as https://api.example.com")
+    return value
+
+
 def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -196,7 +211,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ANTHROPIC_API_KEY", "", credential,
             "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
             secret=True),
-    Setting("ANTHROPIC_BASE_URL", "", text,
+    Setting("ANTHROPIC_BASE_URL", "", http_url,
             "Messages API base URL (a proxy, or a local fake in tests). Unset: Anthropic's."),
     Setting("TRANSFER_NUMBER", "", text,
             "Where the humans are: with it set, the model may hand a caller to a person (`transfer_call`). "
@@ -205,7 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Said when the model ends the call without words of its own."),
     Setting("TRANSFER_LINE", "Please hold while I connect you with a person.", text,
             "Said when the model hands the call to a person without words of its own."),
-    Setting("CALL_REPORT_URL", "", text,
+    Setting("CALL_REPORT_URL", "", http_url,
             "Where each end-of-call record is POSTed (JSON, signed), at least once. Unset: records are "
             "only kept (`voicebot calls export`)."),
     Setting("CALL_REPORT_SECRET", "", text,
@@ -237,7 +252,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TOOLS_MAX_IN_FLIGHT", 32, positive_int,
             "Calls to one tool that one worker makes at once; past it a call fails at once (the model hears "
             "the tool is busy), so a slow tool never holds back the others or is called late."),
-    Setting("CONTEXT_URL", "", text,
+    Setting("CONTEXT_URL", "", http_url,
             "Where voicebot asks, as each call starts, who is calling: it POSTs `{call_id, platform, caller, "
             "called, direction, variables}` (JSON, signed) and takes back `{\"variables\": {...}, "
             "\"instructions\": \"...\"}`: the variables fill `{{name}}` placeholders in GREETING and "
@@ -283,8 +298,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALK_PAGE", True, flag,
             "1: serve `/talk`, a page to talk to the bot from a browser (guarded like the article's "
             "endpoints: this machine only, or `?token=<WEBHOOK_TOKEN>`). 0: off."),
-    Setting("METRICS_TOKEN", "", text,
-            "Bearer token `/metrics` requires. Unset: `/metrics` is open; keep it off the public internet.",
+    Setting("METRICS_TOKEN", "", credential,
+            "Bearer token `/metrics` requires. Unset: `/metrics` answers only requests made on this machine "
+            "directly (and `voicebot serve` on a public bind says so at start): call counts and timings are "
+            "nobody else's business.",
             secret=True),
     Setting("LOG_LEVEL", "INFO", _log_level,
             "DEBUG also logs what callers and the bot said; other levels never do."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..config import Setting, comma_list, non_negative_int, positive_int, text
+from ..config import Setting, comma_list, http_url, non_negative_int, positive_int, text
 from ..exceptions import ConfigError
 
 # How long a Twilio call that ended stays ended. Twilio's requests are signed but carry no time, so a
@@ -23,9 +23,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TWILIO_ACCOUNT_SID", "", text,
             "The Twilio account's SID (`AC...`): with TWILIO_AUTH_TOKEN, voicebot places calls through Twilio's "
             "REST API (OUTBOUND_NUMBER). Unset: no calls are placed on Twilio."),
-    Setting("TWILIO_API_URL", "https://api.twilio.com", text,
+    Setting("TWILIO_API_URL", "https://api.twilio.com", http_url,
             "Twilio's REST API base URL (a local fake in tests and trials)."),
-    Setting("PUBLIC_URL", "", text,
+    Setting("PUBLIC_URL", "", http_url,
             "This service's address as Twilio calls it (`https://bot.example.com`): signatures are checked "
             "against it, and the TwiML's `action` URLs are built on it. Unset: the request's own URL "
             "(behind a proxy, list it in TRUSTED_PROXIES)."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import Setting, comma_list, credential, flag, positive_float, text
+from ..config import Setting, comma_list, credential, flag, http_url, positive_float, text
 from ..deadline import RESPONSE_BUDGET
 from ..exceptions import ConfigError
 
@@ -29,7 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOIPBIN_FETCH_INTERVAL_SECONDS", 10.0, positive_float,
             "How often a call handed over by `fetch` asks voicebot for its next flow actions "
             "(each answer ends with `sleep` and `fetch` again, which keeps the call up)."),
-    Setting("VOIPBIN_API_URL", "https://api.voipbin.net/v1.0", text, "VoIPBin REST API base URL."),
+    Setting("VOIPBIN_API_URL", "https://api.voipbin.net/v1.0", http_url, "VoIPBin REST API base URL."),
     Setting("VOIPBIN_LANGUAGE", "en-US", text, "Language of transcription and speech."),
     Setting("VOIPBIN_TTS_PROVIDER", "", text,
             "Text-to-speech provider of the speaking session (e.g. `elevenlabs`). Unset: VoIPBin's default."),

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from .. import metrics
 from .errors import json_error
 from ..exceptions import StoreError
-from .access import bearer_matches
+from .access import bearer_matches, is_local
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ def prometheus_metrics() -> ResponseReturnValue:
     if token and not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
+    if not token and not is_local(request):
+        # On a public bind (the Procfile's 0.0.0.0) an open /metrics tells anyone the call volume.
+        return json_error(403, "forbidden", "/metrics answers only this machine until METRICS_TOKEN is set")
     body, content_type = metrics.render(current_app.extensions["store"], current_app.extensions["records"],
                                         current_app.extensions.get("gauges", []))
     return Response(body, content_type=content_type)
