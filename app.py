@@ -15,6 +15,6 @@ except ConfigError as exc:
 
 if "gunicorn" not in sys.modules:
     # flask run: no worker hook starts the background work (gunicorn's post_worker_init does).
-    from voicebot.records import background
+    from voicebot import background
 
     background.start(app)

@@ -27,12 +27,13 @@ tree, llm_url, redis_url = sys.argv[1:4]
 sys.path[:0] = [tree, tree + "/bench"]
 import breakdown
 from voicebot import create_app
+from voicebot.runtime import runtime_of
 from werkzeug.test import EnvironBuilder
 
 app = create_app({"REDIS_URL": redis_url, "REDIS_PREFIX": "ab", "ANTHROPIC_API_KEY": "test-key",
                   "ANTHROPIC_BASE_URL": llm_url, "LOG_LEVEL": "INFO"})
 logging.getLogger("voicebot").handlers[0].stream = open("/dev/null", "w")
-conversation = app.extensions["conversations"]["article"]
+conversation = runtime_of(app).conversations["article"]
 bodies = [json.dumps({"call_id": f"wsgi-{n % 50}", "transcript": f"Caller turn mk{n}, please."})
           for n in range(breakdown.ROUNDS + 200)]
 

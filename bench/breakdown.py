@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from voicebot.devtools.processes import RedisServer, free_port, wait_for  # noqa: E402
 from voicebot.devtools.simulate import HTTPConnection  # noqa: E402
+from voicebot.runtime import runtime_of  # noqa: E402
 
 ROUNDS = 3000
 HISTORY = [m for n in range(5) for m in (
@@ -69,7 +70,7 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
     settings = {"REDIS_URL": redis_url, "REDIS_PREFIX": "breakdown", "ANTHROPIC_API_KEY": "test-key",
                 "ANTHROPIC_BASE_URL": llm_url, "LOG_LEVEL": "INFO"}
     app = create_app(settings)
-    conversation = app.extensions["conversations"]["article"]
+    conversation = runtime_of(app).conversations["article"]
     import logging
 
     logging.getLogger("voicebot").handlers[0].stream = open("/dev/null", "w")

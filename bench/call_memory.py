@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voicebot.config import DEFAULTS  # noqa: E402
+from voicebot.platforms import DEFAULTS  # noqa: E402
 from voicebot.conversation import new_session  # noqa: E402
 from voicebot.devtools.processes import RedisServer  # noqa: E402
 from voicebot.stores import MemoryStore, RedisStore  # noqa: E402

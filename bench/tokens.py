@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from voicebot import create_app  # noqa: E402
 from voicebot.devtools.fake_llm import FakeMessagesAPI  # noqa: E402
+from voicebot.runtime import runtime_of  # noqa: E402
 
 PRICES = {"input": 1.0, "cache_write": 1.25, "cache_read": 0.10, "output": 5.0}  # $ per million tokens
 SYSTEM_PROMPT = "You are a helpful support agent for a shop. " + " ".join(
@@ -34,7 +35,7 @@ def call_usage(caching: bool, fake: FakeMessagesAPI) -> dict[str, int]:
         answer = client.post("/webhook/transcript", json={"call_id": "c", "transcript": f"Question {turn} mk{turn}"})
         assert answer.status_code == 200, answer.get_json()
     client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "c"})
-    (record,) = app.extensions["records"].export(0)
+    (record,) = runtime_of(app).records.export(0)
     return record["usage"]
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 from voicebot.devtools.fake_voipbin import FakeVoipbin
+from voicebot.runtime import runtime_of
 
 from .support import wait_for
 from .test_voipbin import FETCH_TOKEN, OUR_NUMBER, SECRET, post_event
@@ -16,12 +17,12 @@ def test_past_capacity_a_turn_is_shed_at_once_and_fetch_never_is(make_app, fake_
         app = make_app(WEB_THREADS=32, VOIPBIN_WEBHOOK_SECRET=SECRET, VOIPBIN_ACCESS_KEY=voipbin.access_key,
                        VOIPBIN_API_URL=voipbin.api_url, VOIPBIN_NUMBERS=(OUR_NUMBER,),
                        VOIPBIN_FETCH_TOKEN=FETCH_TOKEN)
-        app.extensions["admission"].limit = 1  # as if 1 of its threads were left for turns
+        runtime_of(app).admission.limit = 1  # as if 1 of its threads were left for turns
         fake_llm.latency = 1.0
         busy = threading.Thread(target=lambda: app.test_client().post(
             "/webhook/transcript", json={"call_id": "slow", "transcript": "mk1"}))
         busy.start()
-        wait_for(lambda: app.extensions["admission"].in_flight == 1, what="a turn in flight")
+        wait_for(lambda: runtime_of(app).admission.in_flight == 1, what="a turn in flight")
         started = time.monotonic()
         shed = app.test_client().post("/webhook/transcript", json={"call_id": "other", "transcript": "mk1"})
         assert time.monotonic() - started < 0.5  # not queued behind the slow turn
@@ -33,13 +34,13 @@ def test_past_capacity_a_turn_is_shed_at_once_and_fetch_never_is(make_app, fake_
                                          json={"activeflow_id": "a", "reference_id": "c"})
         assert fetched.status_code == 200  # a fetch is never shed: anything else hangs the call up
         busy.join()
-        assert app.extensions["admission"].in_flight == 0
+        assert runtime_of(app).admission.in_flight == 0
         again = app.test_client().post("/webhook/transcript", json={"call_id": "other", "transcript": "mk2"})
         assert again.status_code == 200
 
 
 def test_the_in_flight_limit_keeps_threads_back_only_where_there_are_plenty():
-    from voicebot.web.admission import in_flight_limit
+    from voicebot.admission import in_flight_limit
 
     assert in_flight_limit(256) == 252 and in_flight_limit(32) == 28
     assert in_flight_limit(4) == 4  # a few threads: short requests queue harmlessly

@@ -10,10 +10,11 @@ from voicebot import create_app
 from voicebot.conversation import Conversation, ConversationSettings
 from voicebot.devtools.fake_llm import MARKER
 from voicebot.llm import OfflineResponder, Reply, ToolUse
-from voicebot.records import MemoryOutbox
-from voicebot.records import background
+from voicebot.records.outbox import MemoryOutbox
+from voicebot import background
 from voicebot.stores import MemoryStore
 from voicebot.devtools.fake_voipbin import transcript_event_data
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import RecordReceiver, wait_for
@@ -29,7 +30,7 @@ def turn(client, call_id, text):
 
 
 def records_of(app) -> list[dict]:
-    return list(app.extensions["records"].export(0))
+    return list(runtime_of(app).records.export(0))
 
 
 # -- the model can act ---------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def test_without_a_transfer_number_asking_for_a_person_just_talks(make_app):
 
 def test_a_tool_with_no_words_gets_the_configured_line(make_app, monkeypatch):
     app = make_app(GOODBYE_LINE="Bye now.")
-    monkeypatch.setattr(app.extensions["conversations"]["article"].llm, "reply",
+    monkeypatch.setattr(runtime_of(app).conversations["article"].llm, "reply",
                         lambda *a, **k: Reply("", [ToolUse("toolu_1", "end_call", {})]))
     assert turn(app.test_client(), "c", "mk1") == {"response": "Bye now.", "action": {"type": "hangup"}}
 
@@ -74,7 +75,7 @@ def test_a_tool_with_no_words_gets_the_configured_line(make_app, monkeypatch):
 def test_tool_use_is_always_answered_in_the_history_the_api_sees(make_app, fake_llm, monkeypatch):
     """The strict fake refuses a tool_use without its tool_result, as the real API does."""
     app = make_app(MAX_HISTORY_TURNS=2)
-    llm = app.extensions["conversations"]["article"].llm
+    llm = runtime_of(app).conversations["article"].llm
     real = llm.reply
     monkeypatch.setattr(llm, "reply", lambda *a, **k: Reply("Let me look.", [ToolUse("toolu_1", "weather", {})]))
     client = app.test_client()
@@ -95,7 +96,7 @@ def test_tool_use_is_always_answered_in_the_history_the_api_sees(make_app, fake_
                                            ("can I talk to a person", {"type": "transfer", "to": HUMANS})])
 def test_the_offline_responder_uses_the_tools_too(words, action):
     app = create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": "", "TRANSFER_NUMBER": HUMANS})
-    assert isinstance(app.extensions["conversations"]["article"].llm.inner, OfflineResponder)
+    assert isinstance(runtime_of(app).conversations["article"].llm.inner, OfflineResponder)
     assert turn(app.test_client(), "c", words)["action"] == action
 
 
@@ -166,7 +167,7 @@ def test_records_reach_the_receiver_signed_once_each_after_it_comes_back(make_ap
         wait_for(lambda: receiver.refused >= 1, what="a delivery refused while the receiver is down")
         receiver.down = False
         wait_for(lambda: len(receiver.by_id()) == 3, timeout=20, what="every record delivered")
-        wait_for(lambda: app.extensions["records"].oldest_undelivered() is None, what="the outbox to empty")
+        wait_for(lambda: runtime_of(app).records.oldest_undelivered() is None, what="the outbox to empty")
     finally:
         background.stop(app)
         receiver.stop()
@@ -213,7 +214,7 @@ def test_voipbin_end_call_hangs_up_once_the_goodbye_was_heard(make_app, voipbin,
     call_id = voipbin.answer_call()
     post_event(client, "call_progressing", voipbin.calls[call_id])
     transcribe_id = voipbin.transcribe_of(call_id)
-    app.extensions["voipbin"].speech.clock = time.time
+    runtime_of(app).platforms["voipbin"].speech.clock = time.time
     started = time.monotonic()
     said = post_event(client, "transcript_created", transcript_event_data(transcribe_id, "goodbye mk1"))
     assert said.get_json() == {"status": "said"}
@@ -283,5 +284,5 @@ def test_calls_export_writes_the_kept_records_as_json_lines(
     assert [json.loads(line)["call_id"] for line in lines] == ["e1", "e2"]
     assert main(["calls", "export", "--since", "2099-01-01"]) == 0
     assert capsys.readouterr().out == ""
-    app.extensions["conversations"]["article"].store.close()
-    app.extensions["records"].close()
+    runtime_of(app).conversations["article"].store.close()
+    runtime_of(app).records.close()

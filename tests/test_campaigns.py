@@ -14,7 +14,8 @@ import requests
 
 from voicebot.cli import main as cli_main
 from voicebot.devtools.fake_twilio import FakeTwilio
-from voicebot.records import background
+from voicebot import background
+from voicebot.runtime import runtime_of
 
 from .support import Gunicorn, ServedApp, free_port, metric, wait_for
 from .test_outbound import AUTH, TOKEN, outbound_settings
@@ -80,7 +81,7 @@ def test_a_campaign_dials_every_contact_by_its_rules_and_its_results_are_complet
         PERSON: "human", BUSY: "busy", NOBODY: "no_answer", MACHINE: "voicemail", "+15551113333": "human"}
     assert results[BUSY]["attempts"] == "2" and results[PERSON]["record_id"].startswith("rec_")
     assert results[PERSON]["var.name"] == "Ana" and results[PERSON]["final"] == "true"
-    records = {r["call_id"]: r for r in app.extensions["records"].export(0)}
+    records = {r["call_id"]: r for r in runtime_of(app).records.export(0)}
     assert all(r["campaign_id"] == campaign_id for r in records.values()) and len(records) == 7
     assert cli_main(["campaign", "status", campaign_id, "--url", served.url]) == 0
     assert "5/5 done" in capsys.readouterr().out

@@ -16,7 +16,9 @@ from voicebot import create_app
 from voicebot.cli import main as cli_main
 from voicebot.exceptions import ConfigError
 from voicebot.platforms import load_config
-from voicebot.records import background, build_outbox
+from voicebot import background
+from voicebot.records.outbox import build_outbox
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import ContextServer, RecordReceiver, ToolServer, pid_of_connection, wait_for
@@ -75,7 +77,7 @@ def test_the_greeting_and_the_prompt_know_the_caller(make_app, context, fake_llm
                    "direction": "inbound", "variables": {}}
     assert context.bad_signatures == 0
     end(client, "ctx-1")
-    (record,) = list(app.extensions["records"].export(0))
+    (record,) = list(runtime_of(app).records.export(0))
     assert record["context"]["variables"] == ANA["variables"] and record["context"]["error"] is None
     assert record["transcript"][0]["text"] == "Hello Ana, are you calling about your order from Tuesday?"
 
@@ -133,7 +135,7 @@ def test_a_slow_failing_or_malformed_context_greets_with_the_defaults(make_app, 
     assert any(why in r.getMessage() and "caller context not used call_id=ctx-bad" in r.getMessage()
                for r in caplog.records)
     end(client, "ctx-bad")
-    (record,) = list(app.extensions["records"].export(0))
+    (record,) = list(runtime_of(app).records.export(0))
     assert why in record["context"]["error"] and record["context"]["variables"] == {}
     assert len(context.asks) == 1  # failed, it is not asked again either
 
@@ -255,7 +257,7 @@ def test_every_record_carries_its_analysis(analysing_app, receiver, fake_llm):
     assert record["usage"]["analysis_output"] > 0 and record["usage"]["analysis_input"] > 0
     forced = [r for r in fake_llm.requests if (r.get("tool_choice") or {}).get("type") == "tool"]
     assert len(forced) == 1 and "Caller: where is my order mk1" in forced[0]["messages"][0]["content"]
-    (exported,) = list(app.extensions["records"].export(0))
+    (exported,) = list(runtime_of(app).records.export(0))
     assert exported["analysis"] == record["analysis"]
     assert len(receiver.received) == 1
 
@@ -291,7 +293,7 @@ def test_offline_the_analysis_is_a_plain_summary(make_app, plan_file):
     try:
         client = app.test_client()
         a_whole_call(client, "an-offline")
-        record = wait_for(lambda: next(iter(app.extensions["records"].export(0)), None), timeout=20,
+        record = wait_for(lambda: next(iter(runtime_of(app).records.export(0)), None), timeout=20,
                           what="the analysed record")
     finally:
         background.stop(app)
@@ -308,7 +310,7 @@ def test_calls_export_writes_one_csv_row_per_call_with_the_schemas_columns(fake_
         client = app.test_client()
         for call_id in ("csv-1", "csv-2"):
             a_whole_call(client, call_id)
-        wait_for(lambda: len(list(app.extensions["records"].export(0))) == 2, timeout=20,
+        wait_for(lambda: len(list(runtime_of(app).records.export(0))) == 2, timeout=20,
                  what="both analysed records")
     finally:
         background.stop(app)
@@ -424,7 +426,7 @@ def test_a_schema_that_could_only_stall_later_is_refused_at_start(tmp_path, data
 def test_a_schemas_own_definitions_resolve_where_its_author_meant(tmp_path):
     """"#/$defs/..." inside the data schema means the data schema's own $defs, though it is validated inside the
     tool's schema."""
-    from voicebot.records.analysis import load_plan
+    from voicebot.records.plan import load_plan
     from voicebot.records.analysis_schema import validator_for
 
     path = tmp_path / "plan.json"

@@ -154,7 +154,7 @@ def _stop(process: subprocess.Popen) -> None:
 def test_the_pages_say_where_servers_listen_by_default():
     # The docs' ports are the ones the code listens on by default, so the examples mean what they say.
     from voicebot.cli import build_parser
-    from voicebot.config import DEFAULTS
+    from voicebot.platforms import DEFAULTS
 
     assert DEFAULTS["PORT"] == 8000
     parser = build_parser()

@@ -16,6 +16,7 @@ import requests
 from voicebot import create_app
 from voicebot.devtools.fake_llm import MARKER
 from voicebot.devtools.fake_voipbin import FakeVoipbin, transcript_event_data
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import ROOT, Gunicorn, RedisServer, TLSProxy, free_port
@@ -112,7 +113,7 @@ def test_a_slow_name_lookup_is_inside_the_deadline_too(make_app, monkeypatch):
 def test_the_model_is_asked_from_the_turns_own_thread(make_app, fake_llm, monkeypatch):
     """No hand-off to another thread per turn (it cost a loaded worker ~0.7 ms of CPU a turn)."""
     app = make_app()
-    llm = app.extensions["conversations"]["article"].llm.inner
+    llm = runtime_of(app).conversations["article"].llm.inner
     assert turn(app.test_client(), "c", "mk1").get_json() == {"response": "Heard mk1."}
     handed_off = []  # the helper pool opens connections (the name lookup takes no timeout), and only that
     real_submit = llm._pool.submit
@@ -124,7 +125,7 @@ def test_the_model_is_asked_from_the_turns_own_thread(make_app, fake_llm, monkey
 
 def test_behind_an_http_proxy_the_deadline_falls_back_to_a_pool_thread(make_app, fake_llm, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    llm = make_app().extensions["conversations"]["article"].llm.inner
+    llm = runtime_of(make_app()).conversations["article"].llm.inner
     assert not llm._deadline_in_sockets  # httpx's own transport, which honours the proxy
 
 
@@ -136,7 +137,7 @@ def test_the_model_over_tls_keeps_its_deadline_too(make_app, fake_llm, monkeypat
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
         app = make_app(ANTHROPIC_BASE_URL=f"https://127.0.0.1:{proxy.port}", LLM_TIMEOUT_SECONDS=0.5,
                        FALLBACK_REPLY="One moment.")
-        assert app.extensions["conversations"]["article"].llm.inner._deadline_in_sockets
+        assert runtime_of(app).conversations["article"].llm.inner._deadline_in_sockets
         client = app.test_client()
         assert turn(client, "c", "mk1").get_json() == {"response": "Heard mk1."}
         fake_llm.trickle = 0.05
@@ -150,7 +151,7 @@ def test_the_model_over_tls_keeps_its_deadline_too(make_app, fake_llm, monkeypat
 def test_a_turn_that_outlived_its_lease_is_not_answered_as_recorded(fake_llm, redis_url, redis_prefix):
     """Only Redis has a lease (a thread cannot die and leave a memory lock held)."""
     app = create_app(app_config(fake_llm, REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
-    store = app.extensions["conversations"]["article"].store
+    store = runtime_of(app).conversations["article"].store
     store._lease_ms = 200  # as if the settings check had been bypassed
     fake_llm.latency = 0.5
     response = turn(app.test_client(), "c", "mk1")
@@ -264,7 +265,7 @@ def test_redis_tls_verify_off_takes_a_self_signed_certificate(tls_redis, fake_ll
     assert client.get("/readyz").status_code == 200
     assert turn(client, "c", "mk1").get_json() == {"response": "Heard mk1."}
     assert turn(client, "c", "mk2").get_json() == {"response": "Heard mk1 mk2."}
-    app.extensions["conversations"]["article"].store.close()
+    runtime_of(app).conversations["article"].store.close()
 
 
 # -- bounded -------------------------------------------------------------------------------------

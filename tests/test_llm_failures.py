@@ -11,6 +11,7 @@ from voicebot.devtools.fake_llm import MARKER
 from voicebot.llm import Reply
 from voicebot.llm.anthropic import AnthropicLLM
 from voicebot.exceptions import LLMRejected, LLMTimeout, LLMUnavailable
+from voicebot.runtime import runtime_of
 
 from .support import free_port
 
@@ -54,7 +55,7 @@ def test_an_unreachable_model_gives_the_fallback(make_app):
 
 def test_a_model_that_says_nothing_speakable_gives_the_fallback(make_app, monkeypatch):
     app = make_app()
-    llm = app.extensions["conversations"]["article"].llm
+    llm = runtime_of(app).conversations["article"].llm
     monkeypatch.setattr(llm, "reply", lambda *a, **k: Reply("*** 🙂 https://x.io"))
     assert say(app.test_client(), "hello") == FALLBACK
 

@@ -14,6 +14,7 @@ from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
 from voicebot.outgoing import AddressPolicy
 from voicebot.devtools.fake_voipbin import transcript_event_data
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import ToolServer
@@ -58,7 +59,7 @@ def test_a_tool_answer_reaches_the_model_and_the_caller(tool_app, tool, fake_llm
     assert sent[-2]["content"][-1]["type"] == "tool_use" and sent[-1]["content"][0]["type"] == "tool_result"
     assert turn(client, "c", "thanks mk2").startswith("Heard mk1 mk2.")  # the history stays valid
     client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "c"})
-    (record,) = app.extensions["records"].export(0)
+    (record,) = runtime_of(app).records.export(0)
     (tool_line,) = [line for line in record["transcript"] if line["speaker"] == "tool"]
     assert tool_line["tool"] == "lookup_order" and tool_line["is_error"] is False and "echo" in tool_line["text"]
 
@@ -86,7 +87,7 @@ def test_an_unreachable_tool_becomes_an_error_result(make_app, tmp_path):
 
 def test_tool_rounds_are_bounded_and_the_last_must_speak(tool_app, monkeypatch):
     app = tool_app(MAX_TOOL_ROUNDS=2)
-    llm = app.extensions["conversations"]["article"].llm
+    llm = runtime_of(app).conversations["article"].llm
     asked = []
 
     def always_a_tool(system, messages, timeout, tools=(), allow_tools=True):

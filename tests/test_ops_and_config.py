@@ -6,7 +6,9 @@ import pytest
 
 from voicebot import close_app, config, create_app
 from voicebot.exceptions import ConfigError
+from voicebot.platforms import DEFAULTS
 from voicebot.llm import OfflineResponder
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import free_port
@@ -44,7 +46,7 @@ def test_environment_is_read_and_parsed(monkeypatch, fake_llm):
 
 def test_no_key_means_the_offline_responder(caplog):
     app = create_app({"ANTHROPIC_API_KEY": "", "REDIS_URL": ""})
-    assert isinstance(app.extensions["conversations"]["article"].llm.inner, OfflineResponder)
+    assert isinstance(runtime_of(app).conversations["article"].llm.inner, OfflineResponder)
     reply = app.test_client().post("/webhook/transcript", json={"call_id": "c", "transcript": "Hello."})
     assert "offline" in reply.get_json()["response"]
 
@@ -56,10 +58,10 @@ def test_no_key_means_the_offline_responder(caplog):
     ("ANTHROPIC_API_KEY", "sk-1\r\nX-Evil: 1"), ("VOIPBIN_ACCESS_KEY", "key; other=1"),
 ])
 def test_bad_settings_fail_at_start_with_the_name(name, value):
-    from voicebot.platforms import SETTINGS
+    from voicebot.platforms import load_config
 
     with pytest.raises(ConfigError, match=name):
-        config.from_environ({name: value}, SETTINGS)
+        load_config({name: value})
 
 
 def test_a_key_pasted_with_whitespace_around_it_is_taken_without_it():
@@ -77,7 +79,7 @@ def test_a_bad_secret_is_not_echoed():
 
 
 def test_worker_defaults_and_guard():
-    settings = dict(config.DEFAULTS)
+    settings = dict(DEFAULTS)
     assert config.worker_count(settings) == 1
     settings["REDIS_URL"] = "redis://x"
     assert config.worker_count(settings, cpu_count=1) == 2
@@ -90,7 +92,7 @@ def test_worker_defaults_and_guard():
 
 
 def test_lease_and_wait_derive_from_the_llm_deadline():
-    settings = dict(config.DEFAULTS, LLM_TIMEOUT_SECONDS=3.0)
+    settings = dict(DEFAULTS, LLM_TIMEOUT_SECONDS=3.0)
     assert config.lock_lease_seconds(settings) == 5.0
     assert config.lock_wait_seconds(settings) == 6.0
     settings.update(LOCK_LEASE_SECONDS=10.0, LOCK_WAIT_SECONDS=2.0)
@@ -121,8 +123,8 @@ def test_every_platform_registers_itself_and_the_core_imports_none():
 def test_close_app_lets_go_of_every_client_once_and_survives_a_failing_one(make_app, caplog):
     app = make_app()
     closed = []
-    app.extensions["closers"][:0] = [lambda: closed.append("first")]
-    app.extensions["closers"].append(lambda: 1 / 0)
+    runtime_of(app).closers[:0] = [lambda: closed.append("first")]
+    runtime_of(app).closers.append(lambda: 1 / 0)
     close_app(app)
     close_app(app)
     assert closed == ["first"]

@@ -12,6 +12,7 @@ from voicebot.devtools.fake_twilio import FakeTwilio
 from voicebot.devtools.fake_voipbin import transcript_event_data
 from voicebot.exceptions import ConfigError
 from voicebot.platforms import load_config
+from voicebot.runtime import runtime_of
 
 from .support import ServedApp, free_port, wait_for
 from .test_twilio import PUBLIC, post
@@ -58,7 +59,7 @@ def place(client, to=ANA, **variables):
 
 
 def records_of(app) -> list[dict]:
-    return list(app.extensions["records"].export(0))
+    return list(runtime_of(app).records.export(0))
 
 
 # -- who may place a call, and with what ------------------------------------------------------

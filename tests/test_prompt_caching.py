@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from voicebot.devtools.fake_llm import PromptCache
+from voicebot.runtime import runtime_of
 
 from .support import ROOT
 
@@ -56,7 +57,7 @@ def test_calls_send_breakpoints_and_their_records_and_metrics_carry_the_bill(mak
     assert sent["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in str(fake_llm.requests[-1]["messages"][:-1])  # the stored history is clean
     client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "c"})
-    (record,) = app.extensions["records"].export(0)
+    (record,) = runtime_of(app).records.export(0)
     assert record["usage"]["cache_read"] > 2000 and record["usage"]["output"] > 0
     assert 'voicebot_llm_tokens_total{kind="cache_read"}' in client.get("/metrics").get_data(as_text=True)
 

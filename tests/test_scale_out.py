@@ -20,8 +20,9 @@ import requests
 
 from voicebot import close_app, create_app
 from voicebot.devtools.fake_llm import MARKER
-from voicebot.records import RedisOutbox
+from voicebot.records.outbox import RedisOutbox
 from voicebot.stores.redis_url import connect, parse
+from voicebot.runtime import runtime_of
 
 from .conftest import app_config
 from .support import ROOT, Gunicorn, Nginx, needs_nginx, procfile_command, wait_for
@@ -101,7 +102,7 @@ def test_calls_run_whole_on_a_cluster_and_on_sentinel(kind, request, fake_llm):
         assert client.get("/readyz").status_code == 200
         assert "voicebot_active_calls 2.0" in client.get("/metrics").get_data(as_text=True)
         client.post("/webhook/transcript", json={"type": "call.ended", "call_id": "a"})
-        (record,) = list(app.extensions["records"].export(0))
+        (record,) = list(runtime_of(app).records.export(0))
         assert record["call_id"] == "a" and record["turns"] == 3
     finally:
         close_app(app)

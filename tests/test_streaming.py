@@ -8,6 +8,7 @@ import time
 import pytest
 
 from voicebot.devtools.fake_voipbin import speech_event_data
+from voicebot.runtime import runtime_of
 
 from .support import wait_for
 from .test_voipbin import answer, post_event, speak
@@ -24,7 +25,7 @@ def slow_writer(fake_llm, monkeypatch):
 
 
 def history_of(app, call_id):
-    conversation = app.extensions["conversations"]["voipbin"]
+    conversation = runtime_of(app).conversations["voipbin"]
     return conversation.store.peek(conversation.key(call_id))["messages"]
 
 

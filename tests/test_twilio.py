@@ -10,6 +10,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from voicebot.exceptions import StoreUnavailable
+from voicebot.runtime import runtime_of
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC = "https://bot.example.com"
@@ -79,11 +80,11 @@ def twilio_app(make_app):
 
 
 def records_of(app) -> list[dict]:
-    return list(app.extensions["records"].export(0))
+    return list(runtime_of(app).records.export(0))
 
 
 def session_of(app, sid):
-    conversation = app.extensions["conversations"]["twilio"]
+    conversation = runtime_of(app).conversations["twilio"]
     return conversation.store.peek(conversation.key(sid))
 
 
@@ -284,7 +285,7 @@ def test_a_store_failure_mid_turn_says_the_fallback_and_listens_again(twilio_app
     def down(*args, **kwargs):
         raise StoreUnavailable("redis went away")
 
-    monkeypatch.setattr(app.extensions["conversations"]["twilio"], "take_turn", down)
+    monkeypatch.setattr(runtime_of(app).conversations["twilio"], "take_turn", down)
     root = call.say("mk1")
     assert call.heard() == app.config["FALLBACK_REPLY"] and root.find("Gather") is not None
     assert call.action.endswith("n=2")
@@ -294,7 +295,7 @@ def test_an_unexpected_failure_is_logged_with_the_call_id_and_still_answers_twim
     app = twilio_app()
     call = Call(app.test_client())
     call.start()
-    monkeypatch.setattr(app.extensions["conversations"]["twilio"], "take_turn",
+    monkeypatch.setattr(runtime_of(app).conversations["twilio"], "take_turn",
                         lambda *a, **k: 1 / 0)
     call.say("mk1")
     assert call.heard() == app.config["FALLBACK_REPLY"]
@@ -318,7 +319,7 @@ def test_a_signed_request_without_a_call_id_is_a_clear_400(twilio_app, fields):
 
 def test_a_new_call_past_capacity_hears_busy(twilio_app):
     app = twilio_app()
-    admission = app.extensions["admission"]
+    admission = runtime_of(app).admission
     admission.in_flight = admission.limit
     root = Call(app.test_client()).start()
     assert root.find("Reject").get("reason") == "busy"

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+from voicebot.runtime import runtime_of
 from simple_websocket import Client, ConnectionClosed, ConnectionError as HandshakeRefused
 from twilio.request_validator import RequestValidator
 
@@ -37,7 +38,7 @@ def relay(make_app, request, store_kind):
     yield serve
     for app, server in served:
         # Every relay session has finished (its socket's call ended) before the store is cleaned up.
-        slots = app.extensions["twilio_relay_slots"]
+        slots = runtime_of(app).platforms["twilio"].relay_slots
         wait_for(lambda: slots._value == slots._initial_value, timeout=10, what="the relay sessions' end")
         server.stop()
 

@@ -20,6 +20,7 @@ from voicebot.devtools.fake_voipbin import (FlowRunner, call_event_data, go_json
                                             transcribe_event_data, transcript_event_data)
 from voicebot.exceptions import ConfigError
 from voicebot.voipbin.signing import HEADER, sign
+from voicebot.runtime import runtime_of
 
 from .conftest import FETCH_TOKEN, OUR_NUMBER, app_config  # noqa: F401 - other tests take them from here
 
@@ -289,7 +290,7 @@ def test_no_flush_once_the_bot_has_finished(make_voipbin_app, voipbin):
     app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
-    app.extensions["voipbin"].speech.clock = lambda: 4e9  # long after the greeting ended
+    runtime_of(app).platforms["voipbin"].speech.clock = lambda: 4e9  # long after the greeting ended
     started = post_event(client, "transcribe_speech_started", speech_event_data(voipbin.transcribe_of(call_id)))
     assert started.get_json() == {"status": "not_speaking"}
     assert voipbin.flushed == []
@@ -402,7 +403,7 @@ def test_finding_3_actions_queued_for_a_call_go_out_on_its_next_fetch(make_voipb
     client = app.test_client()
     url = f"/webhook/voipbin/fetch?token={FETCH_TOKEN}"
     client.post(url, json={"activeflow_id": "af", "reference_id": "call-q"})
-    bridge = app.extensions["voipbin"]
+    bridge = runtime_of(app).platforms["voipbin"]
     assert bridge.queue_actions("call-q", [{"type": "talk", "option": {"text": "hi"}}], wait=1)
     assert client.post(url, json={"activeflow_id": "af", "reference_id": "call-q"}).get_json()[0] == {
         "type": "talk", "option": {"text": "hi"}}
@@ -603,7 +604,7 @@ def test_finding_14_a_long_call_keeps_its_transcribe_link(voipbin, fake_llm, red
     client.post(f"/webhook/voipbin/fetch?token={FETCH_TOKEN}", json={"activeflow_id": "a", "reference_id": call_id})
     assert raw.pttl(link) > 1_700_000 and raw.pttl(session) > 1_700_000  # the fetch loop keeps a silent call
     raw.close()
-    app.extensions["conversations"]["article"].store.close()
+    runtime_of(app).conversations["article"].store.close()
 
 
 def test_finding_15_a_slow_api_sets_up_once_with_the_lease_renewed(make_voipbin_app, voipbin):
@@ -646,7 +647,7 @@ def test_finding_16_a_say_that_never_left_is_retried_by_voipbin(make_voipbin_app
     client = app.test_client()
     call_id = answer(client, voipbin)
     data = transcript_event_data(voipbin.transcribe_of(call_id), "mk1")
-    bridge = app.extensions["voipbin"]
+    bridge = runtime_of(app).platforms["voipbin"]
     real_url = bridge.client.api_url
     bridge.client.api_url = f"http://127.0.0.1:{free_port()}/v1.0"  # nothing listens: never sent
     refused = post_event(client, "transcript_created", data)
@@ -686,7 +687,7 @@ def test_finding_18_the_access_key_is_never_logged_nor_put_in_a_url(make_voipbin
             speak(client, voipbin, call_id, "mk1")
             voipbin.hang_up(call_id)
             post_event(client, "transcript_created", transcript_event_data(transcribe_id, "mk2"))
-            app.extensions["voipbin"].client.api_url = f"http://127.0.0.1:{free_port()}/v1.0"
+            runtime_of(app).platforms["voipbin"].client.api_url = f"http://127.0.0.1:{free_port()}/v1.0"
             post_event(client, "transcript_created", transcript_event_data(transcribe_id, "mk3"))
     finally:
         root.removeHandler(handler)
@@ -702,7 +703,7 @@ def test_a_reply_said_but_not_saved_is_not_said_again(make_voipbin_app, voipbin,
     app = make_voipbin_app()
     client = app.test_client()
     call_id = answer(client, voipbin)
-    store = app.extensions["voipbin"].conversation.store
+    store = runtime_of(app).platforms["voipbin"].conversation.store
     real_write = store._write
 
     def failing_write(record, data, release, digest, lines):

@@ -2,120 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .llm import LLM
-    from .stores import SessionStore
-
-log = logging.getLogger(__name__)
-
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
-    """Build the app from the environment, with ``test_config`` laid over it."""
-    # Imported here, not at the top: gunicorn's master imports this package
-    # for its settings, and must not load prometheus_client (or anything
-    # else a worker builds) before the metrics directory is set.
-    from flask import Flask
+    """Build the app from the environment, with ``test_config`` laid over it (``voicebot.factory``)."""
+    # Imported when called, not with the package: gunicorn's master imports this package for its
+    # settings, and must not load prometheus_client (or anything else a worker builds) before the
+    # metrics directory is set.
+    from .factory import create_app as build
 
-    from . import talk
-    from .context import ContextSource
-    from .conversation import Conversation
-    from .session import ConversationSettings
-    from .deadline import RESPONSE_BUDGET, Deadline, put_in_effect
-    from .llm import build_llm
-    from .llm.health import LLMHealth, MonitoredLLM
-    from .logs import configure_logging
-    from .operator_tools import ToolCaller, address_policy, load_tools
-    from .platform import ConversationFactory, Platform
-    from .platforms import PLATFORMS, load_config
-    from .records import build_outbox
-    from .stores import build_store
-    from .web import errors, health
-    from .web.admission import Admission, in_flight_limit
-
-    app = Flask(__name__)
-    app.config.from_mapping(load_config(overlay=test_config))
-    cfg = app.config
-    cfg["MAX_CONTENT_LENGTH"] = cfg["MAX_BODY_BYTES"]
-    app.json.compact = True  # type: ignore[attr-defined]
-    configure_logging(cfg["LOG_LEVEL"])
-
-    store = app.extensions["store"] = build_store(cfg)
-    records = app.extensions["records"] = build_outbox(cfg)
-    llm_health = app.extensions["llm_health"] = LLMHealth(store)
-    llm = MonitoredLLM(build_llm(cfg), llm_health)
-    app.extensions["admission"] = Admission(in_flight_limit(cfg["WEB_THREADS"]))
-    settings = ConversationSettings.from_config(cfg)
-    policy = address_policy(cfg)
-    tools = load_tools(cfg["TOOLS_FILE"], policy) if cfg["TOOLS_FILE"] else []
-    caller = app.extensions["tool_caller"] = (ToolCaller(cfg["TOOLS_SECRET"], tools, policy=policy,
-                                                         per_tool=cfg["TOOLS_MAX_IN_FLIGHT"])
-                                              if tools else None)
-    context = (ContextSource(cfg["CONTEXT_URL"], cfg["CONTEXT_SECRET"], timeout=cfg["CONTEXT_TIMEOUT_SECONDS"],
-                             policy=policy) if cfg["CONTEXT_URL"] else None)
-    _announce(app, store, llm)
-    if tools:
-        log.info("tools the model may use: %s", ", ".join(t.name for t in tools))
-
-    # Each platform's Conversation, by the platform's name (its namespace in the store), for the record reaper.
-    conversations: dict[str, Conversation] = {}
-    app.extensions["conversations"] = conversations
-    # The platforms that place calls (OUTBOUND_NUMBER), by name: each registers its Dialler here.
-    app.extensions["diallers"] = {}
-    # Set when the worker is told to stop (gunicorn_config): what holds a connection for long lets go of it.
-    app.extensions["draining"] = threading.Event()
-
-    def conversation_for(platform: Platform) -> ConversationFactory:
-        def conversation(*, ends_for_good: bool = False, ended_calls_kept: float | None = None) -> Conversation:
-            built = conversations[platform.name] = Conversation(
-                store, llm, settings, namespace=platform.name, records=records, operator_tools=tools,
-                tool_caller=caller, ended_calls_kept=ended_calls_kept, ends_for_good=ends_for_good, context=context)
-            return built
-        return conversation
-
-    # What holds connections, let go of when the worker exits (close_app); platforms add theirs.
-    app.extensions["closers"] = [c.close for c in (store, llm, records, caller, context) if c is not None]
-    # Each request's budget, for the waits no view passes a deadline to (a Redis step through a failover).
-    app.before_request(lambda: put_in_effect(Deadline(RESPONSE_BUDGET)))
-    app.teardown_request(lambda exc: put_in_effect(None))
-    errors.register_error_handlers(app)
-    app.register_blueprint(health.bp)
-    for platform in PLATFORMS:
-        platform.init_app(app, conversation_for(platform))
-    app.register_blueprint(talk.bp)
-    return app
+    return build(test_config)
 
 
 def close_app(app: "Flask") -> None:
     """Let go of every connection the app holds (gunicorn's worker_exit); the app is not used afterwards."""
-    for close in reversed(app.extensions.pop("closers", [])):
-        try:
-            close()
-        except Exception:  # one that fails must not keep the others open
-            log.exception("closing %r failed", close)
+    from .factory import close_app as close
 
-
-def _announce(app: "Flask", store: "SessionStore", llm: "LLM") -> None:
-    """Say at start-up what this process will do, so a misconfiguration shows at once."""
-    from .exceptions import StoreError
-
-    if not app.config["WEBHOOK_TOKEN"]:
-        log.warning("WEBHOOK_TOKEN is not set: /webhook/call-started and /webhook/transcript answer only "
-                    "requests made on this machine (a local trial); set it to call them from anywhere else")
-    if llm.name == "offline":
-        log.warning("ANTHROPIC_API_KEY is not set: replies come from the OFFLINE responder, not a model")
-    else:
-        log.info("replies from %s model %s", llm.name, app.config["LLM_MODEL"])
-    from .config import store_description
-
-    where = store_description(app.config)
-    try:
-        store.ping()
-        log.info("session store: %s", where)
-    except StoreError as exc:
-        log.error("session store %s does not answer (%s); /readyz reports 503 until it does", where, exc)
+    close(app)

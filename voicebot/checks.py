@@ -41,7 +41,7 @@ def connect_all(settings: Mapping[str, Any], platforms: Sequence[Reach] = ()) ->
 
 
 def _store(settings: Mapping[str, Any]) -> Found:
-    from .config import store_description
+    from .stores.settings import store_description
 
     what = f"session store, {store_description(settings)}"
     if not settings["REDIS_URL"]:

@@ -10,6 +10,7 @@ def _serve(args: argparse.Namespace) -> int:
     from . import config
     from .exceptions import ConfigError
     from .platforms import load_config
+    from .stores.settings import store_description
 
     # Before gunicorn is imported: it reads WEB_CONCURRENCY itself, as it loads,
     # and a bad value would end in its traceback instead of this one line.
@@ -24,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     if bind.endswith(":"):
         bind += str(settings["PORT"])
     if args.check_config:
-        print(f"configuration OK: {workers} worker(s), {config.store_description(settings)} sessions, "
+        print(f"configuration OK: {workers} worker(s), {store_description(settings)} sessions, "
               f"listening on {bind}")
         if not args.connect:
             return 0
@@ -305,7 +306,7 @@ def _calls_export(args: argparse.Namespace) -> int:
 
     from .exceptions import StoreError
     from .platforms import load_config
-    from .records import build_outbox
+    from .records.outbox import build_outbox
 
     settings = load_config()  # a bad setting: main says which, in one line
     if not settings["REDIS_URL"]:
@@ -315,7 +316,7 @@ def _calls_export(args: argparse.Namespace) -> int:
     outbox = build_outbox(settings)
     columns = None
     if args.csv and settings["ANALYSIS_FILE"]:
-        from .records.analysis import load_plan
+        from .records.plan import load_plan
 
         columns = load_plan(settings["ANALYSIS_FILE"]).columns()
     out = open(args.output, "w", newline="" if args.csv else None) if args.output else sys.stdout

@@ -8,13 +8,16 @@ rejects values that would only fail later, in the middle of a call.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from .deadline import RESPONSE_BUDGET
 from .exceptions import ConfigError
+from .placeholders import names as placeholder_names
 
 # The newest Haiku that the pinned anthropic SDK lists: fast and cheap enough
 # for a turn of a phone call.
@@ -60,7 +63,7 @@ def _port(value: str) -> int:
     return number
 
 
-def _non_negative_float(value: str) -> float:
+def non_negative_float(value: str) -> float:
     number = float(value)
     if not number >= 0:
         raise ValueError("must be 0 or more")
@@ -81,14 +84,6 @@ def flag(value: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be 1 or 0")
-
-
-def _redis_url(value: str) -> str:
-    if value:
-        from .stores.redis_url import parse
-
-        parse(value)
-    return value
 
 
 def redacted(value: str) -> str:
@@ -122,17 +117,15 @@ def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _networks(value: str) -> tuple[Any, ...]:
-    from .outgoing import parse_networks
-
-    return parse_networks(value)
-
-
-def _wait_replicas(value: str) -> int:
-    number = int(value)
-    if number < -1:
-        raise ValueError("must be -1 (derived), 0 or more")
-    return number
+def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8, fd00::/8`` as networks; ValueError naming the first that is not one."""
+    found = []
+    for item in comma_list(value):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"must be comma-separated networks such as 10.0.0.0/8; {item!r} is not one") from None
+    return tuple(found)
 
 
 def _log_level(value: str) -> str:
@@ -162,27 +155,6 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("REDIS_URL", "", _redis_url,
-            "Session store. Unset: in-process memory (one worker only). `redis://`, `rediss://` or "
-            "`unix://`: one Redis (or a proxy endpoint), shared by every worker and instance. "
-            "`redis+cluster://host:port,host:port` (`rediss+cluster://`): a Redis Cluster from its seed nodes. "
-            "`redis+sentinel://host:26379,host:26379/service[/db]` (`rediss+sentinel://`): the master "
-            "Sentinel names, followed through a failover."),
-    Setting("REDIS_PREFIX", "voicebot", text,
-            "Namespace of every Redis key voicebot writes."),
-    Setting("REDIS_TIMEOUT_SECONDS", 2.0, positive_float,
-            "Connect and socket timeout for Redis commands."),
-    Setting("REDIS_FAILOVER_SECONDS", 0.0, _non_negative_float,
-            "How long each Redis step is tried again, backing off, while a master is lost. 0: 6 s on "
-            "cluster and Sentinel URLs (a replica is promoted in a few seconds), none on one server.",
-            shown="0 (derived)"),
-    Setting("REDIS_WAIT_REPLICAS", -1, _wait_replicas,
-            "Replicas each turn's write must reach (Redis's WAIT, up to 200 ms) before the turn is answered, so "
-            "an answered turn survives its master's failover. -1: 1 on cluster and Sentinel URLs, 0 on one "
-            "server. A turn that reaches fewer is still answered, with a WARNING.", shown="-1 (derived)"),
-    Setting("REDIS_TLS_VERIFY", True, flag,
-            "With `rediss://`: 1 checks Redis's certificate against the system's CAs; 0 accepts a "
-            "self-signed one (Heroku Redis uses those), still encrypted."),
     Setting("MAX_LIVE_CALLS", 5000, positive_int,
             "In-memory store only: the most calls one process holds at once; a new call past it is answered 503 "
             "with `Retry-After` (Twilio: busy). A call takes about 23 KiB (20 short turns), at most about 320 KiB "
@@ -245,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TOOLS_ALLOW_LOOPBACK", False, flag,
             "1: tools may be on loopback, `http://` too (local trials and tests); otherwise only `https://` "
             "to public addresses."),
-    Setting("TOOLS_ALLOW_NETWORKS", (), _networks,
+    Setting("TOOLS_ALLOW_NETWORKS", (), networks,
             "Comma-separated networks (`10.0.0.0/8, fd00::/8`) tools may reach although they are not public. "
             "Otherwise a tool whose host resolves to a private, link-local (cloud metadata), shared or "
             "reserved address is refused at every connection, whatever its URL says."),
@@ -283,10 +255,10 @@ SETTINGS: tuple[Setting, ...] = (
             "call bills its earlier turns as cache reads (a tenth of the input price)."),
     Setting("LLM_TIMEOUT_SECONDS", 5.0, positive_float,
             "Deadline for the model's reply; past it the caller hears FALLBACK_REPLY."),
-    Setting("LOCK_LEASE_SECONDS", 0.0, _non_negative_float,
+    Setting("LOCK_LEASE_SECONDS", 0.0, non_negative_float,
             "How long a turn may hold its call's lock before it is presumed dead. "
             "0: LLM_TIMEOUT_SECONDS + 2.", shown="0 (derived)"),
-    Setting("LOCK_WAIT_SECONDS", 0.0, _non_negative_float,
+    Setting("LOCK_WAIT_SECONDS", 0.0, non_negative_float,
             "How long a turn waits for a busy call before answering 503. "
             "0: the lease + 1, so a dead worker's lock always runs out first. Never longer than the "
             "webhook's time budget allows.", shown="0 (derived)"),
@@ -315,8 +287,6 @@ SETTINGS: tuple[Setting, ...] = (
             "past all but 4 of them webhooks are answered 503 with `Retry-After` at once instead of queueing."),
 )
 
-DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-
 Check = Callable[[Mapping[str, Any]], None]
 
 
@@ -329,8 +299,6 @@ def markdown_table(settings: Sequence[Setting] = SETTINGS) -> str:
 
 def env_example(settings: Sequence[Setting] = SETTINGS) -> str:
     """``.env.example``, written from the settings registry: every setting, commented out at its default."""
-    import textwrap
-
     lines = ["# voicebot's settings, each at its default (commented out). Copy to .env, set what you need,",
              "# and load it into the environment (systemd's EnvironmentFile, docker compose, `set -a; . ./.env`).",
              "# Written from the settings registry: python -c 'from voicebot.platforms import env_example; "
@@ -363,12 +331,13 @@ def from_environ(environ: Mapping[str, str] | None = None, settings: Sequence[Se
     return found
 
 
-def load(environ: Mapping[str, str] | None = None, overlay: Mapping[str, Any] | None = None, *,
-         registry: Sequence[Setting] = SETTINGS, checks: Sequence[Check] = ()) -> dict[str, Any]:
+def load(environ: Mapping[str, str] | None, overlay: Mapping[str, Any] | None, *,
+         registry: Sequence[Setting], checks: Sequence[Check] = ()) -> dict[str, Any]:
     """Every setting: defaults, then the environment, then ``overlay``; checked as a whole.
 
-    ``registry`` and ``checks`` add to the core's those of the platforms
-    (``voicebot.platforms.load_config`` passes them all).
+    ``registry`` and ``checks`` add to the core's those of the features and
+    the platforms (``voicebot.platforms.load_config`` passes them all): each
+    feature checks its own settings, and this module knows none of them.
     """
     defaults = {s.name: s.default for s in registry}
     settings = {**defaults, **from_environ(environ, registry), **(overlay or {})}
@@ -387,88 +356,13 @@ def check(settings: Mapping[str, Any]) -> None:
     if llm + 1.0 > RESPONSE_BUDGET:
         raise ConfigError(f"LLM_TIMEOUT_SECONDS ({llm:g}) must leave a second of the {RESPONSE_BUDGET:g} s "
                           "a webhook may take (platforms wait 15 s, then send the event again)")
-    if settings["CALL_REPORT_URL"]:
-        if not settings["CALL_REPORT_URL"].startswith(("http://", "https://")):
-            raise ConfigError("CALL_REPORT_URL must be an http(s) URL")
-        if not settings["CALL_REPORT_SECRET"]:
-            raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a "
-                              "receiver checks")
-    if settings["TOOLS_FILE"]:
-        from .operator_tools import address_policy, load_tools
-
-        load_tools(settings["TOOLS_FILE"], address_policy(settings))
-        if not settings["TOOLS_SECRET"]:
-            raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
-    _check_context(settings)
-    if settings["ANALYSIS_FILE"]:
-        from .records.analysis import load_plan
-
-        load_plan(settings["ANALYSIS_FILE"])
-    from .placeholders import names
-
+    if settings["CALL_REPORT_URL"] and not settings["CALL_REPORT_SECRET"]:
+        raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a receiver checks")
     for name in ("GREETING", "SYSTEM_PROMPT"):
-        used = sorted(names(settings[name]))
+        used = sorted(placeholder_names(settings[name]))
         if used and not settings["CONTEXT_URL"]:
             raise ConfigError(f"{name} uses {{{{{used[0]}}}}}, and nothing gives an inbound call a value for it: "
                               "set CONTEXT_URL, or take the placeholder out")
-
-
-def _check_context(settings: Mapping[str, Any]) -> None:
-    if not settings["CONTEXT_URL"]:
-        return
-    from .operator_tools import address_policy
-    from .outgoing import operator_url_problem
-
-    problem = operator_url_problem(settings["CONTEXT_URL"], address_policy(settings))
-    if problem:
-        raise ConfigError(f"CONTEXT_URL {problem}")
-    if not settings["CONTEXT_SECRET"]:
-        raise ConfigError("CONTEXT_URL needs CONTEXT_SECRET: context requests carry a signature it checks")
-    if settings["CONTEXT_TIMEOUT_SECONDS"] > 5:
-        raise ConfigError("CONTEXT_TIMEOUT_SECONDS must be at most 5: the caller waits for the greeting")
-
-
-def read_json_file(setting: str, path: str) -> Any:
-    """The JSON a file setting names (TOOLS_FILE, ANALYSIS_FILE); a ConfigError saying why it cannot be used."""
-    import json
-    from pathlib import Path
-
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{setting}={path!r} cannot be read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{setting}={path!r} is not valid JSON: {exc}") from None
-
-
-def store_description(config: Mapping[str, Any]) -> str:
-    """Which store REDIS_URL names, for the start-up log and --check-config: never a password."""
-    if not config["REDIS_URL"]:
-        return "in-memory"
-    from .stores.redis_url import parse
-
-    return parse(config["REDIS_URL"]).describe()
-
-
-def redis_failover_seconds(config: Mapping[str, Any]) -> float:
-    """How long a Redis step is tried again through a failover: 0 (derived) is 6 s on a cluster or
-    Sentinel URL, where a replica is promoted in a few seconds, and nothing on one server."""
-    seconds: float = config["REDIS_FAILOVER_SECONDS"]
-    if seconds > 0 or not config["REDIS_URL"]:
-        return seconds
-    from .stores.redis_url import parse
-
-    return 6.0 if parse(config["REDIS_URL"]).replicated else 0.0
-
-
-def redis_wait_replicas(config: Mapping[str, Any]) -> int:
-    """Replicas a turn's write must reach: REDIS_WAIT_REPLICAS, or (-1) 1 where a failover can promote one."""
-    wanted: int = config["REDIS_WAIT_REPLICAS"]
-    if wanted >= 0 or not config["REDIS_URL"]:
-        return max(0, wanted)
-    from .stores.redis_url import parse
-
-    return 1 if parse(config["REDIS_URL"]).replicated else 0
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypedDict
 from urllib.parse import urlsplit
 
-from .outgoing import AddressPolicy, Expired, OutgoingFailure, OutgoingHTTP
+from .exceptions import ConfigError
+from .operator_tools import address_policy
+from .outgoing import AddressPolicy, Expired, OutgoingFailure, OutgoingHTTP, operator_url_problem
 from .placeholders import clean_variables
 from .signing import VOICEBOT_HEADER, sign
 
@@ -127,3 +129,16 @@ def _read(body: bytes) -> tuple[dict[str, str], str]:
     if len(instructions) > MAX_INSTRUCTIONS_CHARS:
         raise ValueError(f"instructions are longer than {MAX_INSTRUCTIONS_CHARS} characters")
     return variables, instructions.strip()
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """CONTEXT_URL must be reachable under the address policy, signed, and quick enough for a greeting."""
+    if not settings["CONTEXT_URL"]:
+        return
+    problem = operator_url_problem(settings["CONTEXT_URL"], address_policy(settings))
+    if problem:
+        raise ConfigError(f"CONTEXT_URL {problem}")
+    if not settings["CONTEXT_SECRET"]:
+        raise ConfigError("CONTEXT_URL needs CONTEXT_SECRET: context requests carry a signature it checks")
+    if settings["CONTEXT_TIMEOUT_SECONDS"] > 5:
+        raise ConfigError("CONTEXT_TIMEOUT_SECONDS must be at most 5: the caller waits for the greeting")

@@ -23,7 +23,8 @@ from .deadline import Deadline, unbounded
 from .exceptions import CallBusy, LockLost, StoreError
 from .llm import LLM
 from .operator_tools import HttpTool, ToolCaller
-from .records import Outbox, build_record
+from .records.outbox import Outbox
+from .records.record import build_record
 from .records.record import outcome_of
 from .session import (CallContext, Channel, ConversationSettings, Line, Session, call_variables, line,
                       new_session)

@@ -144,7 +144,7 @@ def post_worker_init(worker: Any) -> None:
     gc.set_threshold(5_000, 200, 20)
     # After the fork: threads do not survive one. Reaps expired calls into
     # their records and delivers records to CALL_REPORT_URL.
-    from voicebot.records import background
+    from voicebot import background
 
     background.start(worker.wsgi)
     _tell_the_app_when_stopping(worker)
@@ -156,9 +156,10 @@ def _tell_the_app_when_stopping(worker: Any) -> None:
     worker until its graceful timeout."""
     import signal
 
-    draining = worker.wsgi.extensions.get("draining")
-    if draining is None:
-        return
+    # Imported in the worker, after the fork: the master must not load what a worker builds (metrics).
+    from voicebot.runtime import runtime_of
+
+    draining = runtime_of(worker.wsgi).draining
     gunicorns = signal.getsignal(signal.SIGTERM)
 
     def stopping(signum: int, frame: Any) -> None:
@@ -171,7 +172,7 @@ def _tell_the_app_when_stopping(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     from voicebot import close_app
-    from voicebot.records import background
+    from voicebot import background
 
     if getattr(worker, "wsgi", None) is not None:
         background.stop(worker.wsgi)

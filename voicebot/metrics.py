@@ -10,16 +10,12 @@ run``, the tests) the ordinary in-process registry is used.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-
-if TYPE_CHECKING:
-    from .records import Outbox
-    from .stores import SessionStore
 
 # Seconds: a turn's budget is a few seconds; the low end shows our own overhead.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -66,21 +62,15 @@ class _ReadAtScrape:
 Gauge = tuple[str, str, Callable[[], float | None]]
 
 
-def render(store: "SessionStore", outbox: "Outbox | None" = None, gauges: Iterable[Gauge] = ()) -> tuple[bytes, str]:
-    """The exposition text of all metrics, and its content type."""
+def render(gauges: Iterable[Gauge] = ()) -> tuple[bytes, str]:
+    """The exposition text of all metrics, with ``gauges`` read now (the factory registers the store's active
+    calls and the outbox's oldest record; packages add theirs), and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
-    registry.register(_ReadAtScrape("voicebot_active_calls",
-                                    "Calls with a live session (with Redis: across all instances)",
-                                    store.active_calls))
-    if outbox is not None:
-        registry.register(_ReadAtScrape("voicebot_call_records_oldest_undelivered_seconds",
-                                        "Age of the oldest end-of-call record not yet delivered (0: none)",
-                                        outbox.oldest_undelivered))
     for name, documentation, read in gauges:
         registry.register(_ReadAtScrape(name, documentation, read))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -23,7 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .config import read_json_file
+from .jsonfile import read_json_file
 from .exceptions import ConfigError
 from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
                        operator_url_problem)
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 CALL_ID_HEADER = "X-Voicebot-Tool-Call-Id"
 MAX_ANSWER_BYTES = 16_384
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """TOOLS_FILE must declare tools that can be called, with the secret that signs their calls."""
+    if settings["TOOLS_FILE"]:
+        load_tools(settings["TOOLS_FILE"], address_policy(settings))
+        if not settings["TOOLS_SECRET"]:
+            raise ConfigError("TOOLS_FILE needs TOOLS_SECRET: tool calls carry a signature the tool checks")
 
 
 def address_policy(config: Mapping[str, Any]) -> AddressPolicy:

@@ -114,19 +114,6 @@ def is_loopback_host(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
-def parse_networks(value: str) -> tuple[Network, ...]:
-    """``10.0.0.0/8, fd00::/8`` as networks; ValueError naming the first that is not one."""
-    networks = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"must be comma-separated networks such as 10.0.0.0/8; {item!r} is not one") from None
-    return tuple(networks)
-
-
 @dataclass(frozen=True)
 class Answer:
     status: int

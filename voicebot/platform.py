@@ -31,7 +31,7 @@ class Platform:
     """A webhook contract voicebot speaks, as ``voicebot.platforms`` lists it.
 
     ``init_app`` registers the platform's blueprint (and whatever it needs,
-    in ``app.extensions``) the way flaskr's ``db.init_app(app)`` does; it
+    in the app's ``Runtime``) the way flaskr's ``db.init_app(app)`` does; it
     logs why it stays off when its settings say so. ``settings`` join the one
     registry and the README's table; ``check`` refuses their bad combinations
     at start-up. ``reach`` is what ``voicebot serve --check-config --connect``

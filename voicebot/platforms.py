@@ -1,4 +1,5 @@
-"""The platforms voicebot speaks, in one list: the only module that names them.
+"""The platforms voicebot speaks, in one list: the only module that names them (and the core features whose
+settings are checked at start-up beside theirs).
 
 A new platform is one package exposing ``PLATFORM`` (see ``voicebot.platform``),
 its tests, and one entry here.
@@ -8,19 +9,29 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import article, config, outbound, twilio, voipbin
+from . import article, config, context, operator_tools, outbound, twilio, voipbin
 from .platform import Platform
+from .records import plan as analysis_plan
+from .stores import settings as store_settings
 
 # outbound comes last: its endpoint uses the diallers the platforms before it registered.
 PLATFORMS: tuple[Platform, ...] = (article.PLATFORM, voipbin.PLATFORM, twilio.PLATFORM, outbound.PLATFORM)
 
-SETTINGS: tuple[config.Setting, ...] = config.SETTINGS + tuple(s for p in PLATFORMS for s in p.settings)
+# The one registry: the store's, the core's, then each platform's (the README's table in this order).
+SETTINGS: tuple[config.Setting, ...] = (store_settings.SETTINGS + config.SETTINGS
+                                        + tuple(s for p in PLATFORMS for s in p.settings))
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+# Each feature of the core checks its own settings at start-up; the registry (voicebot.config) knows none of them.
+FEATURE_CHECKS: tuple[config.Check, ...] = (operator_tools.check_settings, context.check_settings,
+                                            analysis_plan.check_settings)
 
 
 def load_config(environ: Mapping[str, str] | None = None,
                 overlay: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every setting of the core and the platforms, from the environment, checked."""
-    return config.load(environ, overlay, registry=SETTINGS, checks=[p.check for p in PLATFORMS])
+    return config.load(environ, overlay, registry=SETTINGS,
+                       checks=[*FEATURE_CHECKS, *(p.check for p in PLATFORMS)])
 
 
 def markdown_table() -> str:

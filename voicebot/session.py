@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, TypedDict
 from .config import lock_wait_seconds
 from .context import KeptContext
 from .llm import Message
-from .records.record import iso
+from .clock import iso
 
 Line = dict[str, Any]  # one transcript line: at, speaker, text, and what else it says
 Channel = dict[str, Any]  # a platform's own state of a call; each platform types its own view of it

@@ -19,7 +19,7 @@ from .deadline import Deadline
 from .exceptions import LLMError
 from .llm import LLM, Message, Reply, ToolUse
 from .operator_tools import HttpTool, ToolCall, ToolCaller, ToolResult
-from .records.record import iso
+from .clock import iso
 from .session import CallContext, ConversationSettings, Session, call_variables, line
 from .speakable import make_speakable
 from .speaker import Speaker

@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from . import NAME
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
@@ -46,7 +45,7 @@ bp.teardown_request(release)
 
 
 def _conversation() -> Conversation:
-    return conversation_of(NAME)
+    return conversation_of(bp.name)  # the platform's name, as voicebot.article names it
 
 
 def _event_type(body: dict[str, Any], allowed: tuple[str, ...], default: str) -> str:

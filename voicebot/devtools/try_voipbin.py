@@ -17,6 +17,7 @@ import sys
 from typing import Any, TextIO
 
 from .fake_voipbin import FakeVoipbin, go_json, transcript_event_data
+from ..runtime import runtime_of
 from ..voipbin.signing import HEADER, sign
 
 NUMBER = "+15559870000"
@@ -35,7 +36,7 @@ def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         })
         # The fake plays no audio: nothing to wait for before a hang-up.
-        app.extensions["voipbin"].speech.speech_rate = 1e9
+        runtime_of(app).platforms["voipbin"].speech.speech_rate = 1e9
         client = app.test_client()
 
         def send(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
                 print("[VoIPBin] voicebot hung up the call", file=out, flush=True)
                 return 0
             if not voipbin.live("transcribes", call_id):
-                channel = app.extensions["voipbin"].conversation.channel(call_id) or {}
+                channel = runtime_of(app).platforms["voipbin"].conversation.channel(call_id) or {}
                 print(f"[VoIPBin] voicebot hands the caller to {channel.get('transferred_to', 'a person')} "
                       "(a connect action at the flow's next fetch)", file=out, flush=True)
                 return 0

@@ -2,7 +2,7 @@
 in its conversation, its outcome in its record.
 
 Each platform that can place calls registers its ``Dialler`` (``voicebot.speaker``)
-in ``app.extensions["diallers"]``; this package adds the endpoint that uses them.
+in the runtime's ``diallers``; this package adds the endpoint that uses them.
 """
 
 from __future__ import annotations
@@ -22,26 +22,28 @@ NAME = "outbound"
 
 
 def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
+    from ..runtime import runtime_of
     from .views import bp
 
     app.register_blueprint(bp)
-    diallers = app.extensions["diallers"]
+    runtime = runtime_of(app)
+    diallers = runtime.diallers
     if not diallers:
         return
     from . import campaign as steps
     from .book import build_book
     from .runner import CampaignRunner, outcome_listener
 
-    book = app.extensions["campaigns"] = build_book(app.config)
-    app.extensions["closers"].append(book.close)
+    book = runtime.platforms[NAME] = build_book(app.config)
+    runtime.closers.append(book.close)
     # Every platform's calls end through its Conversation: a campaign call's outcome goes to its campaign.
-    for conversation in app.extensions["conversations"].values():
+    for conversation in runtime.conversations.values():
         conversation.end_listeners.append(outcome_listener(book))
-    app.extensions.setdefault("gauges", []).append(
+    runtime.gauges.append(
         ("voicebot_outbound_live_calls", "Campaign calls being dialled or up now, across all instances",
          lambda: float(sum(steps.summary(book.get(i))["live"] for i in book.active()))))
-    # Started in each worker after the fork (voicebot.records.background): any worker carries any campaign.
-    app.extensions.setdefault("workers", []).append(lambda: CampaignRunner(book, diallers))
+    # Started in each worker after the fork (voicebot.background): any worker carries any campaign.
+    runtime.workers.append(lambda: CampaignRunner(book, diallers))
     log.info("POST /calls and /campaigns place calls from %s on %s", app.config["OUTBOUND_NUMBER"],
              ", ".join(sorted(diallers)))
 

@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping, TypeVar
 
-from ..config import redis_failover_seconds
+from ..stores.settings import redis_failover_seconds
 from ..exceptions import StoreError
 from ..stores.redis import connect, patiently, redis_errors
 from .campaign import Campaign

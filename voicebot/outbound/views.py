@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import NotFound
 
 from .. import placeholders
 from ..exceptions import InvalidEvent
+from ..runtime import runtime
 from ..speaker import Dialler
 from ..web import json_body
 from . import campaign as steps
@@ -35,7 +36,7 @@ def check_access() -> Response | None:
     if not bearer_matches(request, token):
         return json_error(401, "unauthorized", "send Authorization: Bearer <OUTBOUND_TOKEN or WEBHOOK_TOKEN>",
                           **{"WWW-Authenticate": "Bearer"})
-    if not current_app.extensions["diallers"]:
+    if not runtime().diallers:
         return json_error(404, "outbound_disabled", "no platform places calls: set OUTBOUND_NUMBER, PUBLIC_URL and "
                                                     "the platform's keys (see docs/outbound.md)")
     return None
@@ -76,7 +77,7 @@ def _not_allowed(why: str) -> tuple[Response, int]:
 
 
 def _dialler(asked: str | None) -> Dialler:
-    diallers: dict[str, Dialler] = current_app.extensions["diallers"]
+    diallers = runtime().diallers
     name = asked or current_app.config["OUTBOUND_PLATFORM"] or (next(iter(diallers)) if len(diallers) == 1 else "")
     if not name:
         raise InvalidEvent(f"say which platform places the call: 'platform' is one of {', '.join(sorted(diallers))} "
@@ -101,8 +102,7 @@ MAX_CONTACTS = 20_000
 
 
 def _book() -> CampaignBook:
-    book: CampaignBook = current_app.extensions["campaigns"]
-    return book
+    return cast(CampaignBook, runtime().platforms[bp.name])  # kept there by voicebot.outbound, by its name
 
 
 @bp.post("/campaigns")

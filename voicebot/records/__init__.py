@@ -1,6 +1,7 @@
-"""End-of-call records: made when a call ends for any reason, kept, delivered at least once."""
+"""End-of-call records: made when a call ends for any reason, kept, delivered at least once.
 
-from .outbox import MemoryOutbox, Outbox, RedisOutbox, build_outbox
-from .record import build_record, record_id
-
-__all__ = ["MemoryOutbox", "Outbox", "RedisOutbox", "build_outbox", "build_record", "record_id"]
+``record`` builds one, ``outbox`` keeps and queues them, ``delivery`` sends
+them, ``plan`` and ``analysis`` add a post-call analysis, ``spreadsheet``
+writes them as CSV. Nothing is imported here, so that checking the settings
+(``plan``) loads no metrics.
+"""

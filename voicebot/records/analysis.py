@@ -24,31 +24,17 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from .. import metrics
-from ..config import read_json_file
-from ..exceptions import ConfigError, LLMError, StoreError
+from ..exceptions import LLMError, StoreError
 from ..llm import LLM, Message
-from ..tools import Tool
 from . import analysis_schema
 from .outbox import Entry, Outbox
+from .plan import TOOL_NAME, AnalysisPlan
 
 log = logging.getLogger(__name__)
 
-TOOL_NAME = "record_call_analysis"
-# What each success scale asks of the model, as JSON schema.
-SCALES: dict[str, dict[str, Any]] = {
-    "pass_fail": {"type": "boolean", "description": "true: the call met the criteria; false: it did not"},
-    "1-10": {"type": "integer", "minimum": 1, "maximum": 10, "description": "1 (not at all) to 10 (fully)"},
-    "1-5": {"type": "integer", "minimum": 1, "maximum": 5, "description": "1 (not at all) to 5 (fully)"},
-    "likert": {"type": "string", "enum": ["strongly disagree", "disagree", "neutral", "agree", "strongly agree"],
-               "description": "how far the call met the criteria"},
-}
 # Model answers asked for one record: the first, and one more when it did not fit the schema or failed.
 ASKS = 2
 # Workers that started a record's analysis and did not finish it (killed mid-way): past this it goes without.
@@ -56,75 +42,6 @@ MAX_STARTS = 3
 SYSTEM = ("You analyse phone calls between a caller and an AI voice agent, from their transcript. "
           "Answer only by using the {tool} tool, and fill its fields from what the transcript shows; "
           "where it does not show something, say so rather than guess.")
-
-
-@dataclass(frozen=True)
-class AnalysisPlan:
-    """What each record's analysis holds, as ANALYSIS_FILE declares it."""
-
-    summary: bool
-    data: dict[str, Any] | None  # a JSON schema of an object, written by the operator
-    scale: str | None  # one of SCALES
-    criteria: str
-
-    def tool(self) -> Tool:
-        """The one tool the model is made to use: its input is the analysis."""
-        properties: dict[str, Any] = {}
-        if self.summary:
-            properties["summary"] = {"type": "string", "description": "what happened on the call, in a few "
-                                                                      "sentences"}
-        if self.data is not None:
-            properties["data"] = self.data
-        if self.scale is not None:
-            properties["success"] = {**SCALES[self.scale], "description": (
-                f"{SCALES[self.scale]['description']}. Criteria: {self.criteria}")}
-        schema = {"type": "object", "properties": properties, "required": sorted(properties)}
-        return Tool(TOOL_NAME, "Record the analysis of the call.", schema)
-
-    def columns(self) -> list[str]:
-        """The structured data's fields, in the schema's order: one CSV column each."""
-        return list((self.data or {}).get("properties", {}))
-
-
-def load_plan(path: str) -> AnalysisPlan:
-    """The plan in ``path``; a ConfigError listing every mistake, one line each, otherwise."""
-    where = f"ANALYSIS_FILE={path!r}"
-    declared = read_json_file("ANALYSIS_FILE", path)
-    if not isinstance(declared, dict):
-        raise ConfigError(f'{where} must be a JSON object such as {{"summary": true}}')
-    mistakes = [f"{where}: {name!r} is not a part of a plan (summary, data, success)"
-                for name in declared if name not in ("summary", "data", "success")]
-    summary = declared.get("summary", False)
-    if not isinstance(summary, bool):
-        mistakes.append(f"{where}: summary must be true or false")
-    data = declared.get("data")
-    if data is not None:
-        if not isinstance(data, dict) or data.get("type") != "object":
-            mistakes.append(f'{where}: data must be a JSON schema with "type": "object"')
-        else:
-            try:
-                Draft202012Validator.check_schema(data)
-            except SchemaError as exc:
-                mistakes.append(f"{where}: data is not a valid JSON schema: {exc.message}")
-            else:
-                mistakes.extend(f"{where}: {problem}" for problem in analysis_schema.problems(data))
-    success = declared.get("success")
-    scale, criteria = None, ""
-    if success is not None:
-        if not isinstance(success, dict):
-            mistakes.append(f'{where}: success must be {{"scale": ..., "criteria": "..."}}')
-        else:
-            scale = success.get("scale")
-            criteria = success.get("criteria", "")
-            if scale not in SCALES:
-                mistakes.append(f"{where}: success.scale must be one of {', '.join(SCALES)}")
-            if not isinstance(criteria, str) or not criteria.strip():
-                mistakes.append(f"{where}: success.criteria must say what a successful call is")
-    if not mistakes and not (summary or data or success):
-        mistakes.append(f"{where} asks for nothing: set summary, data or success")
-    if mistakes:
-        raise ConfigError("\n".join(mistakes))
-    return AnalysisPlan(bool(summary), data, scale if isinstance(scale, str) else None, str(criteria).strip())
 
 
 class Analyst:

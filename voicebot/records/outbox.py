@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import redis
 
 from .. import compact_json, metrics
-from ..config import redis_failover_seconds
+from ..stores.settings import redis_failover_seconds
 from ..stores.redis import connect, patiently, redis_errors
 
 log = logging.getLogger(__name__)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from ..clock import iso
 from typing import Any, Mapping
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def record_id(platform: str, call_id: str, started_at: float) -> str:

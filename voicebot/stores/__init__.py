@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import lock_lease_seconds, redis_failover_seconds, redis_wait_replicas
+from ..config import lock_lease_seconds
 from .base import CallRecord, SessionStore
 from .memory import MemoryStore
 from .redis import RedisStore
+from .settings import redis_failover_seconds, redis_wait_replicas
 
 __all__ = ["CallRecord", "SessionStore", "MemoryStore", "RedisStore", "build_store"]
 

@@ -26,23 +26,24 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     # Twilio's library is imported only when the platform is used.
     from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
+    from ..runtime import runtime_of
+    from .state import KEY, TwilioState
     from .twiml import Voice
     from .views import bp
 
     cfg = app.config
     conversation = conversation_of(ends_for_good=True, ended_calls_kept=settings.ENDED_CALLS_KEPT_SECONDS)
-    app.extensions["twilio"] = Voice.from_config(cfg)
+    state = runtime_of(app).platforms[KEY] = TwilioState(Voice.from_config(cfg))
     # Registered even when off: its endpoints answer 404 with the reason, not Flask's HTML.
     app.register_blueprint(bp)
     if not cfg["TWILIO_AUTH_TOKEN"]:
-        cfg["TWILIO_DISABLED_BECAUSE"] = ("/webhook/twilio is off: set TWILIO_AUTH_TOKEN to the account's "
-                                          "Auth Token")
-        log.info(cfg["TWILIO_DISABLED_BECAUSE"])
+        state.disabled_because = "/webhook/twilio is off: set TWILIO_AUTH_TOKEN to the account's Auth Token"
+        log.info(state.disabled_because)
         return
-    app.extensions["twilio_validator"] = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
+    state.validator = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
     # Relay sockets each hold a worker thread for a whole call: a cap keeps threads for the webhooks.
     relay_calls = cfg["TWILIO_RELAY_MAX_CALLS"] or max(1, cfg["WEB_THREADS"] // 4)
-    app.extensions["twilio_relay_slots"] = threading.BoundedSemaphore(relay_calls)
+    state.relay_slots = threading.BoundedSemaphore(relay_calls)
     where = cfg["PUBLIC_URL"] or "the URL each request arrives on (PUBLIC_URL is unset)"
     log.info("/webhook/twilio is on: signatures checked against %s", where)
     if cfg["OUTBOUND_NUMBER"] and cfg["PUBLIC_URL"] and cfg["TWILIO_ACCOUNT_SID"]:
@@ -54,15 +55,17 @@ def _register_dialler(app: "Flask", conversation: "Conversation") -> None:
     from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
     from twilio.rest import Client  # type: ignore[import-untyped]
 
+    from ..runtime import runtime_of
     from .dialler import REQUEST_SECONDS, TwilioDialler
 
     cfg = app.config
+    runtime = runtime_of(app)
     http = TwilioHttpClient(timeout=REQUEST_SECONDS)
     client = Client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], http_client=http)
     client.api.base_url = cfg["TWILIO_API_URL"].rstrip("/")
-    app.extensions["closers"].append(http.session.close)
-    app.extensions["diallers"][NAME] = TwilioDialler(client, conversation, cfg["OUTBOUND_NUMBER"], cfg["PUBLIC_URL"],
-                                                     voicemail=bool(cfg["VOICEMAIL_MESSAGE"]))
+    runtime.closers.append(http.session.close)
+    runtime.diallers[NAME] = TwilioDialler(client, conversation, cfg["OUTBOUND_NUMBER"], cfg["PUBLIC_URL"],
+                                           voicemail=bool(cfg["VOICEMAIL_MESSAGE"]))
 
 
 def reach(config: Mapping[str, Any]) -> Found:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from typing import Any, TypedDict, cast
 from urllib.parse import urlencode
 
@@ -35,8 +34,9 @@ from ..web import conversation_of, start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
 from ..web.websocket import accept as accept_websocket
-from . import NAME
+from ..runtime import runtime
 from .relay import serve as serve_relay
+from .state import twilio_state
 from .signature import HEADER, base_url, is_from_twilio, websocket_url
 from .twiml import Voice, nothing
 
@@ -59,12 +59,11 @@ def _twiml(body: str, status: int = 200) -> Response:
 
 
 def _conversation() -> Conversation:
-    return conversation_of(NAME)
+    return conversation_of(bp.name)  # the platform's name, as voicebot.twilio names it
 
 
 def _voice() -> Voice:
-    voice: Voice = current_app.extensions["twilio"]
-    return voice
+    return twilio_state().voice
 
 
 def _fields() -> dict[str, Any]:
@@ -92,9 +91,10 @@ def _turn_number() -> int:
 
 @bp.before_request
 def check_signature() -> Response | None:
-    validator = current_app.extensions.get("twilio_validator")
+    state = twilio_state()
+    validator = state.validator
     if validator is None:
-        return json_error(404, "twilio_disabled", current_app.config["TWILIO_DISABLED_BECAUSE"])
+        return json_error(404, "twilio_disabled", state.disabled_because)
     if not is_from_twilio(request, current_app.config, validator):
         # Not Twilio (or a PUBLIC_URL that is not the URL Twilio was given): nothing is read or changed.
         log.warning("Twilio request refused: missing or wrong %s for %s", HEADER, request.path)
@@ -130,7 +130,7 @@ def voice() -> Response:
     if fields.get("Direction") == "outbound-api" and (answered_by.startswith("machine") or answered_by == "fax"):
         return _voicemail(call_id, answered_by)
     relaying = current_app.config["TWILIO_MODE"] == "relay"
-    admission = current_app.extensions["admission"]
+    admission = runtime().admission
     if not admission.enter():
         # A call not yet answered can be turned away with a busy tone; a turn of a live one never is.
         log.warning("Twilio call refused call_id=%s: this instance is at capacity", call_id)
@@ -274,13 +274,14 @@ def relay() -> Response:
     if not redeemed:
         log.warning("relay refused call_id=%s: no such live call, or its ticket is spent or stale", call_id)
         return json_error(403, "invalid_ticket", "this call's socket is open already, or the call is not live")
-    slots: threading.BoundedSemaphore = current_app.extensions["twilio_relay_slots"]
+    slots = twilio_state().relay_slots
+    assert slots is not None  # check_signature let the handshake through: the platform is on
     if not slots.acquire(blocking=False):
         # Given back: Twilio may try again (applicationReconnect) on an instance with room.
         conversation.with_channel(call_id, socket_ticket.hand_back, wait=conversation.settings.lock_wait)
         log.warning("relay refused call_id=%s: this worker holds TWILIO_RELAY_MAX_CALLS sockets already", call_id)
         return json_error(503, "busy", "this worker holds TWILIO_RELAY_MAX_CALLS relay sockets already")
-    draining = current_app.extensions["draining"]
+    draining = runtime().draining
 
     def session(ws: Any) -> None:
         try:

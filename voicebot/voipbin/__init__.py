@@ -39,7 +39,9 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
         half = bool(cfg["VOIPBIN_WEBHOOK_SECRET"] or cfg["VOIPBIN_ALLOW_UNSIGNED"]) != bool(cfg["VOIPBIN_ACCESS_KEY"])
         log.log(logging.WARNING if half else logging.INFO, reason)
         return
-    from .bridge import VoipbinBridge, VoipbinSettings
+    from ..runtime import runtime_of
+    from .bridge import VoipbinBridge
+    from .settings import VoipbinSettings
     from .client import VoipbinClient
 
     # The settings check made sure the model's deadline and one REST call fit
@@ -47,8 +49,9 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
     client = VoipbinClient(cfg["VOIPBIN_API_URL"], cfg["VOIPBIN_ACCESS_KEY"],
                            read_timeout=cfg["VOIPBIN_TIMEOUT_SECONDS"])
     bridge = VoipbinBridge(conversation, client, VoipbinSettings.from_config(cfg))
-    app.extensions["voipbin"] = bridge
-    app.extensions["closers"].append(client.close)
+    runtime = runtime_of(app)
+    runtime.platforms[NAME] = bridge
+    runtime.closers.append(client.close)
     if not cfg["VOIPBIN_WEBHOOK_SECRET"]:
         log.warning("/webhook/voipbin accepts UNSIGNED events (VOIPBIN_ALLOW_UNSIGNED=1): "
                     "anyone who finds the URL can drive calls; for local trials only")
@@ -61,7 +64,7 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
         from .dialler import VoipbinDialler
 
         fetch_url = f"{cfg['PUBLIC_URL'].rstrip('/')}/webhook/voipbin/fetch?token={cfg['VOIPBIN_FETCH_TOKEN']}"
-        app.extensions["diallers"][NAME] = VoipbinDialler(client, conversation, cfg["OUTBOUND_NUMBER"], fetch_url)
+        runtime.diallers[NAME] = VoipbinDialler(client, conversation, cfg["OUTBOUND_NUMBER"], fetch_url)
     if not bridge.settings.numbers and not cfg["VOIPBIN_FETCH_TOKEN"]:
         log.warning("/webhook/voipbin will answer no call: set VOIPBIN_NUMBERS or VOIPBIN_FETCH_TOKEN "
                     "(`voicebot voipbin setup` does both)")

@@ -21,21 +21,22 @@ have reached VoIPBin is never said again.
 
 from __future__ import annotations
 
+import enum
 import logging
-import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from ..conversation import Conversation
 from ..deadline import Deadline
 from ..exceptions import InvalidEvent
 from ..session import CallContext, Channel
-from ..turn import Outcome as TurnOutcome
+from ..turn import Outcome
 from ..web.validation import identifier, optional_text
 from .channel import VoipbinChannel, voipbin_channel
 from .client import VoipbinClient
 from .exceptions import VoipbinError, VoipbinRejected, VoipbinUnavailable
+from .settings import VoipbinSettings, normalize_number
 from .speaker import Step, VoipbinSpeaker, VoipbinSpeech, adopt_if_done, barge_in_marker, quietly
 
 log = logging.getLogger(__name__)
@@ -44,41 +45,31 @@ log = logging.getLogger(__name__)
 MAX_CALLER_CHARS = 256
 
 
+class EventStatus(str, enum.Enum):
+    """What voicebot did with one VoIPBin event: the ``status`` of its answer (VoIPBin reads only the code)."""
+
+    IGNORED = "ignored"                      # not voicebot's call, or nothing to do
+    NOT_SET_UP = "not_set_up"                # answered, but its transcription could not be started
+    ANSWERED = "answered"
+    ENDED = "ended"
+    RECORDED = "recorded"                    # a transcribe linked to its call
+    STOPPED_EXTRA = "stopped_extra"          # a second transcribe on one call, stopped
+    SAID = "said"
+    SAID_NOT_RECORDED = "said_not_recorded"  # the caller heard it; the store did not keep the turn
+    NOT_SAID = "not_said"                    # VoIPBin refused the speech (the call is gone)
+    DUPLICATE = "duplicate"
+    NOT_SPEAKING = "not_speaking"            # barge-in when the bot had stopped talking already
+    FLUSHED = "flushed"
+    NOT_FLUSHED = "not_flushed"
+
+
 @dataclass(frozen=True)
-class Outcome:
-    status: str  # a word for the response body
+class EventResult:
+    """An event's status, and for a turn how long the model took (for Server-Timing)."""
+
+    status: EventStatus
     llm_seconds: float = 0.0
     first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
-
-
-@dataclass(frozen=True)
-class VoipbinSettings:
-    language: str
-    tts_provider: str
-    voice_id: str
-    barge_in: bool
-    max_transcript_chars: int
-    numbers: frozenset[str]
-    fetch_interval: float
-    stream_replies: bool = True
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "VoipbinSettings":
-        return cls(
-            language=config["VOIPBIN_LANGUAGE"],
-            tts_provider=config["VOIPBIN_TTS_PROVIDER"],
-            voice_id=config["VOIPBIN_VOICE_ID"],
-            barge_in=config["VOIPBIN_BARGE_IN"],
-            max_transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
-            numbers=frozenset(normalize_number(n) for n in config["VOIPBIN_NUMBERS"]),
-            fetch_interval=config["VOIPBIN_FETCH_INTERVAL_SECONDS"],
-            stream_replies=config["VOIPBIN_STREAM_REPLIES"],
-        )
-
-
-def normalize_number(number: str) -> str:
-    """'+1 (555) 123-4567' and '+15551234567' are one number; a SIP address is kept as it is."""
-    return number.strip() if "@" in number else re.sub(r"[\s().-]", "", number)
 
 
 def _transcribe_alias(transcribe_id: str) -> str:
@@ -101,7 +92,7 @@ class VoipbinBridge:
         self.client = client
         self.settings = settings
         self.speech = VoipbinSpeech(client, settings, clock)
-        self._handlers: dict[str, Callable[[dict[str, Any], Deadline], str | Outcome]] = {
+        self._handlers: dict[str, Callable[[dict[str, Any], Deadline], "EventStatus | EventResult"]] = {
             "call_progressing": self.call_answered,
             "transcribe_created": self.transcribe_created,
             "transcript_created": self.transcript,
@@ -109,14 +100,14 @@ class VoipbinBridge:
             "call_hangup": self.call_hung_up,
         }
 
-    def handle(self, event_type: str, data: dict[str, Any], deadline: Deadline) -> Outcome:
+    def handle(self, event_type: str, data: dict[str, Any], deadline: Deadline) -> EventResult:
         """Handle one event."""
         handler = self._handlers.get(event_type)
         if handler is None:
             # Answering 4xx or 5xx would only make VoIPBin log or retry.
-            return Outcome("ignored")
-        outcome = handler(data, deadline)
-        return outcome if isinstance(outcome, Outcome) else Outcome(outcome)
+            return EventResult(EventStatus.IGNORED)
+        result = handler(data, deadline)
+        return result if isinstance(result, EventResult) else EventResult(result)
 
     def _speaker(self, call_id: str, deadline: Deadline) -> VoipbinSpeaker:
         return VoipbinSpeaker(self.speech, self.conversation, call_id, deadline,
@@ -139,11 +130,11 @@ class VoipbinBridge:
 
     # -- call life --------------------------------------------------------------
 
-    def call_answered(self, data: dict[str, Any], deadline: Deadline) -> str:
+    def call_answered(self, data: dict[str, Any], deadline: Deadline) -> EventStatus:
         call_id = identifier(data, "id")
         if not self._owned(data, call_id):
             log.debug("call_progressing of a call that is not voicebot's call_id=%s", call_id)
-            return "ignored"
+            return EventStatus.IGNORED
 
         def set_up(call: CallContext) -> None:
             channel = voipbin_channel(call.channel)
@@ -169,14 +160,14 @@ class VoipbinBridge:
         except VoipbinRejected as exc:
             # Asking again will be refused the same way (the call has gone, a wrong key).
             log.error("call not set up call_id=%s: %s", call_id, exc)
-            return "not_set_up"
-        return "answered" if started is not None else "ignored"
+            return EventStatus.NOT_SET_UP
+        return EventStatus.ANSWERED if started is not None else EventStatus.IGNORED
 
-    def call_hung_up(self, data: dict[str, Any], deadline: Deadline) -> str:
+    def call_hung_up(self, data: dict[str, Any], deadline: Deadline) -> EventStatus:
         call_id = identifier(data, "id")
         if not self._owned(data, call_id):
             log.debug("call_hangup of a call that is not voicebot's call_id=%s", call_id)
-            return "ignored"
+            return EventStatus.IGNORED
         log.info("call hung up call_id=%s hangup_by=%s hangup_reason=%s", call_id,
                  _word(data.get("hangup_by")), _word(data.get("hangup_reason")))
 
@@ -191,7 +182,7 @@ class VoipbinBridge:
         # A call voicebot placed that reached no one ends for a reason of its own (busy, no answer, a machine).
         reason = "bot_ended" if bot_ended else UNANSWERED.get(why, "hung_up") if _never_answered(data) else "hung_up"
         self.conversation.end_call(call_id, reason=reason, details=details, detach=detach, deadline=deadline)
-        return "ended"
+        return EventStatus.ENDED
 
     def flow_actions(self, call_id: str, loop_url: str, deadline: Deadline) -> list[dict[str, Any]]:
         """The answer to the ``fetch`` flow action: the call is voicebot's, and stays up.
@@ -245,50 +236,50 @@ class VoipbinBridge:
 
     # -- transcription ----------------------------------------------------------
 
-    def transcribe_created(self, data: dict[str, Any], deadline: Deadline) -> str:
+    def transcribe_created(self, data: dict[str, Any], deadline: Deadline) -> EventStatus:
         """Learn which call a transcribe belongs to: ours is linked, an extra one on our call is stopped."""
         if data.get("reference_type") != "call":
-            return "ignored"
+            return EventStatus.IGNORED
         transcribe_id = identifier(data, "id")
         call_id = identifier(data, "reference_id")
         channel = self._channel(call_id)
         if channel is None:
             log.debug("transcribe_created on a call that is not voicebot's transcribe_id=%s", transcribe_id)
-            return "ignored"
+            return EventStatus.IGNORED
         if channel.get("transcribe_id") == transcribe_id:
             self._link(transcribe_id, call_id)
-            return "recorded"
+            return EventStatus.RECORDED
 
-        def adopt_or_stop(saved: Channel) -> str:
+        def adopt_or_stop(saved: Channel) -> EventStatus:
             channel = voipbin_channel(saved)
             if not channel.get("transcribe_id"):
                 # Our POST /transcribes lost its answer: this is its transcribe.
                 channel["transcribe_id"] = transcribe_id
                 self._link(transcribe_id, call_id)
-                return "recorded"
+                return EventStatus.RECORDED
             if channel["transcribe_id"] == transcribe_id:
-                return "recorded"
+                return EventStatus.RECORDED
             log.warning("a second transcribe on call_id=%s: stopping %s", call_id, transcribe_id)
             quietly(lambda: self.client.stop_transcribe(transcribe_id, deadline=deadline), call_id)
-            return "stopped_extra"
+            return EventStatus.STOPPED_EXTRA
 
-        return self.conversation.with_channel(call_id, adopt_or_stop, wait=deadline.cap(5.0)) or "ignored"
+        return self.conversation.with_channel(call_id, adopt_or_stop, wait=deadline.cap(5.0)) or EventStatus.IGNORED
 
-    def transcript(self, data: dict[str, Any], deadline: Deadline) -> str | Outcome:
+    def transcript(self, data: dict[str, Any], deadline: Deadline) -> EventStatus | EventResult:
         if data.get("direction") != "in":
-            return "ignored"  # the bot's own speech, heard back: answering it talks to itself
+            return EventStatus.IGNORED  # the bot's own speech, heard back: answering it talks to itself
         event_id = identifier(data, "id")
         transcribe_id = identifier(data, "transcribe_id")
         call_id = self._call_of(transcribe_id)
         if call_id is None:
             log.debug("transcript of a transcribe that is not voicebot's transcribe_id=%s", transcribe_id)
-            return "ignored"
+            return EventStatus.IGNORED
         text = _transcript_text(data, self.settings.max_transcript_chars)
         if text is None:
-            return "ignored"
+            return EventStatus.IGNORED
         channel = self._channel(call_id) or {}
         if channel.get("transferred_to") or channel.get("hanging_up"):
-            return "ignored"  # the bot's part of this call is over
+            return EventStatus.IGNORED  # the bot's part of this call is over
         try:
             turn = self.conversation.take_turn(call_id, text, event_id=event_id,
                                                speaker=self._speaker(call_id, deadline), deadline=deadline)
@@ -296,37 +287,38 @@ class VoipbinBridge:
             # Asking again would be refused the same way (the call is gone, say);
             # the turn was not recorded.
             log.error("reply not said call_id=%s: %s", call_id, exc)
-            return "not_said"
-        if turn.outcome is TurnOutcome.CALL_ENDED:
-            return "ignored"
-        if turn.outcome is TurnOutcome.DUPLICATE:
-            return Outcome("duplicate")
-        return Outcome("said" if turn.saved else "said_not_recorded", turn.llm_seconds, turn.first_sentence_seconds)
+            return EventStatus.NOT_SAID
+        if turn.outcome is Outcome.CALL_ENDED:
+            return EventStatus.IGNORED
+        if turn.outcome is Outcome.DUPLICATE:
+            return EventResult(EventStatus.DUPLICATE)
+        return EventResult(EventStatus.SAID if turn.saved else EventStatus.SAID_NOT_RECORDED, turn.llm_seconds,
+                           turn.first_sentence_seconds)
 
-    def caller_started_talking(self, data: dict[str, Any], deadline: Deadline) -> str:
+    def caller_started_talking(self, data: dict[str, Any], deadline: Deadline) -> EventStatus:
         """Barge-in: the caller talks over the bot, so drop what it still had to say."""
         if not self.settings.barge_in or data.get("direction") != "in":
-            return "ignored"
+            return EventStatus.IGNORED
         call_id = self._call_of(identifier(data, "transcribe_id"))
         channel = self._channel(call_id) if call_id else None
         speaking_id = channel.get("speaking_id") if channel else None
         if not call_id or not channel or not speaking_id:
-            return "ignored"
+            return EventStatus.IGNORED
         event_id = data.get("id")
         if isinstance(event_id, str) and event_id and not self.conversation.mark_event(call_id, event_id):
-            return "duplicate"
+            return EventStatus.DUPLICATE
         # A reply still being streamed stops at its next sentence (the turn flushes then).
         self.conversation.remember(barge_in_marker(call_id), repr(time.time()))
         if channel.get("speaking_until", 0) <= self.speech.clock():
-            return "not_speaking"
+            return EventStatus.NOT_SPEAKING
         try:
             self.client.flush(speaking_id, deadline=deadline)
         except VoipbinError as exc:
             # Too late to matter by the time a retry came: log and move on.
             log.warning("barge-in flush failed call_id=%s: %s", call_id, exc)
-            return "not_flushed"
+            return EventStatus.NOT_FLUSHED
         log.info("barge-in call_id=%s: flushed", call_id)
-        return "flushed"
+        return EventStatus.FLUSHED
 
     # -- set-up steps, each idempotent ---------------------------------------------
 

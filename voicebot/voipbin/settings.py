@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..config import Setting, comma_list, credential, flag, http_url, positive_float, text
@@ -54,3 +56,35 @@ def check(settings: Mapping[str, Any]) -> None:
             f"LLM_TIMEOUT_SECONDS ({llm:g}) + VOIPBIN_TIMEOUT_SECONDS ({settings['VOIPBIN_TIMEOUT_SECONDS']:g}) "
             f"+ 2 s must be at most {RESPONSE_BUDGET:g} s: VoIPBin waits 15 s for an answer and sends the "
             "event again after that")
+
+
+@dataclass(frozen=True)
+class VoipbinSettings:
+    """The VoIPBin settings a call's bridge and speaker use, read once from the app's config."""
+
+    language: str
+    tts_provider: str
+    voice_id: str
+    barge_in: bool
+    max_transcript_chars: int
+    numbers: frozenset[str]
+    fetch_interval: float
+    stream_replies: bool = True
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "VoipbinSettings":
+        return cls(
+            language=config["VOIPBIN_LANGUAGE"],
+            tts_provider=config["VOIPBIN_TTS_PROVIDER"],
+            voice_id=config["VOIPBIN_VOICE_ID"],
+            barge_in=config["VOIPBIN_BARGE_IN"],
+            max_transcript_chars=config["MAX_TRANSCRIPT_CHARS"],
+            numbers=frozenset(normalize_number(n) for n in config["VOIPBIN_NUMBERS"]),
+            fetch_interval=config["VOIPBIN_FETCH_INTERVAL_SECONDS"],
+            stream_replies=config["VOIPBIN_STREAM_REPLIES"],
+        )
+
+
+def normalize_number(number: str) -> str:
+    """'+1 (555) 123-4567' and '+15551234567' are one number; a SIP address is kept as it is."""
+    return number.strip() if "@" in number else re.sub(r"[\s().-]", "", number)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .exceptions import VoipbinError
-from .bridge import normalize_number
+from .settings import normalize_number
 from .client import VoipbinClient
 
 FLOW_NAME = "voicebot"

@@ -21,7 +21,7 @@ from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, Voipb
 
 if TYPE_CHECKING:
     from ..conversation import Conversation
-    from .bridge import VoipbinSettings
+    from .settings import VoipbinSettings
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import cast
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..deadline import RESPONSE_BUDGET, Deadline
+from ..runtime import runtime
 from ..web.errors import json_error
 from ..web.validation import identifier, json_object, required_text
 from .bridge import VoipbinBridge
@@ -35,7 +37,8 @@ FETCH_BUDGET = 2.5
 
 
 def _bridge() -> VoipbinBridge | None:
-    return current_app.extensions.get("voipbin")
+    """The bridge voicebot.voipbin keeps under its name (the blueprint's), or None while the platform is off."""
+    return cast("VoipbinBridge | None", runtime().platforms.get(bp.name))
 
 
 def _off() -> Response:

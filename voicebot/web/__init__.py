@@ -10,6 +10,7 @@ from flask import Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..exceptions import InvalidEvent
+from ..runtime import runtime
 
 if TYPE_CHECKING:
     from ..conversation import Conversation
@@ -79,5 +80,4 @@ def start_timing() -> None:
 
 def conversation_of(platform: str) -> "Conversation":
     """The Conversation the factory built for ``platform`` (its name in ``voicebot.platforms``)."""
-    conversations: dict[str, "Conversation"] = current_app.extensions["conversations"]
-    return conversations[platform]
+    return runtime().conversations[platform]

@@ -1,55 +1,17 @@
-"""Shedding load at once instead of queueing it: a bound on webhooks in flight per worker.
-
-gunicorn's threaded worker hands each request to a thread; with every thread
-busy, new requests wait in its queue for as long as it takes, and a caller
-hears a dead line for seconds. Past the bound, a webhook is answered 503 with
-Retry-After at once (VoIPBin sends the event again a second later; the
-article's platform can do the same), and the threads kept back answer those
-quickly.
-"""
+"""The admission bound as Flask hooks: a webhook past it is answered 503 at once (``voicebot.admission``)."""
 
 from __future__ import annotations
 
-import threading
-
-from flask import Response, current_app, g
+from flask import Response, g
 
 from .. import metrics
+from ..runtime import runtime
 from .errors import json_error
-
-# Threads of a worker kept for answering sheds and health checks, when it has
-# plenty: a worker with a few threads (a laptop, a CPU-bound benchmark) serves
-# short requests that queue harmlessly, and shedding them would only cost throughput.
-RESERVED_THREADS = 4
-PLENTY_OF_THREADS = 32
-
-
-def in_flight_limit(threads: int) -> int:
-    return threads - RESERVED_THREADS if threads >= PLENTY_OF_THREADS else threads
-
-
-class Admission:
-    def __init__(self, limit: int) -> None:
-        self.limit = max(1, limit)
-        self._lock = threading.Lock()
-        self.in_flight = 0
-
-    def enter(self) -> bool:
-        with self._lock:
-            if self.in_flight >= self.limit:
-                return False
-            self.in_flight += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
 
 
 def admit() -> Response | None:
     """A before_request hook: a 503 now, rather than a wait in gunicorn's queue."""
-    admission: Admission = current_app.extensions["admission"]
-    if not admission.enter():
+    if not runtime().admission.enter():
         metrics.ERRORS.labels("overloaded").inc()
         return json_error(503, "overloaded", "this instance is at capacity; send it again in a second",
                           **{"Retry-After": "1"})
@@ -59,4 +21,4 @@ def admit() -> Response | None:
 
 def release(_exception: BaseException | None = None) -> None:
     if g.pop("admitted", False):
-        current_app.extensions["admission"].leave()
+        runtime().admission.leave()

@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from .. import metrics
 from .errors import json_error
 from ..exceptions import StoreError
+from ..runtime import runtime
 from .access import bearer_matches, is_local
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,14 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """The session store answers too: without it no turn can be served."""
-    store = current_app.extensions["store"]
+    store = runtime().store
     try:
         store.ping()
     except StoreError as exc:
         # The error names hosts and ports: the log may say so, a stranger may not.
         log.warning("readyz: the session store does not answer: %s", exc)
         return jsonify(status="unavailable", reason="session store"), 503
-    llm_health = current_app.extensions["llm_health"]
+    llm_health = runtime().llm_health
     if llm_health.rejected():
         return jsonify(status="unavailable", reason="model key rejected"), 503
     return jsonify(status="ready")
@@ -48,6 +49,5 @@ def prometheus_metrics() -> ResponseReturnValue:
     if not token and not is_local(request):
         # On a public bind (the Procfile's 0.0.0.0) an open /metrics tells anyone the call volume.
         return json_error(403, "forbidden", "/metrics answers only this machine until METRICS_TOKEN is set")
-    body, content_type = metrics.render(current_app.extensions["store"], current_app.extensions["records"],
-                                        current_app.extensions.get("gauges", []))
+    body, content_type = metrics.render(runtime().gauges)
     return Response(body, content_type=content_type)

@@ -1,5 +1,5 @@
 """The work a worker process does between requests: reap expired calls, analyse and deliver records, and
-whatever a platform registered in ``app.extensions["workers"]`` (the campaign runner).
+whatever a platform registered in the runtime's ``workers`` (the campaign runner).
 
 Started once per worker process, after the fork (gunicorn's post_worker_init,
 or app.py for ``flask run``), and stopped with the app. Every worker of every
@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..exceptions import StoreError
+from flask import Flask
 
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from ..conversation import Conversation
-    from ..stores import SessionStore
+from .conversation import Conversation
+from .exceptions import StoreError
+from .llm import build_llm
+from .records.analysis import AnalysisLoop, Analyst
+from .records.plan import load_plan
+from .records.delivery import DeliveryLoop, RecordSender
+from .runtime import Worker, runtime_of
+from .stores import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,9 @@ REAP_EVERY_SECONDS = 15.0
 
 
 class Reaper(threading.Thread):
+    """Turns every call idle for the session TTL into its end-of-call record, through its platform's
+    Conversation, every ``every`` seconds."""
+
     def __init__(self, store: SessionStore, conversations: list[Conversation],
                  every: float = REAP_EVERY_SECONDS) -> None:
         super().__init__(name="call-reaper", daemon=True)
@@ -57,45 +63,41 @@ class Reaper(threading.Thread):
         self.stopping.set()
 
 
-def start(app: "Flask") -> list[threading.Thread]:
-    """Start this process's reaper and delivery loop for ``app`` (once; later calls return the same)."""
-    running: list[threading.Thread] | None = app.extensions.get("background")
-    if running is not None:
-        return running
-    from .delivery import DeliveryLoop, RecordSender
-
+def start(app: Flask) -> list[Worker]:
+    """Start this process's reaper, deliveries and analysis for ``app`` (once; later calls return the same)."""
+    runtime = runtime_of(app)
+    if runtime.running:
+        return runtime.running
     config = app.config
-    conversations = list(app.extensions["conversations"].values())
     # A record comes within a quarter of the TTL of a call's expiry, or 15 s.
     every = min(REAP_EVERY_SECONDS, config["SESSION_TTL_SECONDS"] / 4)
-    threads: list[Any] = [Reaper(app.extensions["store"], conversations, every=every)]
+    threads: list[Worker] = [Reaper(runtime.store, list(runtime.conversations.values()), every=every)]
     if config["CALL_REPORT_URL"]:
         sender = RecordSender(config["CALL_REPORT_URL"], config["CALL_REPORT_SECRET"])
-        threads.append(DeliveryLoop(app.extensions["records"], sender,
-                                    give_up_after=config["CALL_REPORT_RETRY_SECONDS"]))
+        threads.append(DeliveryLoop(runtime.records, sender, give_up_after=config["CALL_REPORT_RETRY_SECONDS"]))
     if config["ANALYSIS_FILE"]:
         threads.append(_analysis_loop(app))
     # What the platforms and packages registered to run in each worker too (the campaign runner).
-    threads += [make() for make in app.extensions.get("workers", [])]
+    threads += [make() for make in runtime.workers]
     for thread in threads:
         thread.start()
-    app.extensions["background"] = threads
+    runtime.running = threads
     return threads
 
 
-def stop(app: "Flask") -> None:
-    for thread in app.extensions.pop("background", []):
+def stop(app: Flask) -> None:
+    runtime = runtime_of(app)
+    running, runtime.running = runtime.running, []
+    for thread in running:
         thread.stop()
         thread.join(5)
 
 
-def _analysis_loop(app: "Flask") -> threading.Thread:
+def _analysis_loop(app: Flask) -> AnalysisLoop:
     """The worker's analysis loop, with a model adapter of its own (its answers are longer than a turn's)."""
-    from ..llm import build_llm
-    from .analysis import Analyst, AnalysisLoop, load_plan
-
     config = app.config
+    runtime = runtime_of(app)
     llm = build_llm({**config, "LLM_MAX_TOKENS": config["ANALYSIS_MAX_TOKENS"], "PROMPT_CACHING": False})
-    app.extensions["closers"].append(llm.close)
+    runtime.closers.append(llm.close)
     analyst = Analyst(llm, load_plan(config["ANALYSIS_FILE"]), config["ANALYSIS_TIMEOUT_SECONDS"])
-    return AnalysisLoop(app.extensions["records"], analyst)
+    return AnalysisLoop(runtime.records, analyst)
