@@ -53,7 +53,7 @@ print(json.dumps({"core": core, "flask": breakdown.cpu_ms(wsgi) - breakdown.cpu_
 
 
 def main() -> None:
-    from voicebot.devtools.processes import RedisServer, free_port, wait_for
+    from voicebot_testing.processes import RedisServer, free_port, wait_for
 
     trees = {"before": sys.argv[1], "after": sys.argv[2]}
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from voicebot.devtools.processes import RedisServer, free_port, wait_for  # noqa: E402
-from voicebot.devtools.simulate import HTTPConnection  # noqa: E402
+from voicebot_testing.processes import RedisServer, free_port, wait_for  # noqa: E402
+from voicebot_testing.simulate import HTTPConnection  # noqa: E402
 from voicebot.runtime import runtime_of  # noqa: E402
 
 ROUNDS = 3000
@@ -117,7 +117,7 @@ def gunicorn_turn(settings: dict, command: list[str] | None = None) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     from campaign import cpu_seconds, process_tree
 
-    from voicebot.devtools.processes import Gunicorn
+    from voicebot_testing.processes import Gunicorn
 
     server = Gunicorn({**settings, "WEB_CONCURRENCY": "1", "WEB_THREADS": "1"}, command=command)
     server.start(Path("/tmp") / f"breakdown-{uuid.uuid4().hex[:6]}.log")

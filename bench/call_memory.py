@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from voicebot.platforms import DEFAULTS  # noqa: E402
 from voicebot.conversation import new_session  # noqa: E402
-from voicebot.devtools.processes import RedisServer  # noqa: E402
+from voicebot_testing.processes import RedisServer  # noqa: E402
 from voicebot.stores import MemoryStore, RedisStore  # noqa: E402
 
 

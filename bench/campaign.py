@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
-from voicebot.devtools.simulate import Campaign, ok  # noqa: E402
+from voicebot_testing.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
+from voicebot_testing.simulate import Campaign, ok  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

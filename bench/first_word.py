@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from knee import Server, build  # noqa: E402
 
-from voicebot.devtools.processes import free_port  # noqa: E402
+from voicebot_testing.processes import free_port  # noqa: E402
 
 ACCESS_KEY = "bench-access-key"
 SECRET = "bench-webhook-secret-0123456789ab"

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from campaign import cpu_seconds, process_tree, wait_until_settled  # noqa: E402
 
-from voicebot.devtools.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
+from voicebot_testing.processes import Gunicorn, RedisServer, free_port, procfile_command, wait_for  # noqa: E402
 
 STEPS = (25, 50, 100, 150, 200, 300, 400, 600, 800, 1000)
 KNEE_MS = 50.0

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voicebot import create_app  # noqa: E402
-from voicebot.devtools.fake_llm import FakeMessagesAPI  # noqa: E402
+from voicebot_testing.fake_llm import FakeMessagesAPI  # noqa: E402
 from voicebot.runtime import runtime_of  # noqa: E402
 
 PRICES = {"input": 1.0, "cache_write": 1.25, "cache_read": 0.10, "output": 5.0}  # $ per million tokens

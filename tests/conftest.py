@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from voicebot import close_app, create_app
-from voicebot.devtools.fake_llm import FakeMessagesAPI
+from voicebot_testing.fake_llm import FakeMessagesAPI
 
 from .support import Gunicorn, RedisServer, redis_server_binary
 
@@ -61,7 +61,7 @@ def voicebot_logs_reach_caplog(monkeypatch):
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A private Redis Cluster (3 masters, 3 replicas, 2 s node timeout), for the whole session."""
-    from voicebot.devtools.processes import RedisClusterServers
+    from voicebot_testing.processes import RedisClusterServers
 
     cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster")).start()
     yield cluster
@@ -71,7 +71,7 @@ def redis_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_sentinel(tmp_path_factory):
     """A private master, replica and three Sentinels, for the whole session."""
-    from voicebot.devtools.processes import RedisSentinelSet
+    from voicebot_testing.processes import RedisSentinelSet
 
     sentinels = RedisSentinelSet(tmp_path_factory.mktemp("sentinel")).start()
     yield sentinels
@@ -104,7 +104,7 @@ def redis_prefix(redis_url):
 @pytest.fixture
 def voipbin():
     """A strict fake of VoIPBin's REST API on loopback (and its event sender)."""
-    from voicebot.devtools.fake_voipbin import FakeVoipbin
+    from voicebot_testing.fake_voipbin import FakeVoipbin
 
     with FakeVoipbin() as fake:
         yield fake

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.devtools.loopback import JSONHandler, LoopbackServer
-from voicebot.devtools.processes import (ROOT, Gunicorn, RedisServer, free_port, procfile_command,  # noqa: F401
-                                         redis_server_binary, wait_for)
+from voicebot_testing.loopback import JSONHandler, LoopbackServer
+from voicebot_testing.processes import (ROOT, Gunicorn, RedisServer, free_port, procfile_command,  # noqa: F401
+                                        redis_server_binary, wait_for)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from voicebot.devtools.fake_voipbin import FakeVoipbin
+from voicebot_testing.fake_voipbin import FakeVoipbin
 from voicebot.runtime import runtime_of
 
 from .support import wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 
 
 def start(client, call_id, caller="+15550001111"):

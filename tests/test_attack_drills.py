@@ -16,8 +16,8 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from voicebot.devtools.fake_llm import MARKER
-from voicebot.devtools.loopback import JSONHandler, LoopbackServer
+from voicebot_testing.fake_llm import MARKER
+from voicebot_testing.loopback import JSONHandler, LoopbackServer
 
 from .support import (Gunicorn, HostileServer, RecordReceiver, ToolServer, metric, needs_browser, procfile_command,
                       tools_file, wait_for)

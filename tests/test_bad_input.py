@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 
 TRANSCRIPT = "/webhook/transcript"
 STARTED = "/webhook/call-started"

@@ -8,12 +8,12 @@ import pytest
 
 from voicebot import create_app
 from voicebot.conversation import Conversation, ConversationSettings
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 from voicebot.llm import OfflineResponder, Reply, ToolUse
 from voicebot.records.outbox import MemoryOutbox
 from voicebot import background
 from voicebot.stores import MemoryStore
-from voicebot.devtools.fake_voipbin import transcript_event_data
+from voicebot_testing.fake_voipbin import transcript_event_data
 from voicebot.runtime import runtime_of
 
 from .conftest import app_config

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from voicebot.devtools.fake_voipbin import FakeVoipbin, FlowRunner, transcript_event_data
+from voicebot_testing.fake_voipbin import FakeVoipbin, FlowRunner, transcript_event_data
 
 from .support import Gunicorn, RecordReceiver, RedisServer, pid_of_connection, wait_for
 

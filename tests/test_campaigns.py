@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from voicebot.cli import main as cli_main
-from voicebot.devtools.fake_twilio import FakeTwilio
+from voicebot_testing.fake_twilio import FakeTwilio
 from voicebot import background
 from voicebot.runtime import runtime_of
 

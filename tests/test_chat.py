@@ -51,7 +51,7 @@ def test_in_process_the_bot_can_hang_up(monkeypatch):
 
 
 def test_try_voipbin_places_a_call_and_shows_what_is_said(monkeypatch):
-    from voicebot.devtools.try_voipbin import run
+    from voicebot_testing.try_voipbin import run
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "")
     out = io.StringIO()

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from voicebot import create_app
-from voicebot.devtools.fake_llm import MARKER
-from voicebot.devtools.fake_voipbin import FakeVoipbin, transcript_event_data
+from voicebot_testing.fake_llm import MARKER
+from voicebot_testing.fake_voipbin import FakeVoipbin, transcript_event_data
 from voicebot.runtime import runtime_of
 
 from .conftest import app_config

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 
 from .support import Gunicorn, RedisServer, pid_of_connection, wait_for
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from voicebot.devtools.fake_llm import MARKER
-from voicebot.devtools.fake_voipbin import call_event_data, transcript_event_data
-from voicebot.devtools.simulate import Campaign, format_summary, ok
+from voicebot_testing.fake_llm import MARKER
+from voicebot_testing.fake_voipbin import call_event_data, transcript_event_data
+from voicebot_testing.simulate import Campaign, format_summary, ok
 
 from .support import Gunicorn, wait_for
 
@@ -156,7 +156,7 @@ def test_voipbin_redeliveries_at_once_set_each_call_up_once(server, voipbin):
 
 def test_voipbin_calls_handed_over_by_fetch_stay_up(server, voipbin):
     """VoIPBin's flow runner against the fetch loop: answered, greeted, conversing, never hung up."""
-    from voicebot.devtools.fake_voipbin import FlowRunner
+    from voicebot_testing.fake_voipbin import FlowRunner
 
     webhook = server.url + "/webhook/voipbin"
     flow = [{"type": "fetch", "option": {"event_url": server.url + "/webhook/voipbin/fetch?token=fetch-token",

@@ -125,3 +125,20 @@ def test_checking_the_settings_loads_no_metrics():
     code = ("import sys; from voicebot.platforms import load_config; load_config({}); "
             "sys.exit('prometheus_client' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_production_image_carries_no_trial_tools_and_their_commands_say_so(tmp_path):
+    """The Dockerfile copies voicebot/ alone; there, `voicebot simulate` says in one line what is missing."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY voicebot ./voicebot" in dockerfile and "voicebot_testing" not in dockerfile
+    assert "voicebot_testing" in (ROOT / ".dockerignore").read_text().split()
+    image = tmp_path / "app"
+    image.mkdir()
+    (image / "voicebot").symlink_to(ROOT / "voicebot")  # what the image has: the service, nothing beside it
+    # -S: no site-packages, so no editable install can map voicebot_testing in; the command needs none.
+    code = f"import sys; sys.path.insert(0, {str(image)!r}); from voicebot.cli import main; " \
+           "sys.exit(main(['simulate', 'http://127.0.0.1:9']))"
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=image, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert "voicebot_testing" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 from voicebot.llm import Reply
 from voicebot.llm.anthropic import AnthropicLLM
 from voicebot.exceptions import LLMRejected, LLMTimeout, LLMUnavailable

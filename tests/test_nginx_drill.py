@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 
 from .support import Gunicorn, Nginx, needs_nginx, procfile_command, wait_for
 

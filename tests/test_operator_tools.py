@@ -13,7 +13,7 @@ from voicebot.exceptions import ConfigError
 from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
 from voicebot.outgoing import AddressPolicy
-from voicebot.devtools.fake_voipbin import transcript_event_data
+from voicebot_testing.fake_voipbin import transcript_event_data
 from voicebot.runtime import runtime_of
 
 from .conftest import app_config

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from voicebot.devtools.fake_llm import MARKER
-from voicebot.devtools.fake_voipbin import call_event_data, transcript_event_data
+from voicebot_testing.fake_llm import MARKER
+from voicebot_testing.fake_voipbin import call_event_data, transcript_event_data
 
 from .support import Gunicorn, ToolServer
 

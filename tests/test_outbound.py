@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from voicebot.cli import main as cli_main
-from voicebot.devtools.fake_twilio import FakeTwilio
-from voicebot.devtools.fake_voipbin import transcript_event_data
+from voicebot_testing.fake_twilio import FakeTwilio
+from voicebot_testing.fake_voipbin import transcript_event_data
 from voicebot.exceptions import ConfigError
 from voicebot.platforms import load_config
 from voicebot.runtime import runtime_of

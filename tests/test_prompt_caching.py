@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from voicebot.devtools.fake_llm import PromptCache
+from voicebot_testing.fake_llm import PromptCache
 from voicebot.runtime import runtime_of
 
 from .support import ROOT

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from voicebot import close_app, create_app
-from voicebot.devtools.fake_llm import MARKER
+from voicebot_testing.fake_llm import MARKER
 from voicebot.records.outbox import RedisOutbox
 from voicebot.stores.redis_url import connect, parse
 from voicebot.runtime import runtime_of
@@ -172,7 +172,7 @@ class Campaign:
 
 @pytest.mark.parametrize("kind", ["cluster", "sentinel"])
 def test_a_master_killed_mid_campaign_costs_no_turn(kind, tmp_path, fake_llm, gunicorns):
-    from voicebot.devtools.processes import RedisClusterServers, RedisSentinelSet
+    from voicebot_testing.processes import RedisClusterServers, RedisSentinelSet
 
     servers = (RedisClusterServers(tmp_path / "cluster") if kind == "cluster" else RedisSentinelSet(tmp_path)).start()
     try:
@@ -227,7 +227,7 @@ def test_three_instances_behind_nginx_through_failover_and_resharding(tmp_path, 
     import os
     import signal
 
-    from voicebot.devtools.processes import RedisClusterServers
+    from voicebot_testing.processes import RedisClusterServers
 
     cluster = RedisClusterServers(tmp_path / "cluster").start()
     instances: list[Gunicorn] = []

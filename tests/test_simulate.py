@@ -9,8 +9,8 @@ import pytest
 
 from voicebot import create_app
 from voicebot.cli import main
-from voicebot.devtools.fake_llm import MARKER
-from voicebot.devtools.simulate import check_reply
+from voicebot_testing.fake_llm import MARKER
+from voicebot_testing.simulate import check_reply
 
 from .conftest import app_config
 from .support import ServedApp, free_port

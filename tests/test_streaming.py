@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from voicebot.devtools.fake_voipbin import speech_event_data
+from voicebot_testing.fake_voipbin import speech_event_data
 from voicebot.runtime import runtime_of
 
 from .support import wait_for

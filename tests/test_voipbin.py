@@ -16,8 +16,8 @@ import time
 import pytest
 
 from voicebot import create_app
-from voicebot.devtools.fake_voipbin import (FlowRunner, call_event_data, go_json, speech_event_data,
-                                            transcribe_event_data, transcript_event_data)
+from voicebot_testing.fake_voipbin import (FlowRunner, call_event_data, go_json, speech_event_data,
+                                           transcribe_event_data, transcript_event_data)
 from voicebot.exceptions import ConfigError
 from voicebot.voipbin.signing import HEADER, sign
 from voicebot.runtime import runtime_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voicebot.cli import main
-from voicebot.devtools.fake_voipbin import NIL_UUID, FakeVoipbin
+from voicebot_testing.fake_voipbin import NIL_UUID, FakeVoipbin
 
 NUMBER = "+15559870000"
 URL = "https://bot.example.com"

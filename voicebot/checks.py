@@ -22,6 +22,8 @@ TIMEOUT_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Found:
+    """What one dependency answered to ``--check-config --connect``."""
+
     what: str  # the dependency, as the operator knows it
     ok: bool | None  # None: nothing to reach, or not checked
     detail: str

@@ -1,8 +1,8 @@
 """Compact JSON for what a turn writes: the model's request body, the call's session, its record.
 
-orjson encodes a 20-turn history in about 3 µs where the standard library
-takes about 70 (the body sent to the model and the session written to Redis
-are both that size, every turn), and its output is what
+orjson encodes a whole history many times faster than the standard library
+(the body sent to the model and the session written to Redis are both a
+history, every turn: docs/benchmarks.md has the figures), and its output is what
 ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` writes. What it
 refuses, the standard library encodes as before: integers past 64 bits (a
 tool's arguments may hold one) and lone surrogates (a transcript's JSON may

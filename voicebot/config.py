@@ -137,6 +137,8 @@ def _log_level(value: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting of the registry: its name, default, parser and meaning (the README's table row)."""
+
     name: str
     default: Any
     parse: Callable[[str], Any]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, Callable, Mapping, Sequence, TypeVar, cast
 
 from . import metrics, placeholders
 from .context import CallFacts, ContextSource
@@ -338,7 +338,9 @@ class Conversation:
                 metrics.CALLS.labels("ended").inc()
                 if detach is not None:
                     detach(session["channel"])
-                lines = self.store.lines(key) + ([line("bot", last_words)] if last_words else [])
+                lines: list[Mapping[str, Any]] = [*self.store.lines(key)]
+                if last_words:
+                    lines.append(line("bot", last_words))
                 # Kept before it is forgotten: a crash in between makes it twice, with one id.
                 self._keep_record(call_id, session, lines, reason, details)
             if self.ends_for_good:
@@ -347,12 +349,12 @@ class Conversation:
         log.info("call ended call_id=%s known=%s reason=%s", call_id, known, reason)
         return known
 
-    def expired(self, call_id: str, session: dict[str, Any], lines: list[Line]) -> None:
+    def expired(self, call_id: str, session: dict[str, Any], lines: Sequence[Mapping[str, Any]]) -> None:
         """The reaper's handler: a call idle for the session TTL gets its record too."""
         log.info("call expired call_id=%s: no event for the session TTL", call_id)
         self._keep_record(call_id, cast(Session, session), lines, "expired", None)
 
-    def _keep_record(self, call_id: str, session: Session, lines: list[Line], reason: str,
+    def _keep_record(self, call_id: str, session: Session, lines: Sequence[Mapping[str, Any]], reason: str,
                      details: dict[str, Any] | None) -> None:
         outcome = outcome_of(session, reason)
         if outcome is not None:

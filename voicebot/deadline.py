@@ -19,6 +19,8 @@ RESPONSE_BUDGET = PLATFORM_WAIT_SECONDS - 2.0
 
 
 class Deadline:
+    """A wall-clock budget on a monotonic clock: what is left of it, and a part of it capped for one step."""
+
     __slots__ = ("at", "_clock")
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:

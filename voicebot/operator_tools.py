@@ -54,6 +54,8 @@ def address_policy(config: Mapping[str, Any]) -> AddressPolicy:
 
 @dataclass(frozen=True)
 class HttpTool(Tool):
+    """An operator's tool from TOOLS_FILE: an endpoint voicebot POSTs the model's input to, signed."""
+
     url: str = ""
     timeout: float = 3.0
     filler: str = ""
@@ -61,6 +63,8 @@ class HttpTool(Tool):
 
 @dataclass(frozen=True)
 class ToolResult:
+    """What a tool call gave the model: its content, and whether it failed."""
+
     content: str
     is_error: bool = False
 

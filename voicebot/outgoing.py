@@ -116,6 +116,8 @@ def is_loopback_host(host: str) -> bool:
 
 @dataclass(frozen=True)
 class Answer:
+    """An answer to an outgoing request: its status and its body (None when it did not come whole in time)."""
+
     status: int
     # The body, at most the bytes asked for; None when it did not come whole in time.
     body: bytes | None

@@ -15,8 +15,26 @@ from .context import KeptContext
 from .llm import Message
 from .clock import iso
 
-Line = dict[str, Any]  # one transcript line: at, speaker, text, and what else it says
-Channel = dict[str, Any]  # a platform's own state of a call; each platform types its own view of it
+
+class _LineBase(TypedDict):
+    at: str       # when it was said, UTC (``voicebot.clock.iso``)
+    speaker: str  # "caller", "bot" or "tool"
+    text: str
+
+
+class Line(_LineBase, total=False):
+    """One line of a call's transcript, as its record keeps it."""
+
+    interrupted: bool  # a bot line the caller talked over: ``text`` is what they heard
+    fallback: bool     # the bot's line was FALLBACK_REPLY (the model failed or ran late)
+    tool: str          # a tool's line: the tool's name, what the model gave it, and whether it failed
+    input: Any
+    is_error: bool
+
+
+# A platform's own state of a call, saved with its session. The core never reads into it: each platform
+# reads it through a TypedDict of its own (VoipbinChannel, the Twilio Gather loop's GatherChannel).
+Channel = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,8 @@ class ConversationSettings:
 
 
 class LastTurn(TypedDict):
+    """The last turn's event id and reply: a redelivered event is answered with it."""
+
     event_id: str
     reply: str
 
@@ -123,7 +143,10 @@ def call_variables(session: Session) -> dict[str, str]:
 
 
 def line(speaker: str, text: str, **extra: Any) -> Line:
-    return {"at": iso(time.time()), "speaker": speaker, "text": text, **extra}
+    """A transcript line said now; ``extra`` are the optional fields of ``Line``."""
+    said: Line = {"at": iso(time.time()), "speaker": speaker, "text": text}
+    said.update(extra)  # type: ignore[typeddict-item]
+    return said
 
 
 @dataclass

@@ -37,6 +37,8 @@ MAX_TICKET_CHARS = 64
 
 
 class Ticket(TypedDict):
+    """A call's socket ticket as its channel keeps it."""
+
     value: str     # what the socket's URL carries
     open: bool     # a socket holds it now
     until: float   # wall-clock time (every instance's clock) after which an unheld ticket is no longer good

@@ -19,6 +19,8 @@ TRANSFER_CALL = "transfer_call"
 
 @dataclass(frozen=True)
 class Tool:
+    """A tool offered to the model: its name, what it is for, and the JSON schema of its input."""
+
     name: str
     description: str
     input_schema: dict[str, Any] = field(default_factory=lambda: {

@@ -32,6 +32,8 @@ FILLER_AFTER_SECONDS = 1.0
 
 
 class Outcome(enum.Enum):
+    """What became of a turn: answered, a duplicate of one handled before, or a call that has ended."""
+
     ANSWERED = "answered"      # the model's reply, or the fallback line
     DUPLICATE = "duplicate"    # this event was handled before: nothing was done again
     CALL_ENDED = "call_ended"  # the call has ended for good: nothing was done

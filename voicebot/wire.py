@@ -4,18 +4,19 @@ Two kinds of request carry a turn: the model's ``POST /v1/messages`` and the
 platform's REST calls (VoIPBin's ``say`` for each sentence). Each is a small
 JSON body out and JSON or server-sent events back, and in a loaded worker
 their cost is the client library's, not the bytes': the SDK's request
-building and httpx's HTTP/1.1 machinery cost about 0.8 ms of CPU per model
-call (bench/breakdown.py); requests' per-call merging of sessions, cookies
-and proxy settings from the environment was about two fifths of a VoIPBin
-worker's CPU (py-spy, bench/first_word.py). So their bytes go over plain
+building and httpx's HTTP/1.1 machinery were the largest single cost of a
+turn (bench/breakdown.py), and requests' per-call merging of sessions,
+cookies and proxy settings from the environment a large share of a VoIPBin
+worker's CPU (py-spy, bench/first_word.py): docs/benchmarks.md has the
+figures. So their bytes go over plain
 sockets here, and the SDK and the platform clients keep the rest: headers,
 URLs, typed errors.
 
 An HTTP client's timeout bounds each read, not the call: a server that
 trickles its answer a few bytes at a time holds a turn for as long as it
 likes. Running the call on another thread and waiting for it with a timeout
-bounds it, but costs every turn a hand-off between threads (measured: ~0.7 ms
-of CPU per turn in a loaded worker). Instead, the calling thread sets its
+bounds it, but costs every turn a hand-off between threads (docs/benchmarks.md).
+Instead, the calling thread sets its
 deadline here (``wall_clock_deadline``), and every read and write waits at
 most the time left: the call runs in the caller's own thread and still ends
 on time.

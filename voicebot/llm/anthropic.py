@@ -52,6 +52,9 @@ def _hand_on(on_text: OnText, piece: str) -> bool:
 
 
 class AnthropicLLM(LLM):
+    """The model as Anthropic's Messages API serves it: a reply (streamed where asked) within a deadline,
+    its errors mapped to voicebot's (``LLMTimeout``, ``LLMUnavailable``, ``LLMRejected``, ``LLMKeyRejected``)."""
+
     name = "anthropic"
 
     def __init__(self, *, api_key: str, model: str, max_tokens: int, base_url: str | None = None,

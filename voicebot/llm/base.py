@@ -10,12 +10,16 @@ from ..tools import Tool
 
 
 class Message(TypedDict):
+    """One message of the history, as the Messages API takes it."""
+
     role: str  # "user" or "assistant", first "user"
     content: Any  # text, or a list of content blocks (text, tool_use, tool_result)
 
 
 @dataclass(frozen=True)
 class ToolUse:
+    """A tool the model asked to use: its id, name and input."""
+
     id: str
     name: str
     input: dict[str, Any]
@@ -26,6 +30,8 @@ class ToolUse:
 
 @dataclass(frozen=True)
 class Reply:
+    """What the model answered: its text, the tools it asked for, why it stopped, its tokens."""
+
     text: str
     tool_uses: list[ToolUse] = field(default_factory=list)
     # Tokens billed for this call: input, cache_write, cache_read, output.
@@ -37,6 +43,9 @@ OnText = Callable[[str], bool]
 
 
 class LLM(ABC):
+    """The one interface every model adapter implements (Anthropic's, the offline responder): a reply within a
+    deadline, given the system prompt, the history and the tools."""
+
     name = "llm"
 
     @abstractmethod

@@ -25,6 +25,8 @@ _RECHECK_SECONDS = 5.0
 
 
 class LLMHealth:
+    """Whether the model's key was rejected, remembered in the store so that every worker's /readyz says so."""
+
     def __init__(self, store: SessionStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.clock = clock

@@ -15,6 +15,9 @@ _PERSON = re.compile(r"\b(human|person|agent|operator|representative|someone rea
 
 
 class OfflineResponder(LLM):
+    """Replies without a model (no ANTHROPIC_API_KEY): it says it is offline, and acts on goodbyes and
+    requests for a person as the model would."""
+
     name = "offline"
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,

@@ -33,6 +33,9 @@ class UnknownCampaign(KeyError):
 
 
 class CampaignBook(ABC):
+    """Where campaigns are kept (memory or Redis), changed only by compare-and-set, so any worker of any
+    instance can carry any campaign."""
+
     def __init__(self, retention: float) -> None:
         self.retention = retention  # how long a finished campaign is kept for its results
 

@@ -28,6 +28,8 @@ DEFAULT_HOLD = 1.0
 
 
 class CampaignRunner(threading.Thread):
+    """A worker's campaign loop: every tick, dial what is due of every active campaign, within its cap."""
+
     def __init__(self, book: CampaignBook, diallers: dict[str, Dialler], *,
                  clock: Callable[[], float] = time.time, tick: float = TICK_SECONDS) -> None:
         super().__init__(name="campaign-runner", daemon=True)

@@ -44,6 +44,8 @@ def backoff(attempts: int) -> float:
 
 @dataclass
 class Entry:
+    """One record waiting for its delivery (or its analysis), with the attempts made so far."""
+
     entry_id: str
     record: dict[str, Any]
     attempts: int  # deliveries tried before this one
@@ -51,6 +53,8 @@ class Entry:
 
 
 class Outbox(ABC):
+    """The archive of records and their delivery queue: at least once, one worker at a time per record."""
+
     def __init__(self, retention: float, deliver: bool, analyse: bool = False) -> None:
         self.retention = retention
         self.deliver = deliver  # False: archive only (no CALL_REPORT_URL)

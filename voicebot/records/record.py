@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from ..clock import iso
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 def record_id(platform: str, call_id: str, started_at: float) -> str:
@@ -28,7 +28,7 @@ def outcome_of(session: Mapping[str, Any], end_reason: str) -> str | None:
     return str(session.get("outcome") or ("human" if session.get("greeted") else "failed"))
 
 
-def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: list[dict[str, Any]],
+def build_record(*, platform: str, call_id: str, session: Mapping[str, Any], lines: Sequence[Mapping[str, Any]],
                  end_reason: str, ended_at: float | None = None, details: dict[str, Any] | None = None,
                  one_record_per_call_id: bool = False) -> dict[str, Any]:
     """``end_reason``: hung_up, bot_ended, transferred, ended (the article's call.ended) or expired.

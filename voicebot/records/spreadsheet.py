@@ -29,6 +29,8 @@ NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 
 class RowWriter(Protocol):
+    """What writes one CSV row (csv's writer, formula-safe)."""
+
     def writerow(self, row: Iterable[Any]) -> Any: ...
 
 

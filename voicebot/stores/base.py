@@ -7,7 +7,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..exceptions import StoreError
 
@@ -60,7 +60,7 @@ class CallRecord:
         self.leased_at = float("-inf")
 
     def save(self, data: Mapping[str, Any], *, release: bool = False, event_id: str | None = None,
-             lines: list[dict[str, Any]] | None = None) -> None:
+             lines: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Write ``data`` back with a fresh TTL, ``event_id`` as handled, ``lines`` added to the transcript.
 
         ``release`` also gives up the lock in the same step; without it the
@@ -138,7 +138,7 @@ class SessionStore(ABC):
 
     @abstractmethod
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict[str, Any]]) -> None: ...
+               lines: Sequence[Mapping[str, Any]]) -> None: ...
 
     @abstractmethod
     def _renew(self, record: CallRecord) -> None: ...

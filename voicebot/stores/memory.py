@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..exceptions import CallBusy, StoreFull
 from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, CallRecord, OnExpired, SessionStore
@@ -142,7 +142,7 @@ class MemoryStore(SessionStore):
                       forgotten)
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict[str, Any]]) -> None:
+               lines: Sequence[Mapping[str, Any]]) -> None:
         text = json.dumps(data, separators=(",", ":"))
         try:
             with self._mutex:
@@ -156,7 +156,7 @@ class MemoryStore(SessionStore):
                     entry.events, entry.lines = revived.events, revived.lines
                 if digest:
                     _remember(entry, digest)
-                entry.lines.extend(lines)
+                entry.lines.extend(dict(each) for each in lines)
                 del entry.lines[:-self.max_lines]
         except StoreFull:
             if release:

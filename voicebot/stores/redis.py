@@ -28,7 +28,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import redis
 from redis.commands.core import Script
@@ -250,7 +250,7 @@ class RedisStore(SessionStore):
         return results
 
     def _write(self, record: CallRecord, data: Mapping[str, Any], release: bool, digest: str | None,
-               lines: list[dict[str, Any]]) -> None:
+               lines: Sequence[Mapping[str, Any]]) -> None:
         text = compact_json.dumps(data)
         now = time.time()
         new_call = record.data is None

@@ -25,6 +25,8 @@ REQUEST_SECONDS = 8.0
 
 
 class TwilioDialler(Dialler):
+    """Places calls through Twilio's REST API (twilio-python), answered by /webhook/twilio/voice."""
+
     platform = "twilio"
 
     def __init__(self, client: Any, conversation: Conversation, caller_id: str, public_url: str,

@@ -200,6 +200,8 @@ def turn() -> Response:
 
 
 class Silences(TypedDict):
+    """How many silent ``<Gather>``s in a row, keyed by the turn that heard the last one."""
+
     n: int      # the turn whose <Gather> heard nothing
     count: int  # silent <Gather>s in a row
 

@@ -26,6 +26,8 @@ PLACE_SECONDS = 8.0
 
 
 class VoipbinDialler(Dialler):
+    """Places calls through VoIPBin's REST API, with a flow that hands each one to voicebot's fetch."""
+
     platform = "voipbin"
 
     def __init__(self, client: VoipbinClient, conversation: Conversation, caller_id: str, fetch_url: str) -> None:

@@ -34,6 +34,8 @@ class SetupError(VoipbinError):
 
 @dataclass
 class SetupResult:
+    """What ``voicebot voipbin setup`` found and changed, and the settings voicebot needs for the account."""
+
     webhook_secret: str = ""
     fetch_token: str = ""
     numbers: list[str] = field(default_factory=list)

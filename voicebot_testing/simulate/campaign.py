@@ -1,13 +1,4 @@
-"""``voicebot simulate``: play a campaign of concurrent calls against running voicebots, and check isolation.
-
-Every caller turn carries a unique marker (``mk...``). Against a voicebot
-whose model is ``voicebot fake-llm`` (which echoes the markers of every user
-message it was sent), each reply must list exactly its own call's markers, in
-order: anything else is a bleed (another call's marker), a loss, a duplicate
-or a reordering, and is counted with an example. Latency is measured per
-turn; the server's ``Server-Timing: llm;dur=`` header gives the model's share,
-and the rest is voicebot's overhead.
-"""
+"""The simulated campaign: concurrent calls on one of voicebot's contracts, each turn checked."""
 
 from __future__ import annotations
 
@@ -17,146 +8,22 @@ import itertools
 import json
 import re
 import socket
-import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
-from ..voipbin.signing import HEADER, sign
-from .fake_llm import MARKER
-from .fake_voipbin import call_event_data, transcript_event_data
+from voicebot.voipbin.signing import HEADER, sign
+
+from ..fake_llm import MARKER
+from ..fake_voipbin import call_event_data, transcript_event_data
+from .connection import HTTPConnection
+from .report import Tally, check_reply, percentile
 
 _LLM_TIMING = re.compile(r"llm;dur=([0-9.]+)")
 _APP_TIMING = re.compile(r"app;dur=([0-9.]+)")
 _FIRST_SENTENCE_TIMING = re.compile(r"llm-first;dur=([0-9.]+)")
-
-
-@dataclass
-class Tally:
-    """What the campaign saw (only the simulator's event loop writes to it)."""
-
-    latencies: list[float] = field(default_factory=list)
-    overheads: list[float] = field(default_factory=list)
-    app_overheads: list[float] = field(default_factory=list)
-    # VoIPBin, streamed replies: event sent -> first say at VoIPBin; the model's own first sentence; the gap.
-    first_words: list[float] = field(default_factory=list)
-    model_first_sentences: list[float] = field(default_factory=list)
-    first_word_overheads: list[float] = field(default_factory=list)
-    # The event that opens a call -> its greeting: the first say at VoIPBin, or the response that greets.
-    greetings: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-    error_example: dict[str, str] = field(default_factory=dict)
-    violations: dict[str, int] = field(default_factory=dict)
-    violation_example: dict[str, str] = field(default_factory=dict)
-    # VoIPBin sends an event again after a 5xx or no answer; by answer status.
-    redelivered: dict[str, int] = field(default_factory=dict)
-    calls_done: int = 0
-    calls_started: int = 0
-    # Replies that repeat the call's earlier turns' markers: only voicebot fake-llm
-    # does that (a model may well repeat the caller's last words).
-    marked_replies: int = 0
-
-    def turn(self, latency: float, llm: float | None, app: float | None) -> None:
-        self.latencies.append(latency)
-        if llm is not None:
-            self.overheads.append(max(0.0, latency - llm))
-            if app is not None:
-                self.app_overheads.append(max(0.0, app - llm))
-
-    def first_word(self, seconds: float, model_first_sentence: float | None) -> None:
-        self.first_words.append(seconds)
-        if model_first_sentence is not None:
-            self.model_first_sentences.append(model_first_sentence)
-            self.first_word_overheads.append(max(0.0, seconds - model_first_sentence))
-
-    def error(self, kind: str, example: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-        self.error_example.setdefault(kind, example)
-
-    def violation(self, kind: str, example: str) -> None:
-        self.violations[kind] = self.violations.get(kind, 0) + 1
-        self.violation_example.setdefault(kind, example)
-
-
-def check_reply(heard: list[str], mine: list[str], history: int) -> tuple[str, str] | None:
-    """None when ``heard`` is exactly the call's last ``history`` turns; else (kind, detail)."""
-    expected = mine[-history:]
-    if heard == expected:
-        return None
-    foreign = [m for m in heard if m not in mine]
-    if foreign:
-        return "bleed", f"heard another call's turn {foreign[0]}"
-    if len(set(heard)) < len(heard):
-        return "duplicate", "a turn appears twice in the history"
-    if sorted(heard) == sorted(expected):
-        return "order", "turns out of order"
-    if heard and heard == mine[-len(heard):]:
-        # The call's latest turns, in order, just fewer or more of them: a different window.
-        return ("history_window", f"the server kept the last {len(heard)} turns where --history says "
-                                  f"{history}: set --history to the server's MAX_HISTORY_TURNS")
-    return "loss", f"missing {[m for m in expected if m not in heard][:3]}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
-class HTTPConnection:
-    """One keep-alive HTTP/1.1 connection on asyncio streams.
-
-    The simulator runs hundreds of calls from one process; a thread and a
-    requests.Session per call would spend more CPU, and add more scheduling
-    delay to every measured latency, than the server under test.
-    """
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"the simulator speaks plain http to loopback or a private network: {url}")
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.prefix = parts.path.rstrip("/")
-        self.base_url = f"http://{self.host}:{self.port}{self.prefix}"
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader = self.reader
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write((f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                           f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body)
-        try:
-            status_line = await reader.readline()
-            if not status_line:
-                raise ConnectionError("the server closed the connection")
-            status = int(status_line.split()[1])
-            answer_headers = {}
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                answer_headers[name.strip().lower()] = value.strip()
-            data = await reader.readexactly(int(answer_headers.get("content-length", 0)))
-        except BaseException:
-            self.close()
-            raise
-        if answer_headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, answer_headers, data
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
 
 # VoIPBin's webhook sender: 3 attempts, 1 s apart, on a 5xx (../shared/voipbin-api.md).
 VOIPBIN_ATTEMPTS = 3
@@ -164,6 +31,9 @@ VOIPBIN_REDELIVERY_SECONDS = 1.0
 
 
 class Campaign:
+    """Concurrent simulated calls against running voicebots on one contract, each reply checked against
+    its own call's markers."""
+
     def __init__(self, urls: list[str], *, contract: str = "article", calls: int = 10, turns: int = 3,
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
@@ -526,69 +396,6 @@ class Campaign:
 
 class _TurnFailed(Exception):
     """A request failed; it is already counted, and the call stops there."""
-
-
-def ok(summary: dict[str, Any]) -> bool:
-    violations = summary["isolation_violations"] if summary["isolation_checked"] else 0
-    return summary["errors"] == 0 and violations == 0 and summary["turns"] == summary["turns_expected"]
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    isolation = (f"isolation violations: {s['isolation_violations']} {s['violations_by_kind'] or ''}"
-                 if s["isolation_checked"] else
-                 "isolation: not checked (no reply carried the turns' markers: the server's model is not "
-                 "voicebot fake-llm, which echoes them)")
-    lines = [
-        f"contract {s['contract']}: {s['calls']} calls, {s['calls_completed']} completed, "
-        f"{s['turns']}/{s['turns_expected']} turns in {s['seconds']}s ({s['turns_per_second']} turns/s)",
-        f"errors: {s['errors']} {s['errors_by_kind'] or ''}",
-        *([f"redelivered: {s['redelivered']} {s['redelivered_by_status']} (as VoIPBin does after a 5xx: "
-           "1 s later, 3 attempts in all; the wait is in the latencies)"] if s.get("redelivered") else []),
-        isolation,
-        "latency ms:  " + "  ".join(f"{k} {v}" for k, v in s["latency_ms"].items()),
-    ]
-    if s["overhead_ms"]:
-        lines.append("overhead ms: " + "  ".join(f"{k} {v}" for k, v in s["overhead_ms"].items())
-                     + "  (latency beyond the model's, from Server-Timing)")
-    if s["in_app_overhead_ms"]:
-        lines.append("in-app ms:   " + "  ".join(f"{k} {v}" for k, v in s["in_app_overhead_ms"].items())
-                     + "  (the part of it spent inside voicebot's view)")
-    if s.get("first_word_ms"):
-        what = ("prompt sent to the reply's first text token" if s["contract"] == "twilio-relay"
-                else "event sent to the first say at VoIPBin")
-        lines.append("first word ms:  " + "  ".join(f"{k} {v}" for k, v in s["first_word_ms"].items())
-                     + f"  ({what})")
-    if s.get("model_first_sentence_ms"):
-        lines.append("model's first sentence ms: "
-                     + "  ".join(f"{k} {v}" for k, v in s["model_first_sentence_ms"].items()))
-        lines.append("first word beyond it ms: "
-                     + "  ".join(f"{k} {v}" for k, v in s["first_word_overhead_ms"].items()))
-    if s.get("greeting_ms"):
-        what = ("call_progressing sent to the greeting's first say at VoIPBin" if s["contract"] == "voipbin"
-                else "the call's first request to the answer that greets")
-        lines.append("time to greeting ms:  " + "  ".join(f"{k} {v}" for k, v in s["greeting_ms"].items())
-                     + f"  ({what})")
-    shown = {**s["error_examples"], **(s["violation_examples"] if s["isolation_checked"] else {})}
-    for kind, example in shown.items():
-        lines.append(f"  e.g. {kind}: {example}")
-    lines.append("RESULT: " + ("PASS" if ok(s) else "FAIL"))
-    return "\n".join(lines)
-
-
-def progress_printer(stream: TextIO = sys.stderr) -> Callable[[str], None]:
-    """A line rewritten in place on a terminal; a line every 5 s otherwise (CI logs)."""
-    last = [0.0]
-
-    def show(line: str) -> None:
-        if stream.isatty():
-            stream.write("\r" + line + "\033[K")
-            stream.flush()
-        elif time.monotonic() - last[0] >= 5:
-            last[0] = time.monotonic()
-            stream.write(line + "\n")
-            stream.flush()
-
-    return show
 
 
 def _quiet_close(ws: Any) -> None:

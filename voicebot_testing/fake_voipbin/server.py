@@ -1,47 +1,24 @@
-"""A stand-in for VoIPBin on loopback: its REST API, its signed webhook sender, its flow runner.
-
-It answers the way VoIPBin's code does (read from its monorepo, see
-``../shared/voipbin-api.md``), not the way its docs say:
-
-- the access key as the ``accesskey`` query parameter or cookie, 401 otherwise;
-- errors as ``{"error": {"status", "reason", "message", "request_id"}}``;
-- ``POST /transcribes`` 200; a second progressing transcribe of the same call
-  and language 409; ``GET /transcribes?reference_type=call&reference_id=``;
-- ``POST /speakings`` 201, created ``active``; a second active session on the
-  call 500; ``GET /speakings`` lists the whole account, newest first;
-- ``say`` / ``flush`` 404 once a session is not active or its stream is gone;
-- ``PUT /customer`` requires all seven fields and writes every one;
-- lists as ``{"result": [...], "next_page_token": ...}``;
-- a hang-up stops the call's transcribes and speakings.
-
-Faults a test can ask for, per action (the last path segment): ``fail_next``
-(500, nothing done), ``hang_next`` (no answer, nothing done), ``lose_answer``
-(done, then no answer), ``rate_limit_next`` (429 with ``Retry-After``);
-``latency`` delays every request; ``rate_limit`` turns on VoIPBin's per-customer
-token bucket. Events go out as VoIPBin sends them: compact Go JSON, signed,
-retried on 5xx or a transport error up to three attempts, 1 s apart.
-"""
+"""The fake VoIPBin itself: its calls, transcribes and speakings, its signed webhook sender."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 import requests
 
-from .loopback import JSONHandler, LoopbackServer
-from ..voipbin.signing import HEADER, sign
+from voicebot.voipbin.signing import HEADER, sign
 
-CUSTOMER_ID = "5e4a0680-804e-11ec-8477-2fea5968d85b"
-NIL_UUID = "00000000-0000-0000-0000-000000000000"
-CUSTOMER_FIELDS = ("name", "detail", "email", "phone_number", "address", "webhook_method", "webhook_uri")
+from ..loopback import LoopbackServer
+from .account import AccountResources
+from .base import CUSTOMER_ID, NIL_UUID, ApiError, Json, go_json, now, page
+from .events import call_event_data, is_address
+from .flows import FlowRunner
+from .handler import Handler
 
 _ROUTES = [
     ("POST", re.compile(r"^/transcribes$"), "create_transcribe"),
@@ -62,31 +39,6 @@ _ROUTES = [
     ("PUT", re.compile(r"^/flows/([^/]+)$"), "put_flow"),
 ]
 
-_REASONS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
-            429: "RATE_LIMITED", 500: "INTERNAL_ERROR"}
-
-Json = dict[str, Any]  # a JSON object, as VoIPBin sends and takes them
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason or _REASONS.get(status, "ERROR")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def go_json(value: Any) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, HTML characters and U+2028/9 escaped, UTF-8."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return text.encode()
-
 
 class _Bucket:
     """VoIPBin's per-customer limit: about 16.7 requests/s, bursts of 33."""
@@ -106,7 +58,7 @@ class _Bucket:
         return (1 - self.tokens) / self.rate
 
 
-class FakeVoipbin(LoopbackServer):
+class FakeVoipbin(LoopbackServer, AccountResources):
     """``with FakeVoipbin() as voipbin: ...``; point ``VOIPBIN_API_URL`` at ``voipbin.api_url``."""
 
     thread_name = "fake-voipbin"
@@ -114,7 +66,7 @@ class FakeVoipbin(LoopbackServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, access_key: str = "test-access-key",
                  webhook_secret: str = "test-webhook-secret-0123456789ab", auto_answer: bool = False,
                  echo: bool = False) -> None:
-        super().__init__((host, port), _Handler)
+        super().__init__((host, port), Handler)
         # auto_answer: any call id is taken for a live call (for trying voicebot
         # by hand); echo: print what is said, as a caller would hear it.
         self.auto_answer = auto_answer
@@ -330,15 +282,15 @@ class FakeVoipbin(LoopbackServer):
     def _list_transcribes(self, body: Any, query: Json) -> tuple[int, Json]:
         wanted = {k: query[k][0] for k in ("reference_type", "reference_id") if k in query}
         items = [dict(t) for t in self.transcribes.values() if all(t.get(k) == v for k, v in wanted.items())]
-        return 200, _page(items, query)
+        return 200, page(items, query)
 
     def _create_calls(self, body: Json, query: Json) -> tuple[int, Json]:
         """POST /calls: one outgoing call per destination, as call-manager makes them (status dialing)."""
         source: Any = body.get("source")
         destinations = body.get("destinations")
-        if not _is_address(source):
+        if not is_address(source):
             raise ApiError(400, "source must be an address with a type and a target")
-        if not isinstance(destinations, list) or not destinations or not all(map(_is_address, destinations)):
+        if not isinstance(destinations, list) or not destinations or not all(map(is_address, destinations)):
             raise ApiError(400, "destinations must be a list of addresses")
         has_flow = body.get("flow_id") not in (None, "", NIL_UUID)
         actions = body.get("actions")
@@ -426,7 +378,7 @@ class FakeVoipbin(LoopbackServer):
 
     def _list_speakings(self, body: Any, query: Json) -> tuple[int, Json]:
         items = [{k: v for k, v in s.items() if k != "stream_alive"} for s in self.speakings.values()]
-        return 200, _page(list(reversed(items)), query)
+        return 200, page(list(reversed(items)), query)
 
     def _speaking_action(self, body: Json, query: Json, speaking_id: str, action: str) -> tuple[int, Json]:
         speaking = self.speakings.get(speaking_id)
@@ -462,235 +414,6 @@ class FakeVoipbin(LoopbackServer):
             threading.Thread(target=self.deliver, args=(self.webhook_url, "call_hangup", dict(call)),
                              daemon=True).start()
         return 200, call
-
-    def _get_customer(self, body: Any, query: Json) -> tuple[int, Json]:
-        return 200, dict(self.customer)
-
-    def _put_customer(self, body: Json, query: Json) -> tuple[int, Json]:
-        missing = [f for f in CUSTOMER_FIELDS if not isinstance(body.get(f), str)]
-        if missing:
-            raise ApiError(400, f"missing fields: {', '.join(missing)}")
-        if body["webhook_method"] not in ("POST", "PUT", "GET", "DELETE"):
-            raise ApiError(400, "webhook_method must be POST, PUT, GET or DELETE")
-        self.customer.update({f: body[f] for f in CUSTOMER_FIELDS})
-        self.writes.append("PUT /customer")
-        return 200, dict(self.customer)
-
-    def _list_numbers(self, body: Any, query: Json) -> tuple[int, Json]:
-        return 200, _page([dict(n) for n in self.numbers.values()], query)
-
-    def _put_number_flows(self, body: Json, query: Json, number_id: str) -> tuple[int, Json]:
-        number = self.numbers.get(number_id)
-        if number is None:
-            raise ApiError(404, "number not found")
-        number["call_flow_id"] = body.get("call_flow_id") or NIL_UUID
-        number["message_flow_id"] = body.get("message_flow_id") or NIL_UUID
-        self.writes.append(f"PUT /numbers/{number_id}/flow_ids")
-        return 200, dict(number)
-
-    def _list_flows(self, body: Any, query: Json) -> tuple[int, Json]:
-        return 200, _page([dict(f) for f in self.flows.values()], query)
-
-    def _create_flow(self, body: Json, query: Json) -> tuple[int, Json]:
-        flow = {"id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID, "type": "flow", "tm_create": now()}
-        flow.update(_flow_fields(body))
-        self.flows[flow["id"]] = flow
-        self.writes.append("POST /flows")
-        return 200, dict(flow)
-
-    def _put_flow(self, body: Json, query: Json, flow_id: str) -> tuple[int, Json]:
-        flow = self.flows.get(flow_id)
-        if flow is None:
-            raise ApiError(404, "flow not found")
-        flow.update(_flow_fields(body))
-        self.writes.append(f"PUT /flows/{flow_id}")
-        return 200, dict(flow)
-
-
-def _flow_fields(body: Json) -> Json:
-    actions = body.get("actions")
-    if not isinstance(actions, list) or not all(isinstance(a, dict) and a.get("type") for a in actions):
-        raise ApiError(400, "actions must be a list of actions with a type")
-    return {"name": str(body.get("name", "")), "detail": str(body.get("detail", "")),
-            "actions": [{"id": str(uuid.uuid4()), "next_id": NIL_UUID, **a} for a in actions]}
-
-
-def _page(items: list[Json], query: Json) -> Json:
-    size = int(query.get("page_size", ["100"])[0])
-    start = int(query.get("page_token", ["0"])[0] or 0)
-    page = items[start:start + size]
-    return {"result": page, "next_page_token": str(start + size) if start + size < len(items) else ""}
-
-
-class _Handler(JSONHandler):
-    server: FakeVoipbin
-
-    def _dispatch(self, method: str) -> None:
-        raw = self.read_body()
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if not url.path.startswith("/v1.0/"):
-            return self._error(ApiError(404, "not found"))
-        if not self.server.authorized(query, self.headers.get("Cookie", "")):
-            return self._error(ApiError(401, "unauthorized"))
-        if self.server.latency:
-            self.server.pause(self.server.latency)
-        path = url.path[len("/v1.0"):]
-        action = path.rsplit("/", 1)[-1]
-        fault = self.server.fault(action)
-        if fault == "hang":
-            self.server.pause(60)
-            self.close_connection = True
-            return None
-        if fault == "fail":
-            return self._error(ApiError(500, "internal error"))
-        if fault == "limit":
-            return self._error(ApiError(429, "too many requests"), **{"Retry-After": str(self.server.retry_after)})
-        with self.server.lock:
-            self.server.requests.append((method, path + ("?" + url.query if url.query else "")))
-        try:
-            body = json.loads(raw) if raw else {}
-            status, payload = self.server.handle_api(method, path, query, body)
-        except ValueError:
-            return self._error(ApiError(400, "body is not JSON"))
-        except ApiError as exc:
-            return self._error(exc)
-        if fault == "lose":  # done, but the answer never arrives
-            self.server.pause(60)
-            self.close_connection = True
-            return None
-        self.send_json(status, payload)
-        return None
-
-    def _error(self, exc: ApiError, **headers: str) -> None:
-        self.send_json(exc.status, {"error": {"status": exc.status, "reason": exc.reason, "message": str(exc),
-                                              "request_id": str(uuid.uuid4())}}, **headers)
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-
-# -- event bodies, shaped like VoIPBin's (empty address fields and unset times omitted) --
-
-def _address(target: str) -> Json:
-    kind = "sip" if "@" in target else "tel"
-    return {"type": kind, "target": target}
-
-
-def _is_address(value: object) -> bool:
-    return (isinstance(value, dict) and value.get("type") in ("tel", "sip", "extension", "agent", "email")
-            and isinstance(value.get("target"), str) and bool(value["target"]))
-
-
-def call_event_data(call_id: str, status: str, caller: str = "+15551230000", callee: str = "+15559870000",
-                    direction: str = "incoming") -> Json:
-    data = {
-        "id": call_id, "customer_id": CUSTOMER_ID, "owner_type": "", "owner_id": NIL_UUID,
-        "flow_id": str(uuid.uuid4()), "activeflow_id": str(uuid.uuid4()), "type": "flow",
-        "master_call_id": NIL_UUID, "chained_call_ids": [], "recording_id": NIL_UUID, "recording_ids": [],
-        "groupcall_id": NIL_UUID, "source": _address(caller), "destination": _address(callee),
-        "status": status, "action": {"id": NIL_UUID, "next_id": NIL_UUID, "type": ""},
-        "direction": direction, "mute_direction": "", "hangup_by": "", "hangup_reason": "",
-        "tm_create": now(), "tm_update": now(),
-    }
-    if status == "progressing":
-        data["tm_progressing"] = now()
-    if status == "hangup":
-        data.update(hangup_by="remote", hangup_reason="normal", tm_hangup=now())
-    return data
-
-
-def transcript_event_data(transcribe_id: str, message: str, direction: str = "in",
-                          transcript_id: str | None = None) -> Json:
-    return {
-        "id": transcript_id or str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
-        "transcribe_id": transcribe_id, "direction": direction, "message": message,
-        "tm_transcript": "0001-01-01T00:00:08.99184Z", "tm_create": now(),
-    }
-
-
-def transcribe_event_data(transcribe: Json) -> Json:
-    return {**transcribe, "customer_id": CUSTOMER_ID, "tm_delete": None}
-
-
-def speech_event_data(transcribe_id: str, direction: str = "in") -> Json:
-    return {
-        "id": str(uuid.uuid4()), "customer_id": CUSTOMER_ID,
-        "streaming_id": str(uuid.uuid4()), "transcribe_id": transcribe_id, "direction": direction,
-        "tm_event": now(), "tm_create": now(),
-    }
-
-
-class FlowRunner:
-    """Runs a call's flow as VoIPBin's flow-manager does, for the actions voicebot uses.
-
-    ``fetch`` pushes the answer's actions to run next; ``answer`` makes the
-    call progressing (and sends ``call_progressing``); ``sleep`` waits
-    (``time_scale`` shortens it for tests); ``hangup`` ends the call; ``connect``
-    is recorded. When the flow runs out of actions, VoIPBin hangs up the call.
-    """
-
-    def __init__(self, voipbin: FakeVoipbin, webhook_url: str, actions: list[Json], *,
-                 time_scale: float = 0.001, max_steps: int = 200,
-                 on_step: Callable[[Json], None] | None = None) -> None:
-        self.voipbin = voipbin
-        self.webhook_url = webhook_url
-        self.queue = [dict(a) for a in actions]
-        self.time_scale = time_scale
-        self.max_steps = max_steps
-        self.on_step = on_step
-        self.ran: list[str] = []
-        self.connected: list[Json] = []
-        self.ended_because = ""
-
-    def run(self, call_id: str) -> str:
-        """Run until the call ends or ``max_steps``; why it stopped."""
-        with self.voipbin.lock:
-            self.voipbin.calls.setdefault(call_id, call_event_data(call_id, "ringing"))
-        if self.voipbin.webhook_url is None:
-            self.voipbin.webhook_url = self.webhook_url
-        for _ in range(self.max_steps):
-            if self.voipbin.calls[call_id]["status"] == "hangup":
-                return self._end("hung up")
-            if not self.queue:
-                self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
-                return self._end("the flow ran out of actions")
-            action = self.queue.pop(0)
-            self.ran.append(action["type"])
-            if self.on_step:
-                self.on_step(action)
-            option = action.get("option") or {}
-            if action["type"] == "fetch":
-                try:
-                    answer = self.voipbin.fetch(option["event_url"], call_id, method=option.get("event_method", "POST"))
-                    pushed = answer.json() if answer.status_code == 200 else None
-                except (requests.RequestException, ValueError):
-                    pushed = None
-                if not isinstance(pushed, list):
-                    self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
-                    return self._end("fetch failed: the flow stopped")
-                self.queue = pushed + self.queue
-            elif action["type"] == "answer":
-                self.voipbin.answer_call(call_id)
-                self.voipbin.deliver(self.webhook_url, "call_progressing", dict(self.voipbin.calls[call_id]))
-            elif action["type"] == "sleep":
-                time.sleep(option.get("duration", 0) / 1000 * self.time_scale)
-            elif action["type"] == "hangup":
-                self.voipbin.deliver(self.webhook_url, "call_hangup", self.voipbin.hang_up(call_id, by="local"))
-                return self._end("hangup action")
-            elif action["type"] == "connect":
-                self.connected.append(option)
-        return self._end("still up after max_steps")
-
-    def _end(self, why: str) -> str:
-        self.ended_because = why
-        return why
 
 
 def serve(host: str, port: int, access_key: str, webhook: str = "") -> None:

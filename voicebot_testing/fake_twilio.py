@@ -37,6 +37,8 @@ ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silenc
 
 
 class FakeTwilio(LoopbackServer):
+    """A strict stand-in for Twilio's Calls API on loopback, which plays the calls it is asked to place."""
+
     thread_name = "fake-twilio"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, account_sid: str = "AC" + "1" * 32,

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any
 
-from ..signing import VOICEBOT_HEADER, verify
+from voicebot.signing import VOICEBOT_HEADER, verify
 from .loopback import JSONHandler, LoopbackServer
 
 # Who calls from where, for /context (``voicebot chat`` calls from +15550000000).
@@ -41,6 +41,8 @@ def tools_file(url: str) -> dict[str, Any]:
 
 
 class DemoTools(LoopbackServer):
+    """A small order-status tool service on loopback that checks TOOLS_SECRET's signature."""
+
     thread_name = "demo-tools"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret: str = "demo-tools-secret") -> None:

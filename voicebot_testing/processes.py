@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 

@@ -17,14 +17,14 @@ import sys
 from typing import Any, TextIO
 
 from .fake_voipbin import FakeVoipbin, go_json, transcript_event_data
-from ..runtime import runtime_of
-from ..voipbin.signing import HEADER, sign
+from voicebot.runtime import runtime_of
+from voicebot.voipbin.signing import HEADER, sign
 
 NUMBER = "+15559870000"
 
 
 def run(lines: TextIO | None = None, out: TextIO | None = None) -> int:
-    from .. import create_app
+    from voicebot import create_app
 
     lines = sys.stdin if lines is None else lines  # read at the call: a test or a pipe may have replaced them
     out = sys.stdout if out is None else out

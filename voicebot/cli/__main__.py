@@ -1,0 +1,7 @@
+"""``python -m voicebot.cli``: the Procfile's way in."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""``voicebot try``, ``simulate`` and the fakes: trials on this machine, from the ``voicebot_testing`` package.
+
+That package ships beside the service in a checkout's install, not in the production image: where it is
+missing, these commands say so in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .base import Command
+
+
+def register(command: Command) -> None:
+    """Add this module's commands to the voicebot command."""
+    trial = command("try", "try a platform on this machine, with nothing to set up")
+    trial.add_argument("platform", choices=("voipbin",),
+                       help="voipbin: a fake VoIPBin and a voicebot wired to it; you type as the caller")
+    trial.set_defaults(run=run_try)
+
+    fake = command("fake-llm", "a local Anthropic Messages API that echoes markers (tests, trials, benchmarks)")
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake.add_argument("--port", type=int, default=8765, help="port to listen on")
+    fake.add_argument("--api-key", default="test-key", help="the x-api-key it accepts")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    fake.add_argument("--jitter", type=float, default=0.0, help="± seconds around --latency")
+    fake.add_argument("--sentences", type=int, default=1,
+                      help="sentences per reply: the echo, then plain ones (streamed one by one when asked to stream)")
+    fake.add_argument("--sentence-gap", type=float, default=0.0,
+                      help="seconds the model takes for each sentence after the first (--latency is the first's)")
+    fake.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 529")
+    fake.add_argument("--hang-rate", type=float, default=0.0, help="share of requests never answered")
+    fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")
+    fake.set_defaults(run=run_fake_llm)
+
+    demo = command("demo-tools", "a small order-status tool service to try TOOLS_FILE with")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    demo.add_argument("--port", type=int, default=8767, help="port to listen on")
+    demo.add_argument("--secret", default="demo-tools-secret", help="the TOOLS_SECRET it checks")
+    demo.set_defaults(run=run_demo_tools)
+
+    voipbin = command("fake-voipbin", "a local VoIPBin REST API that prints what is said into calls")
+    voipbin.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    voipbin.add_argument("--port", type=int, default=8766, help="port to listen on")
+    voipbin.add_argument("--access-key", default="test-access-key", help="the VOIPBIN_ACCESS_KEY it accepts")
+    voipbin.add_argument("--webhook", default="", help="where the events of calls it places go, e.g. "
+                                                       "http://127.0.0.1:8000/webhook/voipbin (signed with "
+                                                       "test-webhook-secret-0123456789ab)")
+    voipbin.set_defaults(run=run_fake_voipbin)
+
+    fake_twilio = command("fake-twilio", "a local Twilio Calls API that plays the calls it is asked to place")
+    fake_twilio.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake_twilio.add_argument("--port", type=int, default=8767, help="port to listen on")
+    fake_twilio.add_argument("--account-sid", default="AC" + "1" * 32, help="the TWILIO_ACCOUNT_SID it accepts")
+    fake_twilio.add_argument("--auth-token", default="twilio-auth-token-for-tests",
+                             help="the TWILIO_AUTH_TOKEN it accepts and signs its requests with")
+    fake_twilio.set_defaults(run=run_fake_twilio)
+
+    sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
+    sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
+    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay"), default="article",
+                     help="the webhook contract to drive: article (the article's), voipbin, twilio (the Gather "
+                          "loop) or twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay)")
+    sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
+    sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
+    sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")
+    sim.add_argument("--ramp", type=float, default=0.0, help="seconds over which call starts are spread")
+    sim.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one answer")
+    sim.add_argument("--history", type=int, default=20, help="the server's MAX_HISTORY_TURNS")
+    sim.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-': stdout)")
+    sim.add_argument("--secret", default="test-webhook-secret-0123456789ab",
+                     help="VOIPBIN_WEBHOOK_SECRET of the voicebot under test (voipbin contract)")
+    sim.add_argument("--voipbin-listen", default="127.0.0.1:8766",
+                     help="where the built-in fake VoIPBin listens (voipbin contract)")
+    sim.add_argument("--rest-latency", type=float, default=0.0,
+                     help="seconds the built-in fake VoIPBin takes to answer each REST request (voipbin contract)")
+    sim.add_argument("--access-key", default="test-access-key",
+                     help="VOIPBIN_ACCESS_KEY it accepts (voipbin contract)")
+    sim.add_argument("--number", default="+15559870000",
+                     help="the number the simulated calls dial: one of the server's VOIPBIN_NUMBERS (voipbin contract)")
+    sim.add_argument("--twilio-token", default="test-twilio-auth-token",
+                     help="TWILIO_AUTH_TOKEN of the voicebot under test: requests are signed with it (twilio contract)")
+    sim.add_argument("--public-url", default="",
+                     help="PUBLIC_URL of the voicebot under test, if it has one: what the signatures cover "
+                          "(twilio contract; default: each request's own URL)")
+    sim.add_argument("--token", help="the WEBHOOK_TOKEN of the voicebot under test, sent as a bearer token "
+                                     "(article contract; default: WEBHOOK_TOKEN from the environment)")
+    sim.add_argument("--wait", type=float, default=30.0,
+                     help="seconds to wait for every URL's /healthz before the campaign starts")
+    sim.set_defaults(run=run_simulate)
+
+
+def run_fake_llm(args: argparse.Namespace) -> int:
+    from voicebot_testing.fake_llm import serve
+
+    serve(args.host, args.port, api_key=args.api_key, latency=args.latency, jitter=args.jitter,
+          fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed, sentences=args.sentences,
+          sentence_gap=args.sentence_gap)
+    return 0
+
+
+def run_try(args: argparse.Namespace) -> int:
+    from voicebot_testing.try_voipbin import run
+
+    return run()
+
+
+def run_demo_tools(args: argparse.Namespace) -> int:
+    from voicebot_testing.demo_tools import serve
+
+    serve(args.host, args.port, args.secret)
+    return 0
+
+
+def run_fake_voipbin(args: argparse.Namespace) -> int:
+    from voicebot_testing.fake_voipbin import serve
+
+    serve(args.host, args.port, args.access_key, args.webhook)
+    return 0
+
+
+def run_fake_twilio(args: argparse.Namespace) -> int:
+    from voicebot_testing.fake_twilio import serve
+
+    serve(args.host, args.port, account_sid=args.account_sid, auth_token=args.auth_token)
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from voicebot_testing.simulate import Campaign, format_summary, ok, progress_printer
+
+    voipbin = None
+    if args.contract == "voipbin":
+        from voicebot_testing.fake_voipbin import FakeVoipbin
+
+        host, _, port = args.voipbin_listen.rpartition(":")
+        try:
+            voipbin = FakeVoipbin(host or "127.0.0.1", int(port), access_key=args.access_key,
+                                  webhook_secret=args.secret).start()
+            voipbin.latency = args.rest_latency
+        except OSError as exc:
+            print(f"voicebot simulate: the built-in fake VoIPBin cannot listen on {args.voipbin_listen} "
+                  f"({exc.strerror}); choose another with --voipbin-listen", file=sys.stderr)
+            return 2
+        print(f"fake VoIPBin listening on {voipbin.api_url}: start voicebot with VOIPBIN_API_URL={voipbin.api_url} "
+              f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret> "
+              f"VOIPBIN_NUMBERS={args.number}", file=sys.stderr)
+    campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
+                        think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
+                        secret=args.secret, voipbin=voipbin, number=args.number, twilio_token=args.twilio_token,
+                        public_url=args.public_url, progress=progress_printer(),
+                        token=args.token if args.token is not None else os.environ.get("WEBHOOK_TOKEN", ""))
+    try:
+        not_up = campaign.wait_until_up(args.wait)
+        if not_up:
+            print(f"voicebot simulate: {not_up}", file=sys.stderr)
+            return 2
+        summary = campaign.run()
+    finally:
+        if voipbin is not None:
+            voipbin.stop()
+    print(file=sys.stderr)
+    print(format_summary(summary))
+    if args.json:
+        text = json.dumps(summary, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as out:
+                out.write(text + "\n")
+    return 0 if ok(summary) else 1
