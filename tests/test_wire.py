@@ -102,10 +102,22 @@ def test_connection_close_is_honoured_and_the_next_call_opens_another():
     assert server.connections == 2
 
 
-def test_a_kept_connection_the_server_dropped_is_tried_once_more_on_a_new_one():
+def test_a_post_the_server_read_and_dropped_is_never_sent_again():
+    """The attack (#33): a server that reads the whole POST on a kept connection and closes got it twice, a
+    turn billed twice. A request that may have arrived is not repeated: the turn falls back, and the next
+    one goes on a new connection."""
     server = RawServer([ok(), "close", ok()])
-    assert ask(server, 2) == ["Heard it."] * 2
-    assert server.connections == 2
+    llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
+    try:
+        assert llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text == "Heard it."
+        with pytest.raises(LLMUnavailable):
+            llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2)
+        assert len(server.heads) == 2  # the dropped POST arrived once
+        assert llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text == "Heard it."
+    finally:
+        llm.close()
+        server.close()
+    assert len(server.heads) == 3 and server.connections == 2
 
 
 @pytest.mark.parametrize("answer", [

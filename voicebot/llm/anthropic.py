@@ -15,8 +15,8 @@ import httpx2
 from .. import compact_json
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
-from ..speakable import complete_sentences
 from .base import LLM, Message, OnText, Reply, ToolUse
+from .streaming import NotSaid, Sentences, StreamBroken, events
 from ..wire import Answer, Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
 
 MESSAGES = "/v1/messages"
@@ -34,21 +34,6 @@ _ERRORS: tuple[tuple[type[Exception], type[LLMError]], ...] = (
     (anthropic.APIStatusError, LLMRejected),
     (anthropic.AnthropicError, LLMUnavailable),
 )
-
-
-class _NotSaid(Exception):
-    """What ``on_text`` raised, carried past the mapping of the model's errors unchanged."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _hand_on(on_text: OnText, piece: str) -> bool:
-    try:
-        return on_text(piece)
-    except Exception as exc:
-        raise _NotSaid(exc) from exc
 
 
 class AnthropicLLM(LLM):
@@ -141,7 +126,7 @@ class AnthropicLLM(LLM):
         try:
             with wall_clock_deadline(timeout):
                 return self._mapped(lambda: self._read_stream(body, on_text), timeout)
-        except _NotSaid as failed:
+        except NotSaid as failed:
             raise failed.error from None  # the platform's own error, for the turn to answer as it does
 
     def _body(self, system: str, messages: list[Message], tools: list[dict[str, Any]],
@@ -165,11 +150,13 @@ class AnthropicLLM(LLM):
         """The call, with the wire's and the SDK's errors mapped to ours."""
         try:
             return call()
-        except (LLMError, _NotSaid):
+        except (LLMError, NotSaid):
             raise
         except WireTimeout:
             raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
         except WireError as exc:
+            raise LLMUnavailable(f"{self.model}: {exc}") from None
+        except StreamBroken as exc:
             raise LLMUnavailable(f"{self.model}: {exc}") from None
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
@@ -190,7 +177,8 @@ class AnthropicLLM(LLM):
     def _answer(self, body: dict[str, Any]) -> Iterator[Answer]:
         """The API's answer to ``body`` on the wire; a status other than 200 raises the SDK's own error for it."""
         assert self._wire is not None
-        with self._wire.request("POST", MESSAGES, compact_json.dumps(body)) as answer:
+        # Never sent twice: a POST that may have reached the API may have been billed (again=False).
+        with self._wire.request("POST", MESSAGES, compact_json.dumps(body), again=False) as answer:
             if answer.status != 200:
                 # The SDK's error for this status and body, built as the SDK builds it from its own answer.
                 response = httpx2.Response(answer.status, headers=list(answer.headers.items()), content=answer.read(),
@@ -212,28 +200,19 @@ class AnthropicLLM(LLM):
 
     def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
         """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""
-        pending, buffer, text, finished = b"", "", [], False
+        sentences, finished = Sentences(on_text), False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         with self._answer(body) as answer:
             if answer.encoded:
                 raise WireError(f"the stream came {answer.encoded}-encoded, which was not asked for")
-            for chunk in answer.body:
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()  # the start of a line the next read completes
-                ready = []
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    event = json.loads(line[5:])
-                    kind = event.get("type")
+            for read in events(answer.body):
+                for event in read:
+                    kind = event.get("type") if isinstance(event, dict) else None
                     if kind == "content_block_delta":
                         delta = event.get("delta") or {}
                         if delta.get("type") == "text_delta":
-                            buffer += delta.get("text", "")
-                            whole, buffer = complete_sentences(buffer)
-                            if whole:
-                                ready.append(whole)
+                            sentences.add(delta.get("text", ""))
                         elif delta.get("type") == "input_json_delta":
                             block = blocks.setdefault(event.get("index", -1), {})
                             block["json"] = block.get("json", "") + delta.get("partial_json", "")
@@ -251,15 +230,11 @@ class AnthropicLLM(LLM):
                     elif kind == "error":
                         raise LLMUnavailable(f"{self.model}: {(event.get('error') or {}).get('type', 'error')} "
                                              "while streaming")
-                if ready:
-                    text.append("".join(ready))
-                    if not _hand_on(on_text, text[-1]):
-                        return Reply("".join(text))  # the caller talked: let go of the model
+                if not sentences.hand_on():
+                    return Reply(sentences.text)  # the caller talked: let go of the model
         if not finished:
             raise LLMUnavailable(f"{self.model}: the stream ended before the reply did")
-        if buffer.strip():
-            text.append(buffer)
-            _hand_on(on_text, buffer)
+        sentences.finish()
         uses = []
         for block in blocks.values():
             try:
@@ -268,7 +243,7 @@ class AnthropicLLM(LLM):
                 arguments = {}
             if isinstance(block.get("id"), str) and isinstance(block.get("name"), str):
                 uses.append(ToolUse(block["id"], block["name"], arguments if isinstance(arguments, dict) else {}))
-        return Reply("".join(text), uses, _usage(usage))
+        return Reply(sentences.text, uses, _usage(usage))
 
     def close(self) -> None:
         if self._pool is not None:
