@@ -11,6 +11,7 @@ import redis
 
 from voicebot import close_app, create_app
 from voicebot_testing.fake_llm import FakeMessagesAPI
+from voicebot_testing.fake_openai import FakeChatCompletions
 
 from .support import Gunicorn, RedisServer, redis_server_binary
 
@@ -159,12 +160,41 @@ def fake_llm(fake_llm_server):
     fake_llm_server.reset()
 
 
-def app_config(fake: FakeMessagesAPI, **overrides):
-    """Settings for a test app: the real SDK pointed at the fake, short deadlines."""
+@pytest.fixture(scope="session")
+def fake_openai_server():
+    with FakeChatCompletions() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server):
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()
+
+
+@pytest.fixture(params=["anthropic", "openai"])
+def any_model(request, fake_llm_server, fake_openai_server):
+    """The fake of either provider's API: a module whose tests hold for both overrides ``fake_llm`` with it."""
+    fake = fake_llm_server if request.param == "anthropic" else fake_openai_server
+    fake.reset()
+    yield fake
+    fake.reset()
+
+
+def model_settings(fake: FakeMessagesAPI | FakeChatCompletions) -> dict:
+    """The settings that point voicebot at ``fake``: the Messages API's, or Chat Completions' (LLM_PROVIDER=openai)."""
+    if isinstance(fake, FakeChatCompletions):
+        return {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.url,
+                "LLM_MODEL": fake.models[0]}
+    return {"ANTHROPIC_API_KEY": fake.api_key, "ANTHROPIC_BASE_URL": fake.url}
+
+
+def app_config(fake: FakeMessagesAPI | FakeChatCompletions, **overrides):
+    """Settings for a test app: the real client pointed at the fake, short deadlines."""
     return {
         "REDIS_URL": "",
-        "ANTHROPIC_API_KEY": fake.api_key,
-        "ANTHROPIC_BASE_URL": fake.url,
+        **model_settings(fake),
         "LLM_TIMEOUT_SECONDS": 2.0,
         "LOG_LEVEL": "INFO",
         **overrides,

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from voicebot_testing.fake_llm import MARKER
+
+
+@pytest.fixture
+def fake_llm(any_model):
+    """Every test here holds for both model APIs: Anthropic's Messages and OpenAI's Chat Completions."""
+    return any_model
+
+
+def system_and_turns(request: dict) -> tuple[str, list[dict]]:
+    """The system prompt and the turns a request carried, from either API's shape."""
+    if "system" in request:
+        return request["system"][0]["text"], request["messages"]
+    first, *turns = request["messages"]
+    assert first["role"] == "system"
+    return first["content"], turns
 
 
 def start(client, call_id, caller="+15550001111"):
@@ -52,11 +69,16 @@ def test_the_model_gets_the_system_prompt_apart_and_alternating_roles(make_app, 
     say(client, "c", "one mk1")
     say(client, "c", "two mk2")
     request = fake_llm.requests[-1]
-    assert request["system"][0]["text"].startswith("Be Acme's agent.")  # one cached text block
-    assert [m["role"] for m in request["messages"]] == ["user", "assistant", "user"]
-    assert request["messages"][0]["content"] == "one mk1"
-    assert request["messages"][1]["content"] == "Heard mk1."
-    assert request["model"] == "claude-haiku-5-5"
+    system, messages = system_and_turns(request)
+    assert system.startswith("Be Acme's agent.")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "one mk1"
+    assert messages[1]["content"] == "Heard mk1."
+    if "system" in request:  # the Messages API: one cached text block, the default model
+        assert request["system"][0]["cache_control"] == {"type": "ephemeral"}
+        assert request["model"] == "claude-haiku-5-5"
+    else:  # Chat Completions: only LLM_MODEL, which the server serves
+        assert request["model"] == fake_llm.models[0]
     assert 0 < request["max_tokens"] <= 300
 
 
@@ -103,7 +125,7 @@ def test_history_is_bounded_to_the_latest_turns(make_app, fake_llm):
     for n in range(1, 6):
         reply = say(client, "c", f"mk{n}")
     assert heard(reply) == ["mk3", "mk4", "mk5"]
-    assert [m["role"] for m in fake_llm.requests[-1]["messages"]] == ["user", "assistant"] * 2 + ["user"]
+    assert [m["role"] for m in system_and_turns(fake_llm.requests[-1])[1]] == ["user", "assistant"] * 2 + ["user"]
 
 
 def test_simultaneous_transcripts_of_one_call_take_turns(client):

@@ -17,6 +17,12 @@ SENTENCES = ["Heard mk1.", "I have noted that.", "Is there anything else I can h
 
 
 @pytest.fixture
+def fake_llm(any_model):
+    """Every test here holds for both model APIs: Anthropic's Messages and OpenAI's Chat Completions."""
+    return any_model
+
+
+@pytest.fixture
 def slow_writer(fake_llm, monkeypatch):
     """A model that writes three sentences, half a second apart."""
     monkeypatch.setattr(fake_llm, "sentences", 3)

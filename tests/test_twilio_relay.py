@@ -14,10 +14,17 @@ from voicebot.runtime import runtime_of
 from simple_websocket import Client, ConnectionClosed, ConnectionError as HandshakeRefused
 from twilio.request_validator import RequestValidator
 
+from .conftest import model_settings
 from .support import Gunicorn, Nginx, ServedApp, free_port, needs_nginx, wait_for
 from .test_twilio import TOKEN, call_fields, new_sid, post, records_of, session_of
 
 HUMANS = "+15550009999"
+
+
+@pytest.fixture
+def fake_llm(any_model):
+    """Every test here holds for both model APIs: Anthropic's Messages and OpenAI's Chat Completions."""
+    return any_model
 
 
 @pytest.fixture
@@ -345,8 +352,8 @@ def test_relay_calls_through_gunicorn_two_workers_and_redis(fake_llm, redis_url,
 
     monkeypatch.setattr(fake_llm, "sentences", 2)
     monkeypatch.setattr(fake_llm, "sentence_gap", 0.3)
-    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-                     "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "WEB_THREADS": "64",
+    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, **model_settings(fake_llm),
+                     "WEB_CONCURRENCY": "2", "WEB_THREADS": "64",
                      "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_MODE": "relay"})
     proc.env["PUBLIC_URL"] = proc.url
     proc.start(tmp_path / "relay-gunicorn.log")
@@ -386,8 +393,8 @@ def test_a_deploy_hands_live_relay_calls_back_and_another_instance_goes_on(fake_
     """SIGTERM: the socket closes after its turn, without end (no record); Twilio reconnects elsewhere."""
     import signal
 
-    env = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-           "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
+    env = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, **model_settings(fake_llm),
+           "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
            "TWILIO_MODE": "relay"}
     old, new = Gunicorn(env), Gunicorn(env)
     old.env["PUBLIC_URL"], new.env["PUBLIC_URL"] = old.url, new.url
@@ -425,8 +432,8 @@ def test_a_deploy_hands_live_relay_calls_back_and_another_instance_goes_on(fake_
 @needs_nginx
 def test_the_shipped_nginx_site_passes_the_relay_upgrade_through(fake_llm, redis_url, redis_prefix, tmp_path):
     """Behind voicebot's nginx site (the VM deploy), the socket's upgrade and its tokens pass unbuffered."""
-    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, "ANTHROPIC_API_KEY": fake_llm.api_key,
-                     "ANTHROPIC_BASE_URL": fake_llm.url, "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
+    proc = Gunicorn({"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix, **model_settings(fake_llm),
+                     "WEB_CONCURRENCY": "2", "TWILIO_AUTH_TOKEN": TOKEN,
                      "TWILIO_MODE": "relay"})
     nginx = Nginx(tmp_path, [proc.port])
     proc.env["PUBLIC_URL"] = nginx.url  # Twilio signs the public URL: nginx's here, as PUBLIC_URL says

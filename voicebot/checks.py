@@ -5,7 +5,7 @@ file, combinations), as a start would. ``--connect`` also reaches:
 
 - the session store (a Redis PING, on any shape of REDIS_URL);
 - the model's API: the key and LLM_MODEL, by reading the model's entry
-  (``GET /v1/models/{model}``), which spends no tokens;
+  (``GET /v1/models/{model}``; an OpenAI-compatible server's ``GET /models``), which spends no tokens;
 - each platform's own API, as its ``Platform.reach`` says (VoIPBin: one page
   of one number; Twilio: said to be unchecked).
 
@@ -67,6 +67,8 @@ def _store(settings: Mapping[str, Any]) -> Found:
 
 
 def _model(settings: Mapping[str, Any]) -> Found:
+    if settings["LLM_PROVIDER"] == "openai":
+        return _openai_model(settings)
     model = settings["LLM_MODEL"]
     if not settings["ANTHROPIC_API_KEY"]:
         return Found("model", None, "the offline responder (ANTHROPIC_API_KEY is not set): nothing to reach")
@@ -90,3 +92,29 @@ def _model(settings: Mapping[str, Any]) -> Found:
     finally:
         client.close()
     return Found(what, True, "the key is accepted and the model exists (no tokens spent)")
+
+
+def _openai_model(settings: Mapping[str, Any]) -> Found:
+    """An OpenAI-compatible server: ``GET {base}/models`` with the key (no tokens spent), and whether it lists
+    LLM_MODEL (a server that lists none, some proxies, is taken at its word)."""
+    import requests
+
+    model, base = settings["LLM_MODEL"], settings["OPENAI_BASE_URL"].rstrip("/")
+    what = f"model {model} at {base}"
+    headers = {"Authorization": f"Bearer {settings['OPENAI_API_KEY']}"} if settings["OPENAI_API_KEY"] else {}
+    try:
+        answer = requests.get(f"{base}/models", headers=headers, timeout=TIMEOUT_SECONDS, allow_redirects=False)
+    except requests.RequestException as exc:
+        return Found(what, False, f"the server cannot be reached ({type(exc).__name__})")
+    if answer.status_code in (401, 403):
+        return Found(what, False, f"the server rejected OPENAI_API_KEY ({answer.status_code})")
+    if answer.status_code != 200:
+        return Found(what, False, f"GET /models answered HTTP {answer.status_code}")
+    try:
+        listed = [m.get("id") for m in answer.json().get("data") or () if isinstance(m, dict)]
+    except (ValueError, AttributeError):
+        return Found(what, False, "GET /models did not answer a model list")
+    if listed and model not in listed:
+        shown = ", ".join(str(m) for m in listed[:5]) + (", ..." if len(listed) > 5 else "")
+        return Found(what, False, f"the server lists no such model (it lists {shown}): check LLM_MODEL")
+    return Found(what, True, "the key is accepted and the model is listed (no tokens spent)")

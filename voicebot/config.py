@@ -128,6 +128,16 @@ def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
     return tuple(found)
 
 
+def choice(*allowed: str) -> Callable[[str], str]:
+    """A parser for one of ``allowed`` words (case and surrounding space ignored)."""
+    def parse(value: str) -> str:
+        word = value.strip().lower()
+        if word not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return word
+    return parse
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -182,11 +192,21 @@ SETTINGS: tuple[Setting, ...] = (
             "how many (`transcript_dropped`): a call's memory stays bounded however long it runs."),
     Setting("MAX_BODY_BYTES", 65536, positive_int,
             "Largest webhook body accepted (413 above it)."),
+    Setting("LLM_PROVIDER", "anthropic", choice("anthropic", "openai"),
+            "Who answers: `anthropic` (Claude, with ANTHROPIC_API_KEY) or `openai`: any server that speaks "
+            "OpenAI's Chat Completions (OpenAI, Azure OpenAI, Groq, Together, vLLM, Ollama, llama.cpp), at "
+            "OPENAI_BASE_URL, with the model LLM_MODEL names."),
     Setting("ANTHROPIC_API_KEY", "", credential,
             "Claude API key. Unset: an offline responder answers (for trying voicebot out).",
             secret=True),
     Setting("ANTHROPIC_BASE_URL", "", http_url,
             "Messages API base URL (a proxy, or a local fake in tests). Unset: Anthropic's."),
+    Setting("OPENAI_API_KEY", "", credential,
+            "With LLM_PROVIDER=openai: the key sent as `Authorization: Bearer` (a local server may need none).",
+            secret=True),
+    Setting("OPENAI_BASE_URL", "https://api.openai.com/v1", http_url,
+            "With LLM_PROVIDER=openai: the Chat Completions server's base URL, up to `/chat/completions` "
+            "(`https://api.groq.com/openai/v1`, `http://127.0.0.1:11434/v1` for Ollama, vLLM's `/v1`)."),
     Setting("TRANSFER_NUMBER", "", text,
             "Where the humans are: with it set, the model may hand a caller to a person (`transfer_call`). "
             "Unset: it can only end calls (`end_call`)."),
@@ -250,7 +270,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Output token cap of an analysis (the summary and the structured data)."),
     Setting("MAX_TOOL_ROUNDS", 3, positive_int,
             "Most rounds of tool calls in one turn before the model must answer in words."),
-    Setting("LLM_MODEL", DEFAULT_MODEL, text, "Claude model for replies."),
+    Setting("LLM_MODEL", DEFAULT_MODEL, text,
+            "The model for replies: a Claude model, or with LLM_PROVIDER=openai the name the server serves "
+            "(`gpt-4o-mini`, `llama-3.1-8b-instant`, `qwen2.5:7b`), which must then be set."),
     Setting("LLM_MAX_TOKENS", 160, positive_int, "Reply length cap in tokens; short for voice."),
     Setting("PROMPT_CACHING", True, flag,
             "1: cache breakpoints after the system prompt and the newest message, so each turn of a long "
@@ -358,6 +380,9 @@ def check(settings: Mapping[str, Any]) -> None:
     if llm + 1.0 > RESPONSE_BUDGET:
         raise ConfigError(f"LLM_TIMEOUT_SECONDS ({llm:g}) must leave a second of the {RESPONSE_BUDGET:g} s "
                           "a webhook may take (platforms wait 15 s, then send the event again)")
+    if settings["LLM_PROVIDER"] == "openai" and settings["LLM_MODEL"] == DEFAULT_MODEL:
+        raise ConfigError("LLM_PROVIDER=openai needs LLM_MODEL: the name of a model the server at OPENAI_BASE_URL "
+                          "serves (gpt-4o-mini, llama-3.1-8b-instant, qwen2.5:7b)")
     if settings["CALL_REPORT_URL"] and not settings["CALL_REPORT_SECRET"]:
         raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a receiver checks")
     for name in ("GREETING", "SYSTEM_PROMPT"):

@@ -102,7 +102,8 @@ def _announce(app: Flask, store: SessionStore, llm: LLM) -> None:
     if llm.name == "offline":
         log.warning("ANTHROPIC_API_KEY is not set: replies come from the OFFLINE responder, not a model")
     else:
-        log.info("replies from %s model %s", llm.name, app.config["LLM_MODEL"])
+        where = f" at {app.config['OPENAI_BASE_URL']}" if app.config["LLM_PROVIDER"] == "openai" else ""
+        log.info("replies from %s model %s%s", llm.name, app.config["LLM_MODEL"], where)
     where = store_description(app.config)
     try:
         store.ping()

@@ -71,6 +71,12 @@ class _Closed(WireError):
     """The server closed the connection before answering: on a kept-alive connection, tried once more."""
 
 
+def time_left() -> float:
+    """Seconds left of this thread's wall-clock deadline (infinite outside one)."""
+    deadline = getattr(_local, "deadline", None)
+    return float("inf") if deadline is None else deadline - time.monotonic()
+
+
 @contextmanager
 def wall_clock_deadline(seconds: float) -> Iterator[None]:
     """Every request's I/O in this thread ends within ``seconds`` from now (nested: the inner one while it lasts)."""

@@ -1,4 +1,5 @@
-"""LLM adapters, chosen by configuration: Claude with a key, the offline responder without."""
+"""LLM adapters, chosen by configuration: Claude with a key (the offline responder without), or any model
+behind an OpenAI-compatible Chat Completions server (LLM_PROVIDER=openai)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ __all__ = ["LLM", "Message", "OfflineResponder", "Reply", "ToolUse", "build_llm"
 
 
 def build_llm(config: Mapping[str, Any]) -> LLM:
+    if config["LLM_PROVIDER"] == "openai":
+        from .openai import OpenAIChatLLM
+
+        return OpenAIChatLLM(api_key=config["OPENAI_API_KEY"], model=config["LLM_MODEL"],
+                             max_tokens=config["LLM_MAX_TOKENS"], base_url=config["OPENAI_BASE_URL"],
+                             max_concurrency=2 * config["WEB_THREADS"])
     if not config["ANTHROPIC_API_KEY"]:
         return OfflineResponder()
     from .anthropic import AnthropicLLM

@@ -34,7 +34,7 @@ class LLMHealth:
         self._checked_at = float("-inf")
 
     def key_rejected(self, detail: str) -> None:
-        log.error("the model's API rejected ANTHROPIC_API_KEY (%s): every caller hears FALLBACK_REPLY until "
+        log.error("the model's API rejected its key (%s): every caller hears FALLBACK_REPLY until "
                   "it is fixed; /readyz answers 503 meanwhile", detail)
         metrics.ERRORS.labels("llm_key_rejected").inc()
         self._seen_rejected = True
@@ -47,7 +47,7 @@ class LLMHealth:
         if self._seen_rejected or self.rejected():
             self._seen_rejected = False
             self._set("ok")
-            log.info("the model's API accepts ANTHROPIC_API_KEY again")
+            log.info("the model's API accepts its key again")
 
     def rejected(self) -> bool:
         try:
