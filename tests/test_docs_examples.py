@@ -10,7 +10,7 @@ may say how (``<!-- example: ... -->``, directives separated by ``;``):
 - ``stdin: <text>``: what is typed into it;
 - ``run with <a> => <b>``: run with ``a`` replaced by ``b`` (a smaller campaign).
 
-Ports the docs use (8000, 8765, 8766, 8767) become free ones, ``/tmp/``
+Ports the docs use (8000, 8765 to 8768) become free ones, ``/tmp/``
 becomes the test's own folder, and ``redis://127.0.0.1:6379/0`` the suite's
 private Redis: the examples never touch what the machine runs. Whatever a
 block leaves running in the background is stopped with it.
@@ -31,7 +31,7 @@ import requests
 from .support import ROOT, free_port, wait_for
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-DOC_PORTS = ("8000", "8765", "8766", "8767")
+DOC_PORTS = ("8000", "8765", "8766", "8767", "8768")
 
 
 @dataclass

@@ -317,3 +317,11 @@ class _Handler(JSONHandler):
 def _call(name: str, arguments: Any) -> dict[str, Any]:
     return {"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
             "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def serve(host: str, port: int, *, api_key: str, model: str) -> None:
+    """Run in the foreground until interrupted (``voicebot fake-openai``)."""
+    server = FakeChatCompletions(host, port, api_key=api_key, models=(model,))
+    server.run_in_foreground(f"fake Chat Completions API on {server.url} (key {api_key!r}, model {model!r}): "
+                             f"LLM_PROVIDER=openai OPENAI_BASE_URL={server.url} OPENAI_API_KEY={api_key} "
+                             f"LLM_MODEL={model}")

@@ -33,6 +33,13 @@ def register(command: Command) -> None:
     fake.add_argument("--seed", type=int, default=0, help="seed of the failure draws")
     fake.set_defaults(run=run_fake_llm)
 
+    openai = command("fake-openai", "a local OpenAI Chat Completions API that echoes markers (LLM_PROVIDER=openai)")
+    openai.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    openai.add_argument("--port", type=int, default=8768, help="port to listen on")
+    openai.add_argument("--api-key", default="test-openai-key", help="the bearer key it accepts")
+    openai.add_argument("--model", default="test-model", help="the one model it serves")
+    openai.set_defaults(run=run_fake_openai)
+
     demo = command("demo-tools", "a small order-status tool service to try TOOLS_FILE with")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on")
     demo.add_argument("--port", type=int, default=8767, help="port to listen on")
@@ -96,6 +103,13 @@ def run_fake_llm(args: argparse.Namespace) -> int:
     serve(args.host, args.port, api_key=args.api_key, latency=args.latency, jitter=args.jitter,
           fail_rate=args.fail_rate, hang_rate=args.hang_rate, seed=args.seed, sentences=args.sentences,
           sentence_gap=args.sentence_gap)
+    return 0
+
+
+def run_fake_openai(args: argparse.Namespace) -> int:
+    from voicebot_testing.fake_openai import serve
+
+    serve(args.host, args.port, api_key=args.api_key, model=args.model)
     return 0
 
 
