@@ -116,8 +116,9 @@ def test_the_model_is_asked_from_the_turns_own_thread(make_app, fake_llm, monkey
     llm = runtime_of(app).conversations["article"].llm.inner
     assert turn(app.test_client(), "c", "mk1").get_json() == {"response": "Heard mk1."}
     handed_off = []  # the helper pool opens connections (the name lookup takes no timeout), and only that
-    real_submit = llm._pool.submit
-    monkeypatch.setattr(llm._pool, "submit", lambda *a, **k: handed_off.append(a) or real_submit(*a, **k))
+    pool = llm._helpers()
+    real_submit = pool.submit
+    monkeypatch.setattr(pool, "submit", lambda *a, **k: handed_off.append(a) or real_submit(*a, **k))
     assert turn(app.test_client(), "c", "mk2").get_json() == {"response": "Heard mk1 mk2."}
     assert turn(app.test_client(), "d", "mk3").get_json() == {"response": "Heard mk3."}
     assert handed_off == []

@@ -41,7 +41,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     store = build_store(cfg)
     records = build_outbox(cfg)
-    llm_health = LLMHealth(store)
+    llm_health = LLMHealth(store, key_setting="OPENAI_API_KEY" if cfg["LLM_PROVIDER"] == "openai"
+                           else "ANTHROPIC_API_KEY")
     llm = MonitoredLLM(build_llm(cfg), llm_health)
     settings = ConversationSettings.from_config(cfg)
     policy = address_policy(cfg)

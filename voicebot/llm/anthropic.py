@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -16,8 +14,8 @@ from .. import compact_json
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .streaming import NotSaid, Sentences, StreamBroken, events
-from ..wire import Answer, Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
+from .streaming import HelperPool, NotSaid, Sentences, events, wire_errors
+from ..wire import Answer, Wire, WireError, proxy_configured, wall_clock_deadline
 
 MESSAGES = "/v1/messages"
 
@@ -60,27 +58,18 @@ class AnthropicLLM(LLM):
             # not follow a Location header anywhere.
             http_client=anthropic.DefaultHttpxClient(follow_redirects=False),
         )
-        self._wire = (Wire(str(self._client.base_url), self._client.default_headers, self._executor,
+        self._helpers = HelperPool(max_concurrency)
+        self._wire = (Wire(str(self._client.base_url), self._client.default_headers, self._helpers,
                            httpx2.create_ssl_context)
                       if client is None and not proxy_configured() else None)
         # The raw response, read as plain JSON: building the SDK's typed
         # Message costs about a fifth of the SDK's CPU per call, and a turn
         # needs only the text blocks.
         self._create = self._client.messages.with_raw_response.create
-        self._max_concurrency = max_concurrency
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     @property
     def _deadline_in_sockets(self) -> bool:
         return self._wire is not None
-
-    def _executor(self) -> ThreadPoolExecutor:
-        # Made on first use, in the worker process (a pool's threads do not survive a fork).
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="llm")
-            return self._pool
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
@@ -97,7 +86,7 @@ class AnthropicLLM(LLM):
         if self._wire is not None:
             with wall_clock_deadline(timeout):
                 return self._mapped(lambda: self._call(body), timeout)
-        future = self._executor().submit(self._mapped, lambda: self._call_sdk(body, timeout), timeout)
+        future = self._helpers().submit(self._mapped, lambda: self._call_sdk(body, timeout), timeout)
         try:
             return future.result(timeout)
         except FutureTimeout:
@@ -149,15 +138,10 @@ class AnthropicLLM(LLM):
     def _mapped(self, call: Callable[[], Reply], timeout: float) -> Reply:
         """The call, with the wire's and the SDK's errors mapped to ours."""
         try:
-            return call()
+            with wire_errors(self.model, timeout):
+                return call()
         except (LLMError, NotSaid):
             raise
-        except WireTimeout:
-            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
-        except WireError as exc:
-            raise LLMUnavailable(f"{self.model}: {exc}") from None
-        except StreamBroken as exc:
-            raise LLMUnavailable(f"{self.model}: {exc}") from None
         except ValueError as exc:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from exc
         except Exception as exc:
@@ -246,8 +230,7 @@ class AnthropicLLM(LLM):
         return Reply(sentences.text, uses, _usage(usage))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._helpers.shutdown()
         if self._wire is not None:
             self._wire.close()
         self._client.close()

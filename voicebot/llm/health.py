@@ -27,15 +27,17 @@ _RECHECK_SECONDS = 5.0
 class LLMHealth:
     """Whether the model's key was rejected, remembered in the store so that every worker's /readyz says so."""
 
-    def __init__(self, store: SessionStore, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: SessionStore, clock: Callable[[], float] = time.monotonic, *,
+                 key_setting: str = "ANTHROPIC_API_KEY") -> None:
         self.store = store
+        self.key_setting = key_setting  # the setting to fix, as the log names it
         self.clock = clock
         self._seen_rejected = False
         self._checked_at = float("-inf")
 
     def key_rejected(self, detail: str) -> None:
-        log.error("the model's API rejected its key (%s): every caller hears FALLBACK_REPLY until "
-                  "it is fixed; /readyz answers 503 meanwhile", detail)
+        log.error("the model's API rejected %s (%s): every caller hears FALLBACK_REPLY until "
+                  "it is fixed; /readyz answers 503 meanwhile", self.key_setting, detail)
         metrics.ERRORS.labels("llm_key_rejected").inc()
         self._seen_rejected = True
         self._set("rejected")
@@ -47,7 +49,7 @@ class LLMHealth:
         if self._seen_rejected or self.rejected():
             self._seen_rejected = False
             self._set("ok")
-            log.info("the model's API accepts its key again")
+            log.info("the model's API accepts %s again", self.key_setting)
 
     def rejected(self) -> bool:
         try:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -26,9 +24,9 @@ from urllib.parse import urlsplit
 from .. import compact_json
 from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..tools import Tool
-from ..wire import Answer, Wire, WireError, WireTimeout, time_left, wall_clock_deadline
+from ..wire import Answer, Wire, WireError, time_left, wall_clock_deadline
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .streaming import NotSaid, Sentences, StreamBroken, events
+from .streaming import HelperPool, NotSaid, Sentences, events, wire_errors
 
 COMPLETIONS = "/chat/completions"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -57,17 +55,8 @@ class OpenAIChatLLM(LLM):
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if api_key:  # a local server (Ollama, vLLM) may take none
             headers["Authorization"] = f"Bearer {api_key}"
-        self._max_concurrency = max_concurrency
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._wire = Wire(base_url, headers, self._executor, tls)
-
-    def _executor(self) -> ThreadPoolExecutor:
-        # The wire opens new connections on a helper thread (a name lookup takes no timeout).
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_concurrency, thread_name_prefix="llm")
-            return self._pool
+        self._helpers = HelperPool(max_concurrency)
+        self._wire = Wire(base_url, headers, self._helpers, tls)
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
@@ -106,13 +95,10 @@ class OpenAIChatLLM(LLM):
     def _mapped(self, call: Callable[[], Reply], timeout: float) -> Reply:
         """The call, with the wire's errors and a broken answer mapped to ours."""
         try:
-            return call()
-        except (LLMError, NotSaid):
+            with wire_errors(self.model, timeout):
+                return call()
+        except LLMError:
             raise
-        except WireTimeout:
-            raise LLMTimeout(f"{self.model}: no reply within {timeout:.1f}s") from None
-        except (WireError, StreamBroken) as exc:
-            raise LLMUnavailable(f"{self.model}: {exc}") from None
         except ValueError:
             raise LLMUnavailable(f"{self.model}: the answer is not JSON") from None
 
@@ -174,8 +160,7 @@ class OpenAIChatLLM(LLM):
         return Reply(sentences.text, uses, _usage(usage))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._helpers.shutdown()
         self._wire.close()
 
 

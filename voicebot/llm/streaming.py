@@ -1,17 +1,23 @@
-"""What every streaming adapter shares: server-sent events read from a body, sentences handed on as written.
+"""What every adapter on the wire shares: its helper threads, its errors mapped, server-sent events read from a
+body, sentences handed on as written.
 
 Both model APIs stream as server-sent events (``data: {...}`` lines), and a
 phone turn wants each sentence said the moment the model has finished it. The
-adapters differ only in what an event means; reading the lines and handing
-on sentences is done once, here.
+adapters differ only in what an event means; reading the lines, handing on
+sentences and mapping the wire's failures is done once, here.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from ..exceptions import LLMError, LLMTimeout, LLMUnavailable
 from ..speakable import complete_sentences
+from ..wire import WireError, WireTimeout
 from .base import OnText
 
 # The most a stream may hold that is not yet a whole line, or a whole event: a model's event is a few
@@ -30,6 +36,39 @@ class NotSaid(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class HelperPool:
+    """The threads an adapter's wire opens connections on (a name lookup takes no timeout), or its SDK's calls
+    run on: made on first use, in the worker process (a pool's threads do not survive a fork)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="llm")
+            return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextmanager
+def wire_errors(model: str, timeout: float) -> Iterator[None]:
+    """The wire's failures and a broken stream as the model's: a timeout, or the model unavailable."""
+    try:
+        yield
+    except (LLMError, NotSaid):
+        raise
+    except WireTimeout:
+        raise LLMTimeout(f"{model}: no reply within {timeout:.1f}s") from None
+    except (WireError, StreamBroken) as exc:
+        raise LLMUnavailable(f"{model}: {exc}") from None
 
 
 def events(chunks: Iterable[bytes]) -> Iterator[list[Any]]:
