@@ -8,7 +8,8 @@ may say how (``<!-- example: ... -->``, directives separated by ``;``):
 - ``with voicebot serve``: ``voicebot serve`` runs first, on the defaults;
 - ``serves on <port>``: the block is a server; it must answer /healthz;
 - ``stdin: <text>``: what is typed into it;
-- ``run with <a> => <b>``: run with ``a`` replaced by ``b`` (a smaller campaign).
+- ``run with <a> => <b>``: run with ``a`` replaced by ``b`` (a smaller campaign);
+- ``exits <n>``: it must exit with status ``n`` (a command that reports a failure on purpose).
 
 Ports the docs use (8000, 8765 to 8768) become free ones, ``/tmp/``
 becomes the test's own folder, and ``redis://127.0.0.1:6379/0`` the suite's
@@ -69,7 +70,7 @@ def parse_directives(text: str) -> dict[str, str]:
         return {"not run": text.partition(":")[2].strip()}  # the reason, whatever it holds
     directives = {}
     for part in (p.strip() for p in text.split(";") if p.strip()):
-        for key in ("stdin:", "serves on ", "with ", "run with "):
+        for key in ("stdin:", "serves on ", "with ", "run with ", "exits "):
             if part.startswith(key):
                 directives[key.rstrip(": ")] = part.removeprefix(key).strip()
                 break
@@ -129,7 +130,8 @@ def test_the_example_runs(example, tmp_path, redis_url):
             block.stdin.close()
             block.wait(180)
             out = output.read_text()
-            assert block.returncode == 0, f"{example.name} failed ({block.returncode}):\n{code}\n---\n{out}"
+            wanted = int(example.directives.get("exits", "0"))
+            assert block.returncode == wanted, f"{example.name} exited {block.returncode}:\n{code}\n---\n{out}"
             assert "Traceback" not in out, out
         finally:
             _stop(block)

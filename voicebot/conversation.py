@@ -192,7 +192,7 @@ class Conversation:
 
     def start_call(self, call_id: str, caller: str | None = None, *, called: str | None = None,
                    attach: Attach | None = None, speaker: Speaker | None = None, greet: bool = True,
-                   deadline: Deadline | None = None) -> str | None:
+                   deadline: Deadline | None = None, variables: dict[str, str] | None = None) -> str | None:
         """Open the call's session (a live call keeps its history) and return the greeting.
 
         With ``greet``, CONTEXT_URL is asked about the call first (once in
@@ -212,7 +212,7 @@ class Conversation:
                 return None
             resumed = session is not None
             if session is None:
-                session = new_session(call_id, caller, called=called)
+                session = new_session(call_id, caller, called=called, variables=variables or None)
                 metrics.CALLS.labels("started").inc()
             elif caller and not session.get("caller"):
                 session["caller"] = caller

@@ -61,6 +61,7 @@ class Turn:
     action: Action | None = None
     llm_seconds: float = 0.0  # time spent waiting on the model
     first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
+    tools: tuple[str, ...] = ()  # the operator's tools the model used this turn, in order
 
     @property
     def answered(self) -> bool:
@@ -112,6 +113,7 @@ class TurnEngine:
         streaming = _Streaming(speaker, call, self.settings.max_reply_chars, asked) \
             if speaker.streams and speaker.says_at_once else None
         answer: Reply | None = None
+        used: list[str] = []
         for rounds_left in range(self.settings.max_tool_rounds, -1, -1):
             call.extend_lease()
             if streaming is not None:
@@ -144,11 +146,13 @@ class TurnEngine:
                 call.said(words)
             elif words:
                 self._say_meanwhile(words, call, speaker, said_first)
+            used += [u.name for u in lookups]
             history.append({"role": "user", "content": self._use_tools(session, answer.tool_uses, offered, budget,
                                                                        call, speaker)})
             answer = None
         streamed = streaming.said if streaming is not None else []
-        turn = self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed)
+        turn = replace(self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed),
+                       tools=tuple(used))
         return replace(turn, first_sentence_seconds=streaming.first_sentence) if streaming else turn
 
     def _say_meanwhile(self, words: str, call: CallContext, speaker: Speaker, said_first: list[str]) -> None:

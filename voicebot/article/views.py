@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from .. import placeholders
 from ..conversation import Conversation
 from ..deadline import RESPONSE_BUDGET, Deadline
 from ..web.errors import json_error
@@ -66,7 +67,12 @@ def call_started() -> Response:
     _event_type(body, ("call.started",), "call.started")
     call_id = _call_id(body)
     caller = optional_text(body, "caller_num", MAX_CALLER_CHARS)
-    return jsonify(greeting=_conversation().start_call(call_id, caller, deadline=Deadline(RESPONSE_BUDGET)))
+    try:
+        variables = placeholders.clean_variables(body.get("variables"), "variables")
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
+    return jsonify(greeting=_conversation().start_call(call_id, caller, variables=variables,
+                                                       deadline=Deadline(RESPONSE_BUDGET)))
 
 
 @bp.post("/transcript")
@@ -90,8 +96,13 @@ def transcript() -> Response:
         # Another turn of the call may have run meanwhile; this reply would
         # answer a history that no longer exists.
         raise LockLost("the turn ran past its lease and was not recorded; send it again")
-    if turn.action is None:
-        return with_llm_timing(jsonify(response=turn.reply), turn.llm_seconds)
-    # The bot ended the call or handed it on: its part, and its record, ended with the turn;
-    # a client that ignores "action" still gets its "response".
-    return with_llm_timing(jsonify(response=turn.reply, action=turn.action.as_dict()), turn.llm_seconds)
+    answer: dict[str, Any] = {"response": turn.reply}
+    if turn.action is not None:
+        # The bot ended the call or handed it on: its part, and its record, ended with the turn;
+        # a client that ignores "action" still gets its "response".
+        answer["action"] = turn.action.as_dict()
+    if turn.tools:
+        answer["tools"] = list(turn.tools)  # the operator's tools the model used (`voicebot test` checks them)
+    if turn.fallback:
+        answer["fallback"] = True  # the model failed or ran late: this is FALLBACK_REPLY
+    return with_llm_timing(jsonify(answer), turn.llm_seconds)

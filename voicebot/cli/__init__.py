@@ -1,9 +1,9 @@
 """The voicebot command: serve the app under gunicorn, talk to it, try it, connect an account, check it.
 
 One module per command group, each adding its own commands (``register``):
-``serve``, ``chat``, ``outbound`` (call, campaign), ``records`` (calls
-export), ``voipbin`` (setup), ``deploy`` (nginx-config) and ``trials`` (try,
-simulate, the fakes).
+``serve``, ``chat``, ``agent_test`` (test), ``outbound`` (call, campaign),
+``records`` (calls export), ``voipbin`` (setup), ``deploy`` (nginx-config)
+and ``trials`` (try, simulate, the fakes).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import chat, deploy, outbound, records, serve, trials, voipbin
+from . import agent_test, chat, deploy, outbound, records, serve, trials, voipbin
 from .base import Help
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str = "") -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=description or help, formatter_class=Help)
 
-    for group in (serve, outbound, chat, trials, voipbin, records, deploy):
+    for group in (serve, outbound, chat, agent_test, trials, voipbin, records, deploy):
         group.register(command)
     return parser
 
