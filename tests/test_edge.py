@@ -90,7 +90,7 @@ def test_a_model_that_trickles_its_answer_is_cut_off_at_the_deadline(make_app, f
     client = make_app(LLM_TIMEOUT_SECONDS=0.5, FALLBACK_REPLY="One moment.").test_client()
     fake_llm.trickle = 0.05  # 8 bytes every 50 ms: each read is quick, the whole takes seconds
     started = time.monotonic()
-    assert turn(client, "c", "mk1").get_json() == {"response": "One moment."}
+    assert turn(client, "c", "mk1").get_json() == {"response": "One moment.", "fallback": True}
     assert time.monotonic() - started < 0.5 + 1.0
 
 
@@ -106,7 +106,7 @@ def test_a_slow_name_lookup_is_inside_the_deadline_too(make_app, monkeypatch):
     client = make_app(LLM_TIMEOUT_SECONDS=0.4, FALLBACK_REPLY="One moment.",
                       ANTHROPIC_BASE_URL=f"http://llm.slow-dns.test:{free_port()}").test_client()
     started = time.monotonic()
-    assert turn(client, "c", "mk1").get_json() == {"response": "One moment."}
+    assert turn(client, "c", "mk1").get_json() == {"response": "One moment.", "fallback": True}
     assert time.monotonic() - started < 0.4 + 1.0
 
 
@@ -143,7 +143,7 @@ def test_the_model_over_tls_keeps_its_deadline_too(make_app, fake_llm, monkeypat
         assert turn(client, "c", "mk1").get_json() == {"response": "Heard mk1."}
         fake_llm.trickle = 0.05
         started = time.monotonic()
-        assert turn(client, "c", "mk2").get_json() == {"response": "One moment."}
+        assert turn(client, "c", "mk2").get_json() == {"response": "One moment.", "fallback": True}
         assert time.monotonic() - started < 0.5 + 1.0
     finally:
         proxy.stop()
