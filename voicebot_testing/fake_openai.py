@@ -24,7 +24,7 @@ from typing import Any
 
 from voicebot.llm.offline import schema_example
 
-from .fake_llm.replies import FURTHER_SENTENCES, echo_reply, tool_answers, tool_to_use
+from .fake_llm.replies import FURTHER_SENTENCES, Pacer, echo_reply, tool_answers, tool_to_use
 from .loopback import JSONHandler, LoopbackServer
 
 FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
@@ -286,19 +286,12 @@ class _Handler(JSONHandler):
             self._data({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         chunk({"role": "assistant", "content": ""})
-        previous, sentences = "", 0
-        for i, word in enumerate(text.split(" ") if text else []):
-            if i and previous.endswith((".", "!", "?")):
-                sentences += 1
-                if sentences == self.server.break_after:
-                    self.wfile.flush()
-                    self.close_connection = True  # an upstream that dies mid-reply
-                    return
-                if self.server.sentence_gap:
-                    self.wfile.flush()
-                    self.server.pause(self.server.sentence_gap)
-            chunk({"content": word if i == 0 else " " + word})
-            previous = word
+        pacer = Pacer(self.server.sentence_gap, self.server.break_after, self.wfile.flush, self.server.pause)
+        for piece in pacer.words(text):
+            chunk({"content": piece})
+        if pacer.broken:
+            self.close_connection = True  # an upstream that dies mid-reply
+            return
         for index, call in enumerate(calls):
             chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
                                    "function": {"name": call["function"]["name"], "arguments": ""}}]})

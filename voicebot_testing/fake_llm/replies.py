@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Callable, Iterator
 
 MARKER = re.compile(r"\bmk[0-9A-Za-z]+\b")
 DEFAULT_REPLY = "I can help with that. Could you give me a bit more detail?"
@@ -60,6 +60,32 @@ def tool_answers(messages: list[dict[str, Any]]) -> str:
             c.get("text", "") for c in content or [] if isinstance(c, dict))
         said.append(("The tool failed: " if result.get("is_error") else "The tool said: ") + text[:300])
     return " ".join(said)
+
+
+class Pacer:
+    """A reply's words at a model's pace: ``gap`` seconds between sentences (what was written is flushed
+    first), and after ``break_after`` sentences (0: never) the writer dies mid-reply: ``broken``."""
+
+    def __init__(self, gap: float, break_after: int, flush: Callable[[], None],
+                 pause: Callable[[float], None]) -> None:
+        self.gap, self.break_after, self.flush, self.pause = gap, break_after, flush, pause
+        self.broken = False
+
+    def words(self, text: str) -> Iterator[str]:
+        """Each word (with the space before it), as written; stops early once ``broken``."""
+        previous, sentences = "", 0
+        for i, word in enumerate(text.split(" ") if text else []):
+            if i and previous.endswith((".", "!", "?")):
+                sentences += 1
+                if sentences == self.break_after:
+                    self.flush()
+                    self.broken = True
+                    return
+                if self.gap:
+                    self.flush()
+                    self.pause(self.gap)
+            yield word if i == 0 else " " + word
+            previous = word
 
 
 FURTHER_SENTENCES = ("I have noted that.", "Is there anything else I can help you with today?",

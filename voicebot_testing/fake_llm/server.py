@@ -13,7 +13,7 @@ from voicebot.llm.offline import schema_example
 
 from ..loopback import JSONHandler, LoopbackServer
 from .cache import PromptCache
-from .replies import FURTHER_SENTENCES, _message, _text_of, echo_reply, tool_answers, tool_to_use
+from .replies import FURTHER_SENTENCES, Pacer, _message, _text_of, echo_reply, tool_answers, tool_to_use
 from .validation import InvalidRequest, known_models, validate
 
 
@@ -206,20 +206,14 @@ class _Handler(JSONHandler):
             if block["type"] == "text":
                 self._event("content_block_start", {"type": "content_block_start", "index": index,
                                                     "content_block": {"type": "text", "text": ""}})
-                previous, sentences = "", 0
-                for i, word in enumerate(block["text"].split(" ")):
-                    if i and previous.endswith((".", "!", "?")):
-                        sentences += 1
-                        if sentences == self.server.break_after:
-                            self.wfile.flush()
-                            self.close_connection = True  # an upstream that dies mid-reply
-                            return
-                        if self.server.sentence_gap:
-                            self.wfile.flush()
-                            self.server.pause(self.server.sentence_gap)
+                pacer = Pacer(self.server.sentence_gap, self.server.break_after, self.wfile.flush,
+                              self.server.pause)
+                for piece in pacer.words(block["text"]):
                     self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
-                        "type": "text_delta", "text": word if i == 0 else " " + word}})
-                    previous = word
+                        "type": "text_delta", "text": piece}})
+                if pacer.broken:
+                    self.close_connection = True  # an upstream that dies mid-reply
+                    return
             else:
                 self._event("content_block_start", {"type": "content_block_start", "index": index,
                                                     "content_block": {**block, "input": {}}})
