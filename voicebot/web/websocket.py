@@ -22,6 +22,7 @@ from typing import Any, Callable
 from flask import Response, request
 from simple_websocket import ConnectionClosed, Server  # type: ignore[import-untyped]
 from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class BoundedServer(Server):  # type: ignore[misc]
             self.event.set()
             return False
         return keep_going
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        # The reader thread may have begun the close itself (a message too big) and not yet marked the
+        # socket closed: wsproto then refuses a second close frame. That is a closed socket, not a fault.
+        try:
+            super().close(reason, message)
+        except LocalProtocolError:
+            self.connected = False
+            raise ConnectionClosed(self.close_reason, self.close_message) from None
 
 
 def accept(handler: Callable[[Any], None]) -> Response:
