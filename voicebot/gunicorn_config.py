@@ -19,7 +19,7 @@ Measured with bench/campaign.py on 2 cores, Redis, 2 workers:
 - sync workers serve one turn per process: a 700 ms model would need
   hundreds of processes.
 - Threads: a turn holds one thread while the model thinks (the model's
-  deadline is kept in the turn's own thread, voicebot/wire.py), and
+  deadline is kept in the turn's own thread, voicebot/egress), and
   a thread blocked on a socket costs no CPU, only its stack. 1,000 calls
   with 2 s think time and a 1.5 s model put ~215 turns in flight per worker
   on average and more on the busier one: at 256 threads per worker 203 of

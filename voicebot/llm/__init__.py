@@ -17,7 +17,7 @@ def build_llm(config: Mapping[str, Any]) -> LLM:
 
         return OpenAIChatLLM(api_key=config["OPENAI_API_KEY"], model=config["LLM_MODEL"],
                              max_tokens=config["LLM_MAX_TOKENS"], base_url=config["OPENAI_BASE_URL"],
-                             max_concurrency=2 * config["WEB_THREADS"])
+                             pool_size=config["WEB_THREADS"])
     if not config["ANTHROPIC_API_KEY"]:
         return OfflineResponder()
     from .anthropic import AnthropicLLM
@@ -27,7 +27,7 @@ def build_llm(config: Mapping[str, Any]) -> LLM:
         model=config["LLM_MODEL"],
         max_tokens=config["LLM_MAX_TOKENS"],
         base_url=config["ANTHROPIC_BASE_URL"] or None,
-        # Turns in flight in one worker, and as many abandoned past their deadline.
-        max_concurrency=2 * config["WEB_THREADS"],
+        # Connections kept: as many as turns in flight in one worker.
+        pool_size=config["WEB_THREADS"],
         prompt_caching=config["PROMPT_CACHING"],
     )

@@ -4,10 +4,10 @@ The conversation core keeps its history in one shape (the Messages API's
 content blocks: text, tool_use, tool_result); this adapter translates it,
 each call, into Chat Completions' (an assistant message's ``tool_calls``,
 each answered by a ``tool`` message right after it, as the API requires),
-and the answer back. It speaks over the same lean wire as the Anthropic
-adapter (``voicebot.wire``: one connection pool, every read held to the
-turn's wall-clock deadline) and reads the stream with the same reader
-(``voicebot.llm.streaming``). Prompt caching has no switch here: OpenAI
+and the answer back. Its requests go through ``voicebot.egress`` as the
+Anthropic adapter's do (kept-alive connections, every read held to the
+turn's deadline, the answer to its cap) and it reads the stream with the
+same reader (``voicebot.llm.streaming``). Prompt caching has no switch here: OpenAI
 caches a long prefix by itself, and the system prompt and history go first,
 unchanged from turn to turn, so the prefix stays stable.
 """
@@ -22,19 +22,19 @@ from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from .. import compact_json
-from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
+from ..deadline import time_left, within
+from ..egress import HTTP, Stream
+from ..exceptions import LLMTimeout, LLMUnavailable
 from ..tools import Tool
-from ..wire import Answer, Wire, WireError, time_left, wall_clock_deadline
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .streaming import HelperPool, NotSaid, Sentences, events, wire_errors
+from .streaming import (MAX_ANSWER_BYTES, NOT_SERVED, NotSaid, Sentences, error_body, events, request_errors,
+                        status_error)
 
 COMPLETIONS = "/chat/completions"
 OPENAI_URL = "https://api.openai.com/v1"
-# Statuses that say the request was not served (rate limited, overloaded): asked again once, when the
-# server's Retry-After (or a short pause) still fits in the turn's deadline with a second to spare.
-RETRIED = {429, 500, 502, 503, 504}
+# A status that says the request was not served (rate limited, overloaded: NOT_SERVED) is asked again once,
+# when the server's Retry-After (or a short pause) still fits in the turn's deadline with a second to spare.
 LONGEST_RETRY_WAIT = 2.0
-MAX_ERROR_BYTES = 64 * 1024
 
 
 class OpenAIChatLLM(LLM):
@@ -44,8 +44,7 @@ class OpenAIChatLLM(LLM):
     name = "openai"
 
     def __init__(self, *, api_key: str, model: str, max_tokens: int, base_url: str = OPENAI_URL,
-                 tls: Callable[[], ssl.SSLContext] = ssl.create_default_context,
-                 max_concurrency: int = 64) -> None:
+                 tls: ssl.SSLContext | None = None, pool_size: int = 64) -> None:
         self.model = model
         self.max_tokens = max_tokens
         # OpenAI's own API takes max_completion_tokens (its newer models refuse max_tokens); compatible
@@ -55,15 +54,15 @@ class OpenAIChatLLM(LLM):
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if api_key:  # a local server (Ollama, vLLM) may take none
             headers["Authorization"] = f"Bearer {api_key}"
-        self._helpers = HelperPool(max_concurrency)
-        self._wire = Wire(base_url, headers, self._helpers, tls)
+        self._url = base_url.rstrip("/") + COMPLETIONS
+        self._http = HTTP(headers=headers, tls=tls, pool_size=pool_size)
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
         body = self._body(system, messages, tools, allow_tools, force_tool)
-        with wall_clock_deadline(timeout):
+        with within(timeout):
             return self._mapped(lambda: self._call(body), timeout)
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
@@ -74,7 +73,7 @@ class OpenAIChatLLM(LLM):
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         try:
-            with wall_clock_deadline(timeout):
+            with within(timeout):
                 return self._mapped(lambda: self._read_stream(body, on_text), timeout)
         except NotSaid as failed:
             raise failed.error from None  # the platform's own error, for the turn to answer as it does
@@ -93,31 +92,26 @@ class OpenAIChatLLM(LLM):
         return body
 
     def _mapped(self, call: Callable[[], Reply], timeout: float) -> Reply:
-        """The call, with the wire's errors and a broken answer mapped to ours."""
-        try:
-            with wire_errors(self.model, timeout):
-                return call()
-        except LLMError:
-            raise
-        except ValueError:
-            raise LLMUnavailable(f"{self.model}: the answer is not JSON") from None
+        """The call, with its request's failures and a broken answer mapped to ours."""
+        with request_errors(self.model, timeout):
+            return call()
 
     @contextmanager
-    def _answer(self, body: dict[str, Any]) -> Iterator[Answer]:
-        """The server's 200 answer to ``body``; once more after a 429 or 5xx if its wait fits the deadline."""
+    def _answer(self, body: dict[str, Any]) -> Iterator[Stream]:
+        """The server's 200 answer to ``body``; once more after a status that says it was not served (the
+        server says so: nothing was billed), if its wait fits the deadline. Never sent again otherwise."""
         data = compact_json.dumps(body)
         for attempt in (1, 2):
-            # Never sent twice on the wire's own account: a POST that may have arrived may have been billed.
-            with self._wire.request("POST", COMPLETIONS, data, again=False) as answer:
+            with self._http.stream("POST", self._url, body=data, limit=MAX_ANSWER_BYTES) as answer:
                 if answer.status == 200:
                     yield answer
                     return
-                error = _error_text(answer)
+                error = error_body(answer)
                 wait = _retry_after(answer.headers.get("retry-after"))
-            if attempt == 1 and answer.status in RETRIED and wait + 1.0 < time_left():
+            if attempt == 1 and answer.status in NOT_SERVED and wait + 1.0 < time_left():
                 time.sleep(wait)
                 continue
-            raise _status_error(self.model, answer.status, error)
+            raise status_error(self.model, answer.status, error)
 
     def _call(self, body: dict[str, Any]) -> Reply:
         with self._answer(body) as answer:
@@ -129,8 +123,8 @@ class OpenAIChatLLM(LLM):
         usage: dict[str, Any] = {}
         with self._answer(body) as answer:
             if answer.encoded:
-                raise WireError(f"the stream came {answer.encoded}-encoded, which was not asked for")
-            for read in events(answer.body):
+                raise LLMUnavailable(f"{self.model}: the stream came {answer.encoded}-encoded, unasked")
+            for read in events(answer.pieces()):
                 for chunk in read:
                     if chunk == "[DONE]":
                         finished = True
@@ -160,8 +154,7 @@ class OpenAIChatLLM(LLM):
         return Reply(sentences.text, uses, _usage(usage))
 
     def close(self) -> None:
-        self._helpers.shutdown()
-        self._wire.close()
+        self._http.close()
 
 
 def chat_messages(system: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -236,32 +229,8 @@ def _usage(raw: object) -> dict[str, int]:
             "output": int(raw.get("completion_tokens") or 0)}
 
 
-def _error_text(answer: Answer) -> str:
-    """The error's message, from what the server said (bounded: an error body is never a reason to wait)."""
-    data = b""
-    for piece in answer.body:
-        data += piece
-        if len(data) > MAX_ERROR_BYTES:
-            break
-    try:
-        error = json.loads(data).get("error")
-    except (ValueError, AttributeError):
-        return ""
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:200] if message else ""
-
-
 def _retry_after(value: str | None) -> float:
     try:
         return min(LONGEST_RETRY_WAIT, max(0.0, float(value))) if value else 0.25
     except ValueError:
         return 0.25
-
-
-def _status_error(model: str, status: int, message: str) -> LLMError:
-    detail = f"{model}: HTTP {status}" + (f" ({message})" if message else "")
-    if status in (401, 403):
-        return LLMKeyRejected(detail)
-    if status in RETRIED or status >= 500:
-        return LLMUnavailable(detail)
-    return LLMRejected(detail)  # 400 (a request it refuses), 404 (no such model)

@@ -1,5 +1,5 @@
-"""What every adapter on the wire shares: its helper threads, its errors mapped, server-sent events read from a
-body, sentences handed on as written.
+"""What every model adapter shares: its requests' failures and refusals mapped to voicebot's, server-sent events
+read from a body, sentences handed on as written.
 
 Both model APIs stream as server-sent events (``data: {...}`` lines), and a
 phone turn wants each sentence said the moment the model has finished it. The
@@ -10,19 +10,27 @@ sentences and mapping the wire's failures is done once, here.
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
-from ..exceptions import LLMError, LLMTimeout, LLMUnavailable
+from ..egress import BodyTooLarge, EgressError, EgressTimeout
+from ..exceptions import LLMError, LLMKeyRejected, LLMRejected, LLMTimeout, LLMUnavailable
 from ..speakable import complete_sentences
-from ..wire import WireError, WireTimeout
 from .base import OnText
 
 # The most a stream may hold that is not yet a whole line, or a whole event: a model's event is a few
 # hundred bytes; past this it is not a model talking, and the stream fails as a broken one does.
 MAX_PENDING_BYTES = 256 * 1024
+# The most of a reply held back waiting for a sentence to end: past it, what is there is said as it is (a
+# spoken sentence is a few hundred characters; scanning an ever longer one for its end costs every event).
+MAX_UNFINISHED_CHARS = 2000
+# The most a model's answer may be, streamed or whole: a spoken reply is a few kB, an analysis some more;
+# past this it is not a model answering, and the turn falls back rather than hold the bytes.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+# An error's body is read for its message, no further.
+MAX_ERROR_BYTES = 64 * 1024
+# Statuses that say the request was not served (rate limited, overloaded).
+NOT_SERVED = {429, 500, 502, 503, 504, 529}
 
 
 class StreamBroken(Exception):
@@ -38,37 +46,48 @@ class NotSaid(Exception):
         self.error = error
 
 
-class HelperPool:
-    """The threads an adapter's wire opens connections on (a name lookup takes no timeout), or its SDK's calls
-    run on: made on first use, in the worker process (a pool's threads do not survive a fork)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.size, thread_name_prefix="llm")
-            return self._pool
-
-    def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-
 @contextmanager
-def wire_errors(model: str, timeout: float) -> Iterator[None]:
-    """The wire's failures and a broken stream as the model's: a timeout, or the model unavailable."""
+def request_errors(model: str, timeout: float) -> Iterator[None]:
+    """A request's failures and a broken stream as the model's: a timeout, or the model unavailable (an
+    answer past its cap included: the turn falls back, and the record says why)."""
     try:
         yield
     except (LLMError, NotSaid):
         raise
-    except WireTimeout:
+    except EgressTimeout:
         raise LLMTimeout(f"{model}: no reply within {timeout:.1f}s") from None
-    except (WireError, StreamBroken) as exc:
+    except BodyTooLarge as exc:
         raise LLMUnavailable(f"{model}: {exc}") from None
+    except (EgressError, StreamBroken) as exc:
+        raise LLMUnavailable(f"{model}: {exc}") from None
+    except ValueError:
+        raise LLMUnavailable(f"{model}: the answer is not JSON") from None
+
+
+def status_error(model: str, status: int, body: bytes) -> LLMError:
+    """A status other than 200 as voicebot's error, with the API's own message where it gave one (both APIs
+    answer ``{"error": {"message": ...}}``, Anthropic's with a ``type`` too)."""
+    try:
+        error = json.loads(body[:MAX_ERROR_BYTES]).get("error")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        error = None
+    message = error.get("message") if isinstance(error, dict) else error
+    detail = f"{model}: HTTP {status}" + (f" ({str(message)[:200]})" if message else "")
+    if status in (401, 403):
+        return LLMKeyRejected(detail)
+    if status in NOT_SERVED or status >= 500:
+        return LLMUnavailable(detail)
+    return LLMRejected(detail)  # 400 (a request it refuses), 404 (no such model), 413
+
+
+def error_body(stream: Any) -> bytes:
+    """The first MAX_ERROR_BYTES of an error answer: read for its message, never a reason to wait longer."""
+    data = b""
+    for piece in stream.pieces():
+        data += piece
+        if len(data) > MAX_ERROR_BYTES:
+            break
+    return data
 
 
 def events(chunks: Iterable[bytes]) -> Iterator[list[Any]]:
@@ -109,6 +128,9 @@ class Sentences:
         whole, self._buffer = complete_sentences(self._buffer)
         if whole:
             self._ready.append(whole)
+        if len(self._buffer) > MAX_UNFINISHED_CHARS:
+            self._ready.append(self._buffer)
+            self._buffer = ""
 
     def hand_on(self) -> bool:
         """Say what is ready (one piece for what one read finished); False when the caller stopped the reply."""

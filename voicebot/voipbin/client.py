@@ -1,13 +1,12 @@
 """A small client for the parts of VoIPBin's REST API that a voice agent needs.
 
-Requests go over voicebot's lean HTTP/1.1 wire (voicebot/wire.py): kept-alive
+Requests go through voicebot's egress layer (voicebot/egress): kept-alive
 connections shared by a worker's threads, the whole request held to its
-timeout (connect and read together), each capped by the webhook's deadline.
-A ``say`` is on the path from the model's first sentence to the caller's ear,
-and through ``requests`` each one cost more CPU than the rest of the turn's
-work in the worker. Behind an HTTP proxy, which the wire does not speak, a
-``requests.Session`` carries them instead. Either way the errors are mapped
-into voicebot's exceptions, and a redirect is never followed.
+timeout (the lookup, connecting and every read together), each capped by the
+webhook's deadline, the answer by MAX_ANSWER_BYTES, proxies as the
+environment names them. The errors are mapped into voicebot's exceptions, a
+redirect is never followed, and nothing that may have reached VoIPBin is
+sent again here (the caller knows whether doing it twice is harmless).
 
 The access key travels as the ``accesskey`` cookie, which VoIPBin accepts as
 well as the query parameter its Go SDK uses: a URL is printed by proxies and
@@ -17,24 +16,14 @@ cookie header is not. No error message here carries a URL or a header.
 
 from __future__ import annotations
 
-import json
 import logging
-import ssl
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import certifi
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
 from .. import compact_json
-from ..deadline import Deadline, unbounded
-from ..wire import Wire, WireError, WireTimeout, proxy_configured, wall_clock_deadline
+from ..deadline import Deadline, unbounded, within
+from ..egress import HTTP, BodyTooLarge, EgressError, EgressTimeout, Response
 from .exceptions import VoipbinError, VoipbinRateLimited, VoipbinRejected, VoipbinUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,18 +35,8 @@ MIN_REQUEST_SECONDS = 0.25
 MAX_RATE_LIMIT_WAIT = 3.0
 # GET /speakings lists the whole account, newest first: a call's own session is on the first pages.
 MAX_LIST_PAGES = 5
-
-
-@dataclass
-class _Answered:
-    """An answer, whichever client carried it: status, headers (names in lower case), body."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    content: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.content)
+# The most an answer may be: a page of 100 speakings is some tens of kB; past this it is not VoIPBin answering.
+MAX_ANSWER_BYTES = 2 * 1024 * 1024
 
 
 class VoipbinClient:
@@ -72,21 +51,8 @@ class VoipbinClient:
                  read_timeout: float = 3.0) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._access_key = access_key
-        self._helpers: ThreadPoolExecutor | None = None
-        self._helpers_lock = threading.Lock()
-        self._wire: Wire | None = None
-        self._session: requests.Session | None = None
-        if proxy_configured():
-            self._session = requests.Session()
-            # A connection that could not be made sent nothing, so trying it again
-            # is safe for every request; anything that may have reached VoIPBin is
-            # not repeated here (the caller knows whether doing it twice is harmless).
-            retry = Retry(total=None, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0.1)
-            adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
-            self._session.cookies.set("accesskey", access_key)
+        self._http = HTTP(headers={"Cookie": f"accesskey={access_key}", "Accept": "application/json",
+                                   "User-Agent": "voicebot"}, pool_size=64)
         self.api_url = api_url
 
     @property
@@ -95,30 +61,11 @@ class VoipbinClient:
 
     @api_url.setter
     def api_url(self, url: str) -> None:
-        """Where the requests go from now on (the wire's kept connections to the old place are let go)."""
+        """Where the requests go from now on."""
         self._api_url = url.rstrip("/")
-        if self._session is None:
-            if self._wire is not None:
-                self._wire.close()
-            self._wire = Wire(self._api_url, {"Cookie": f"accesskey={self._access_key}",
-                                              "Accept": "application/json", "User-Agent": "voicebot"},
-                              self._connector, _tls)
-
-    def _connector(self) -> ThreadPoolExecutor:
-        # New connections open on these threads, within the deadline (see voicebot/wire.py). Made on
-        # first use, in the worker process: a pool's threads do not survive a fork.
-        with self._helpers_lock:
-            if self._helpers is None:
-                self._helpers = ThreadPoolExecutor(8, thread_name_prefix="voipbin-connect")
-            return self._helpers
 
     def close(self) -> None:
-        if self._wire is not None:
-            self._wire.close()
-        if self._session is not None:
-            self._session.close()
-        if self._helpers is not None:
-            self._helpers.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
 
     # -- the one way requests are made ---------------------------------------------
 
@@ -131,7 +78,7 @@ class VoipbinClient:
             read_timeout = deadline.cap(self.read_timeout, keep=self.connect_timeout)
             if read_timeout < MIN_REQUEST_SECONDS:
                 raise VoipbinUnavailable(f"{what}: no time left in this webhook's budget")
-            response = self._send(method, path, body, params, (self.connect_timeout, read_timeout), what)
+            response = self._send(method, path, body, params, self.connect_timeout + read_timeout, what)
             if response.status != 429:
                 return _answer(response, what)
             wait = _retry_after(response)
@@ -140,52 +87,17 @@ class VoipbinClient:
             log.info("%s: rate limited by VoIPBin, retrying in %.1fs", what, wait)
             time.sleep(wait)
 
-    def _send(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
-              what: str) -> _Answered:
-        if self._wire is None:
-            return self._send_by_requests(method, path, body, params, timeout, what)
-        target = path + ("?" + urlencode(params) if params else "")
+    def _send(self, method: str, path: str, body: Any, params: Any, seconds: float, what: str) -> Response:
+        url = self._api_url + path + ("?" + urlencode(params) if params else "")
         data = None if body is None else compact_json.dumps(body)
-        try:
-            return self._by_wire(method, target, data, sum(timeout))
-        except WireError as exc:
-            # As urllib3's Retry(connect=1): a connection that could not be made sent nothing, so it
-            # is tried once more. Anything that may have reached VoIPBin is not repeated here (the
-            # caller knows whether doing it twice is harmless).
-            if exc.sent or isinstance(exc, WireTimeout):
-                raise _unavailable(exc, what) from None
-        try:
-            return self._by_wire(method, target, data, sum(timeout))
-        except WireError as exc:
-            raise _unavailable(exc, what) from None
-
-    def _by_wire(self, method: str, target: str, data: bytes | None, seconds: float) -> _Answered:
-        assert self._wire is not None
         headers = {"Content-Type": "application/json"} if data is not None else None
-        with wall_clock_deadline(seconds):
-            # A kept connection found closed as the request left is tried again only for a GET.
-            with self._wire.request(method, target, data, headers=headers, again=method == "GET") as answer:
-                return _Answered(answer.status, answer.headers, answer.read())
-
-    def _send_by_requests(self, method: str, path: str, body: Any, params: Any, timeout: tuple[float, float],
-                          what: str) -> _Answered:
-        assert self._session is not None
         try:
-            # Never redirected: the access key would go wherever a Location header points.
-            response = self._session.request(method, self.api_url + path, params=params, json=body, timeout=timeout,
-                                             allow_redirects=False)
-        except requests.ConnectTimeout:
-            raise VoipbinUnavailable(f"{what}: could not connect (timed out)") from None
-        except requests.Timeout:
-            raise VoipbinUnavailable(f"{what}: no answer in time", maybe_done=True) from None
-        except requests.ConnectionError as exc:
-            sent = not _never_connected(exc)
-            raise VoipbinUnavailable(f"{what}: {'connection lost' if sent else 'could not connect'}",
-                                     maybe_done=sent) from None
-        except requests.RequestException as exc:
-            raise VoipbinUnavailable(f"{what}: {type(exc).__name__}", maybe_done=True) from None
-        return _Answered(response.status_code, {k.lower(): v for k, v in response.headers.items()},
-                         response.content)
+            # Tried once more by the layer only where it cannot be done twice (no connection was made, or a GET);
+            # whether a say that may have reached VoIPBin is said again is the caller's to judge.
+            with within(seconds):
+                return self._http.request(method, url, body=data, headers=headers, limit=MAX_ANSWER_BYTES)
+        except EgressError as exc:
+            raise _unavailable(exc, what) from None
 
     def list_all(self, path: str, params: dict[str, Any], *, deadline: Deadline | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list (``{"result": [...], "next_page_token": ...}``), within bounds."""
@@ -259,8 +171,10 @@ class VoipbinClient:
             self.request("POST", path, deadline=deadline)
 
 
-def _unavailable(exc: WireError, what: str) -> VoipbinUnavailable:
-    if isinstance(exc, WireTimeout):
+def _unavailable(exc: EgressError, what: str) -> VoipbinUnavailable:
+    if isinstance(exc, BodyTooLarge):
+        return VoipbinUnavailable(f"{what}: {exc}", maybe_done=True)
+    if isinstance(exc, EgressTimeout):
         return (VoipbinUnavailable(f"{what}: no answer in time", maybe_done=True) if exc.sent
                 else VoipbinUnavailable(f"{what}: could not connect (timed out)"))
     return (VoipbinUnavailable(f"{what}: connection lost", maybe_done=True) if exc.sent
@@ -272,11 +186,7 @@ def _id(value: str) -> str:
     return quote(value, safe="")
 
 
-def _tls() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _answer(response: _Answered, what: str) -> Any:
+def _answer(response: Response, what: str) -> Any:
     status = response.status
     if status >= 500:
         raise VoipbinUnavailable(f"{what}: HTTP {status}{_reason(response)}", maybe_done=True)
@@ -285,7 +195,7 @@ def _answer(response: _Answered, what: str) -> Any:
     if status >= 300:
         raise VoipbinError(f"{what}: HTTP {status}, a redirect, which is not followed")
     try:
-        return response.json() if response.content else {}
+        return response.json() if response.body else {}
     except ValueError:
         raise VoipbinError(f"{what}: the answer is not JSON") from None
 
@@ -296,20 +206,14 @@ def _id_of(created: Any, what: str) -> str:
     return str(created["id"])
 
 
-def _retry_after(response: _Answered) -> float:
+def _retry_after(response: Response) -> float:
     try:
         return max(0.0, float(response.headers.get("retry-after", "1")))
     except ValueError:
         return 1.0
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never made, so nothing was sent."""
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    return type(reason).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")
-
-
-def _reason(response: _Answered) -> str:
+def _reason(response: Response) -> str:
     """VoIPBin's error envelope ``{"error": {"status", "reason", "message", "request_id"}}``, in a few words."""
     try:
         body = response.json()
