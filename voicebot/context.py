@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from .exceptions import ConfigError
 from .operator_tools import address_policy
-from .outgoing import AddressPolicy, Expired, OutgoingFailure, OutgoingHTTP, operator_url_problem
+from .egress import HTTP, AddressPolicy, BodyTooLarge, EgressError, EgressTimeout, operator_url_problem
 from .placeholders import clean_variables
 from .signing import VOICEBOT_HEADER, sign
 
@@ -68,7 +68,7 @@ class ContextSource:
         self.secret = secret
         self.timeout = timeout
         self.where = urlsplit(url).netloc  # only the host in logs: the URL may carry a token
-        self.http = OutgoingHTTP(policy=policy or AddressPolicy(), pool_size=32)
+        self.http = HTTP(policy=policy or AddressPolicy(), pool_size=32)
 
     def ask(self, facts: CallFacts, budget: float) -> KeptContext:
         """The context of the call, within ``min(timeout, budget)`` seconds; empty, with the reason, otherwise."""
@@ -79,20 +79,19 @@ class ContextSource:
         raw = json.dumps(facts.body(), separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", VOICEBOT_HEADER: sign(raw, self.secret)}
         try:
-            answer = self.http.post(self.url, raw, headers, self.http.exchange(seconds), MAX_ANSWER_BYTES)
-        except Expired:
+            answer = self.http.request("POST", self.url, body=raw, headers=headers, limit=MAX_ANSWER_BYTES,
+                                       cutoff=self.http.cutoff(seconds))
+        except EgressTimeout:
             return self._without(facts, f"no answer within {seconds:.1f} s", started)
-        except OutgoingFailure as exc:
+        except BodyTooLarge:
+            return self._without(facts, f"answered with more than {MAX_ANSWER_BYTES} bytes", started)
+        except EgressError as exc:
             return self._without(facts, str(exc), started)
         if answer.redirect:
             return self._without(facts, f"answered with a redirect (HTTP {answer.status}), which is not followed",
                                  started)
         if not answer.ok:
             return self._without(facts, f"answered HTTP {answer.status}", started)
-        if answer.body is None:
-            return self._without(facts, "its answer did not come whole in time", started)
-        if len(answer.body) > MAX_ANSWER_BYTES:
-            return self._without(facts, f"answered with more than {MAX_ANSWER_BYTES} bytes", started)
         try:
             variables, instructions = _read(answer.body)
         except ValueError as exc:

@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 
 from .jsonfile import read_json_file
 from .exceptions import ConfigError
-from .outgoing import (AddressPolicy, AddressRefused, Answer, Exchange, Expired, OutgoingFailure, OutgoingHTTP,
-                       operator_url_problem)
+from .egress import (HTTP, AddressPolicy, AddressRefused, BodyTooLarge, Cutoff, EgressError, EgressTimeout, Response,
+                     operator_url_problem)
 from .signing import VOICEBOT_HEADER as SIGNATURE_HEADER, sign
 from .tools import LIFECYCLE_TOOLS, Tool
 
@@ -120,10 +120,10 @@ def load_tools(path: str, policy: AddressPolicy) -> list[HttpTool]:
 class ToolCall:
     """A tool call under way: its result within its deadline, never an exception."""
 
-    def __init__(self, tool: HttpTool, future: "Future[ToolResult]", exchange: Exchange | None = None) -> None:
+    def __init__(self, tool: HttpTool, future: "Future[ToolResult]", cutoff: Cutoff | None = None) -> None:
         self.tool = tool
         self._future = future
-        self._exchange = exchange
+        self._cutoff = cutoff
 
     @classmethod
     def finished(cls, tool: HttpTool, result: "ToolResult") -> "ToolCall":
@@ -147,8 +147,8 @@ class ToolCall:
         try:
             return self._future.result(timeout=max(0.0, timeout))
         except FutureTimeout:
-            if self._exchange is not None:
-                self._exchange.cancel()
+            if self._cutoff is not None:
+                self._cutoff.cancel()
             return ToolResult(f"The {self.tool.name} tool did not answer in time.", True)
         except Exception:  # the call itself catches everything; this is the last guard
             log.exception("tool %s failed unexpectedly", self.tool.name)
@@ -168,7 +168,7 @@ class ToolCaller:
                  per_tool: int = 32) -> None:
         self.secret = secret
         self.per_tool = per_tool
-        self.http = OutgoingHTTP(policy=policy or AddressPolicy(), pool_size=per_tool)
+        self.http = HTTP(policy=policy or AddressPolicy(), pool_size=per_tool)
         self._slots = {tool.name: threading.BoundedSemaphore(per_tool) for tool in tools}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -185,13 +185,13 @@ class ToolCaller:
         slots = self._slots.get(tool.name)
         if slots is None or not slots.acquire(blocking=False):
             return ToolCall.finished(tool, self._failed(tool, body, "is busy with other calls"))
-        exchange = self.http.exchange(timeout)
+        cutoff = self.http.cutoff(timeout)
         try:
-            future = self._executor().submit(self._call_and_free, tool, tool_use_id, body, exchange, slots)
+            future = self._executor().submit(self._call_and_free, tool, tool_use_id, body, cutoff, slots)
         except RuntimeError:  # shut down: the worker is stopping
             slots.release()
             return ToolCall.finished(tool, self._failed(tool, body, "could not be asked: the service is stopping"))
-        return ToolCall(tool, future, exchange)
+        return ToolCall(tool, future, cutoff)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -200,32 +200,36 @@ class ToolCaller:
                                                 thread_name_prefix="tool")
             return self._pool
 
-    def _call_and_free(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], exchange: Exchange,
+    def _call_and_free(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], cutoff: Cutoff,
                        slots: threading.BoundedSemaphore) -> ToolResult:
         try:
-            return self._call(tool, tool_use_id, body, exchange)
+            return self._call(tool, tool_use_id, body, cutoff)
         except Exception:
             log.exception("tool %s failed unexpectedly call_id=%s", tool.name, body["call_id"])
             return self._failed(tool, body, "failed")
         finally:
             slots.release()
 
-    def _call(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], exchange: Exchange) -> ToolResult:
+    def _call(self, tool: HttpTool, tool_use_id: str, body: dict[str, Any], cutoff: Cutoff) -> ToolResult:
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(raw, self.secret),
                    CALL_ID_HEADER: tool_use_id}
         try:
-            answer = self.http.post(tool.url, raw, headers, exchange, MAX_ANSWER_BYTES)
-        except Expired:
+            answer = self.http.request("POST", tool.url, body=raw, headers=headers, limit=MAX_ANSWER_BYTES,
+                                       cutoff=cutoff)
+        except EgressTimeout:
             return self._failed(tool, body, "did not answer in time")
         except AddressRefused as exc:
             return self._failed(tool, body, "could not be reached", why=f"refused: {exc}")
-        except OutgoingFailure as exc:
-            return self._failed(tool, body, "could not be reached", why=str(exc))
-        problem = _answer_problem(answer, exchange)
+        except BodyTooLarge:
+            return self._failed(tool, body, f"answered with more than {MAX_ANSWER_BYTES} bytes")
+        except EgressError as exc:
+            why = str(exc)
+            return self._failed(tool, body, "answered with a broken or cut-off body" if exc.sent
+                                else "could not be reached", why=why)
+        problem = _answer_problem(answer)
         if problem:
             return self._failed(tool, body, problem)
-        assert answer.body is not None
         text = answer.body.decode("utf-8")
         log.debug("tool %s call_id=%s answered %s", tool.name, body["call_id"], text[:500])
         return ToolResult(text)
@@ -241,16 +245,12 @@ class ToolCaller:
         self.http.close()
 
 
-def _answer_problem(answer: Answer, exchange: Exchange) -> str:
+def _answer_problem(answer: Response) -> str:
     """What is wrong with a tool's answer, in words for the model; empty when it is a JSON answer."""
     if answer.redirect:
         return f"answered with a redirect (HTTP {answer.status}), which is not followed"
     if not answer.ok:
         return f"answered with an error (HTTP {answer.status})"
-    if answer.body is None:
-        return "did not answer in time" if exchange.cancelled else "answered with a broken or cut-off body"
-    if len(answer.body) > MAX_ANSWER_BYTES:
-        return f"answered with more than {MAX_ANSWER_BYTES} bytes"
     try:
         json.loads(answer.body.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .. import metrics
 from ..exceptions import StoreError
-from ..outgoing import OutgoingFailure, OutgoingHTTP
+from ..egress import HTTP, EgressError
 from ..signing import VOICEBOT_HEADER as SIGNATURE_HEADER, sign
 from .outbox import Entry, Outbox
 
@@ -44,22 +44,24 @@ class RecordSender:
         self.timeout = timeout
         # Only the host in log lines: a receiver's URL may carry a token.
         self.where = urlsplit(url).netloc
-        self.http = OutgoingHTTP(pool_size=PARALLEL_DELIVERIES)
+        self.http = HTTP(pool_size=PARALLEL_DELIVERIES)
 
     def send(self, record: dict[str, Any]) -> bool:
         body = json.dumps(record, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret),
                    RECORD_ID_HEADER: record["id"]}
         try:
-            answer = self.http.post(self.url, body, headers, self.http.exchange(self.timeout), read_at_most=0)
-        except OutgoingFailure as exc:
+            # The body is never read (the connection goes with it): the status is the receiver's word.
+            with self.http.stream("POST", self.url, body=body, headers=headers, limit=0,
+                                  cutoff=self.http.cutoff(self.timeout)) as answer:
+                status, ok, redirect = answer.status, answer.ok, answer.redirect
+        except EgressError as exc:
             log.warning("call record %s not delivered to %s: %s", record["id"], self.where, exc)
             return False
-        if answer.ok:
+        if ok:
             return True
-        what = "a redirect, which is not followed" if answer.redirect else "an error"
-        log.warning("call record %s not delivered to %s: HTTP %d (%s)", record["id"], self.where, answer.status,
-                    what)
+        what = "a redirect, which is not followed" if redirect else "an error"
+        log.warning("call record %s not delivered to %s: HTTP %d (%s)", record["id"], self.where, status, what)
         return False
 
     def close(self) -> None:
