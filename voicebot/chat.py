@@ -20,18 +20,20 @@ Post = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 def http_poster(url: str, token: str) -> Post:
-    import requests
+    import json
 
-    session = requests.Session()
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
+    from .deadline import within
+    from .egress import HTTP
+
+    http = HTTP(headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
 
     def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        answer = session.post(url.rstrip("/") + path, json=body, timeout=30)
+        with within(30):
+            answer = http.request("POST", url.rstrip("/") + path, body=json.dumps(body).encode(), limit=1 << 20)
         try:
-            return answer.status_code, answer.json()
+            return answer.status, answer.json()
         except ValueError:
-            return answer.status_code, {"error": "not_json", "message": answer.text[:200]}
+            return answer.status, {"error": "not_json", "message": answer.body[:200].decode("utf-8", "replace")}
     return post
 
 

@@ -97,19 +97,24 @@ def _model(settings: Mapping[str, Any]) -> Found:
 def _openai_model(settings: Mapping[str, Any]) -> Found:
     """An OpenAI-compatible server: ``GET {base}/models`` with the key (no tokens spent), and whether it lists
     LLM_MODEL (a server that lists none, some proxies, is taken at its word)."""
-    import requests
+    from .deadline import within
+    from .egress import HTTP, EgressError
 
     model, base = settings["LLM_MODEL"], settings["OPENAI_BASE_URL"].rstrip("/")
     what = f"model {model} at {base}"
     headers = {"Authorization": f"Bearer {settings['OPENAI_API_KEY']}"} if settings["OPENAI_API_KEY"] else {}
+    http = HTTP()
     try:
-        answer = requests.get(f"{base}/models", headers=headers, timeout=TIMEOUT_SECONDS, allow_redirects=False)
-    except requests.RequestException as exc:
-        return Found(what, False, f"the server cannot be reached ({type(exc).__name__})")
-    if answer.status_code in (401, 403):
-        return Found(what, False, f"the server rejected OPENAI_API_KEY ({answer.status_code})")
-    if answer.status_code != 200:
-        return Found(what, False, f"GET /models answered HTTP {answer.status_code}")
+        with within(TIMEOUT_SECONDS):
+            answer = http.request("GET", f"{base}/models", headers=headers, limit=8 * 1024 * 1024)
+    except EgressError as exc:
+        return Found(what, False, f"the server cannot be reached ({exc})")
+    finally:
+        http.close()
+    if answer.status in (401, 403):
+        return Found(what, False, f"the server rejected OPENAI_API_KEY ({answer.status})")
+    if answer.status != 200:
+        return Found(what, False, f"GET /models answered HTTP {answer.status}")
     try:
         listed = [m.get("id") for m in answer.json().get("data") or () if isinstance(m, dict)]
     except (ValueError, AttributeError):

@@ -86,17 +86,25 @@ def _service(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
 
 
 def _ask(args: argparse.Namespace, method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
-    import requests
+    import json
+
+    from ..deadline import within
+    from ..egress import HTTP, EgressError
 
     url, headers = _service(args)
+    http = HTTP(headers={"Content-Type": "application/json", **headers})
     try:
-        answer = requests.request(method, url + path, json=body, headers=headers, timeout=60)
-    except requests.RequestException as exc:
-        raise OSError(f"cannot reach {url}: {type(exc).__name__}") from None
+        with within(60):
+            answer = http.request(method, url + path, body=None if body is None else json.dumps(body).encode(),
+                                  limit=64 * 1024 * 1024)
+    except EgressError as exc:
+        raise OSError(f"cannot reach {url}: {exc}") from None
+    finally:
+        http.close()
     try:
-        return answer.status_code, answer.json()
+        return answer.status, answer.json()
     except ValueError:
-        return answer.status_code, {"message": answer.text[:200]}
+        return answer.status, {"message": answer.body[:200].decode("utf-8", "replace")}
 
 
 def run_campaign(args: argparse.Namespace) -> int:

@@ -51,19 +51,20 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
 
 
 def _register_dialler(app: "Flask", conversation: "Conversation") -> None:
-    """Calls placed through Twilio's REST API, by twilio-python (its errors, auth and form encoding are Twilio's)."""
-    from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
+    """Calls placed through Twilio's REST API, by twilio-python (its errors, auth and form encoding are Twilio's),
+    its requests made by voicebot's egress layer."""
     from twilio.rest import Client  # type: ignore[import-untyped]
 
     from ..runtime import runtime_of
     from .dialler import REQUEST_SECONDS, TwilioDialler
+    from .egress_client import EgressHttpClient
 
     cfg = app.config
     runtime = runtime_of(app)
-    http = TwilioHttpClient(timeout=REQUEST_SECONDS)
+    http = EgressHttpClient(timeout=REQUEST_SECONDS)
     client = Client(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], http_client=http)
     client.api.base_url = cfg["TWILIO_API_URL"].rstrip("/")
-    runtime.closers.append(http.session.close)
+    runtime.closers.append(http.close)
     runtime.diallers[NAME] = TwilioDialler(client, conversation, cfg["OUTBOUND_NUMBER"], cfg["PUBLIC_URL"],
                                            voicemail=bool(cfg["VOICEMAIL_MESSAGE"]))
 

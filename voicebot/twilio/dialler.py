@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import requests
-
 from ..conversation import Conversation
 from ..speaker import Dialler
 from .exceptions import TwilioRejected, TwilioUnavailable
@@ -52,8 +50,8 @@ class TwilioDialler(Dialler):
             if exc.status >= 500 or exc.status == 429:
                 raise TwilioUnavailable(f"POST Calls: HTTP {exc.status}: {exc.msg}") from None
             raise TwilioRejected(f"POST Calls: HTTP {exc.status}: {exc.msg}", exc.status) from None
-        except (TwilioException, requests.RequestException) as exc:
-            raise TwilioUnavailable(f"POST Calls: {type(exc).__name__}") from None
+        except TwilioException as exc:  # the egress layer's failures come as twilio-python's
+            raise TwilioUnavailable(f"POST Calls: {exc}") from None
         self.conversation.open_outbound(call.sid, to, self.caller_id, variables, campaign_id=campaign_id,
                                         leave_voicemail=leave_voicemail)
         return str(call.sid)
