@@ -12,7 +12,7 @@ from voicebot import create_app
 from voicebot.exceptions import ConfigError
 from voicebot.llm import Reply, ToolUse
 from voicebot.operator_tools import load_tools
-from voicebot.outgoing import AddressPolicy
+from voicebot.egress import AddressPolicy
 from voicebot_testing.fake_voipbin import transcript_event_data
 from voicebot.runtime import runtime_of
 
@@ -204,7 +204,8 @@ def test_a_name_that_takes_long_to_look_up_is_cut_off_at_the_deadline(monkeypatc
     import socket
     import threading
 
-    from voicebot.outgoing import Expired, OutgoingHTTP
+    from voicebot.deadline import within
+    from voicebot.egress import HTTP, EgressTimeout
 
     released = threading.Event()
     real = socket.getaddrinfo
@@ -215,11 +216,11 @@ def test_a_name_that_takes_long_to_look_up_is_cut_off_at_the_deadline(monkeypatc
         return real("127.0.0.1", *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
-    http = OutgoingHTTP()
+    http = HTTP()
     started = time.monotonic()
     try:
-        with pytest.raises(Expired):
-            http.post("http://slow-dns.example:9/tool", b"{}", {}, http.exchange(0.5), read_at_most=100)
+        with pytest.raises(EgressTimeout), within(0.5):
+            http.request("POST", "http://slow-dns.example:9/tool", body=b"{}", limit=100)
         assert time.monotonic() - started < 1.5
     finally:
         released.set()

@@ -1,4 +1,5 @@
-"""The wire (voicebot/wire.py) under the model's call: HTTP/1.1 as servers really answer it, connections kept."""
+"""The egress layer (voicebot/egress) under the model's and VoIPBin's calls: HTTP/1.1 as servers really answer it,
+connections kept, nothing sent twice."""
 
 from __future__ import annotations
 
@@ -96,6 +97,15 @@ def test_a_gzipped_answer_nobody_asked_for_is_still_read():
     assert ask(RawServer([ok(gzip.compress(BODY), "Content-Encoding: gzip")])) == ["Heard it."]
 
 
+def test_the_model_request_carries_the_sdks_headers_and_one_host():
+    server = RawServer([ok()])
+    assert ask(server) == ["Heard it."]
+    head = server.heads[0].decode().lower()
+    assert head.startswith("post /v1/messages http/1.1\r\n")
+    assert ("x-api-key: k\r\n" in head or "authorization: bearer k\r\n" in head) and "anthropic-version:" in head
+    assert head.count("\r\nhost: ") == 1
+
+
 def test_connection_close_is_honoured_and_the_next_call_opens_another():
     server = RawServer([ok(BODY, "Connection: close"), ok()])
     assert ask(server, 2) == ["Heard it."] * 2
@@ -131,7 +141,7 @@ def test_a_malformed_answer_is_the_model_unavailable(answer):
         ask(RawServer([answer]))
 
 
-def test_a_status_the_api_refuses_with_is_the_sdks_error_mapped_to_ours():
+def test_a_status_the_api_refuses_with_is_mapped_to_ours():
     error = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}).encode()
     answer = ok(error).replace(b"200 OK", b"400 Bad Request")
     with pytest.raises(LLMRejected, match="HTTP 400"):
@@ -154,7 +164,7 @@ def test_threads_one_after_another_share_one_kept_connection():
     assert heard == ["Heard it."] * 3 and server.connections == 1
 
 
-# VoIPBin's REST calls on the same wire: a say that may have arrived is never sent again.
+# VoIPBin's REST calls through the same layer: a say that may have arrived is never sent again.
 
 def voipbin(server: RawServer) -> VoipbinClient:
     return VoipbinClient(server.url + "/v1.0", "the-access-key", read_timeout=2)
@@ -212,26 +222,40 @@ def test_a_voipbin_server_that_is_not_there_is_unavailable_and_nothing_was_done(
     assert not refused.value.maybe_done
 
 
-def test_behind_a_proxy_voipbin_requests_go_through_requests(monkeypatch):
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # requests honours both; the wire speaks neither
+def test_behind_a_proxy_requests_go_through_it_and_no_proxy_is_honoured(monkeypatch):
+    proxy = RawServer([ok(b"{}")])
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    client = VoipbinClient("http://voipbin.invalid/v1.0", "the-access-key", read_timeout=2)
+    try:
+        client.say("s1", "Hello.")
+    finally:
+        client.close()
+        proxy.close()
+    head = proxy.heads[0].decode()
+    assert head.startswith("POST http://voipbin.invalid/v1.0/speakings/s1/say HTTP/1.1\r\n")
+    assert "Cookie: accesskey=the-access-key" in head
     server = RawServer([ok(b"{}")])
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     client = voipbin(server)
     try:
-        assert client._wire is None
         client.say("s1", "Hello.")
     finally:
         client.close()
         server.close()
-    assert "Cookie: accesskey=the-access-key" in server.heads[0].decode()
+    assert server.heads[0].decode().startswith("POST /v1.0/speakings/s1/say HTTP/1.1")
 
 
-def test_a_line_break_never_reaches_the_wire_as_a_header_of_its_own():
-    from voicebot.wire import Wire
+def test_a_line_break_never_reaches_the_server_as_a_header_of_its_own():
+    from voicebot.egress import HTTP
 
-    with pytest.raises(ValueError, match="line break"):
-        Wire("http://127.0.0.1:9", {"x-api-key": "k\r\nX-Evil: 1"}, lambda: None, lambda: None)  # type: ignore
-    server = RawServer([ok(b"{}")])
+    server = RawServer([ok(b"{}"), ok(b"{}")])
+    http = HTTP(headers={"x-api-key": "k\r\nX-Evil: 1"})
+    try:
+        with pytest.raises(ValueError):
+            http.request("POST", server.url + "/x", body=b"{}", limit=100)
+    finally:
+        http.close()
     client = voipbin(server)
     try:
         client.hang_up("c1/../../customer?x=1\r\nX-Evil: 1")
@@ -240,3 +264,4 @@ def test_a_line_break_never_reaches_the_wire_as_a_header_of_its_own():
         server.close()
     request_line = server.heads[0].decode().split("\r\n")[0]
     assert request_line == "POST /v1.0/calls/c1%2F..%2F..%2Fcustomer%3Fx%3D1%0D%0AX-Evil%3A%201/hangup HTTP/1.1"
+    assert all("\r\nX-Evil" not in head.decode() for head in server.heads)
