@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/knee.py                    # capacity, knee steps, the 1,000-call campaign
     .venv/bin/python bench/knee.py capacity           # or: knee, campaign; --steps 25,50,100 to choose
+    .venv/bin/python bench/knee.py capacity --servers voicebot --against HEAD~3   # A/B with that commit
 
 Three servers side by side, rounds interleaved so that the machine's drift
 touches all three alike:
@@ -66,7 +67,7 @@ class Server:
         self.name = name
         self.redis: RedisServer | None = None
         env = {"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": model_url, "WEB_CONCURRENCY": "2", **(env or {})}
-        if name == "voicebot":
+        if name.startswith("voicebot"):  # "voicebot", or "voicebot@REF" (an A/B's other checkout)
             self.redis = RedisServer().start()
             env["REDIS_URL"] = self.redis.url
             command = procfile_command()
@@ -94,10 +95,12 @@ class Server:
 
 
 class Bench:
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], trees: dict[str, Path] | None = None) -> None:
+        """``trees``: the checkout a server's name runs from, where it is not this one (``--against``)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="voicebot-knee-"))
         self.loadgen = build(self.tmp)
         self.names = names
+        self.trees = trees or {}
         self.model: subprocess.Popen[bytes] | None = None
         self.servers: dict[str, Server] = {}
         self.latency = -1.0
@@ -111,7 +114,9 @@ class Bench:
         self.model = subprocess.Popen([str(self.loadgen), "model", "-port", str(port), "-latency", str(latency)])
         wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True, what="model")
         self.latency = latency
-        self.servers = {name: Server(name, self.loadgen, f"http://127.0.0.1:{port}", self.tmp) for name in self.names}
+        self.servers = {name: Server(name, self.loadgen, f"http://127.0.0.1:{port}", self.tmp,
+                                     tree=self.trees.get(name, ROOT), log=name.replace("@", "-") + ".log")
+                        for name in self.names}
 
     def drive(self, name: str, calls: int, turns: int, think: float, ramp: float) -> dict:
         server = self.servers[name]
@@ -161,6 +166,9 @@ def capacity(bench: Bench, rounds: int) -> None:
     if "voicebot" in medians and "naive" in medians:
         print("\nmedian server CPU per turn: " + ", ".join(f"{n} {v:.2f} ms" for n, v in medians.items())
               + f"; voicebot / naive = {medians['voicebot'] / medians['naive']:.2f}x", flush=True)
+    for other in (n for n in medians if n.startswith("voicebot@") and "voicebot" in medians):
+        print(f"A/B: voicebot {medians['voicebot']:.3f} ms against {other} {medians[other]:.3f} ms per turn: "
+              f"{100 * (medians['voicebot'] / medians[other] - 1):+.1f}%", flush=True)
 
 
 def knee(bench: Bench, steps: list[int]) -> None:
@@ -201,12 +209,20 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
     parser.add_argument("--rounds", type=int, default=3, help="capacity rounds per server")
     parser.add_argument("--servers", default="voicebot,naive,go")
+    parser.add_argument("--against", metavar="REF", help="also run voicebot at this commit (a git worktree): an A/B")
     args = parser.parse_args()
     unknown = set(args.scenarios) - {"capacity", "knee", "campaign"}
     if unknown:
         parser.error(f"no scenario {', '.join(sorted(unknown))}: choose capacity, knee or campaign")
     args.scenarios = args.scenarios or ["capacity", "knee", "campaign"]
-    bench = Bench(args.servers.split(","))
+    names, trees = args.servers.split(","), {}
+    if args.against:
+        worktree = Path(tempfile.mkdtemp(prefix="voicebot-against-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
+                       capture_output=True)
+        trees[f"voicebot@{args.against}"] = worktree
+        names.insert(names.index("voicebot") + 1 if "voicebot" in names else 0, f"voicebot@{args.against}")
+    bench = Bench(names, trees)
     try:
         for scenario in args.scenarios:
             if scenario == "capacity":
@@ -217,6 +233,8 @@ def main() -> None:
                 campaign(bench)
     finally:
         bench.stop()
+        for worktree in trees.values():
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":
