@@ -104,6 +104,7 @@ def test_the_model_request_carries_the_sdks_headers_and_one_host():
     assert head.startswith("post /v1/messages http/1.1\r\n")
     assert ("x-api-key: k\r\n" in head or "authorization: bearer k\r\n" in head) and "anthropic-version:" in head
     assert head.count("\r\nhost: ") == 1
+    assert "user-agent: anthropic/python" in head and "x-stainless-" not in head  # not the SDK's own transport
 
 
 def test_connection_close_is_honoured_and_the_next_call_opens_another():

@@ -73,7 +73,23 @@ class _Held:
         if self.doubtful:  # both Transfer-Encoding and Content-Length last time: RFC 9112 says close it
             self.doubtful = False
             self.close()  # type: ignore[attr-defined]
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        body = kwargs.get("body")
+        if isinstance(body, bytes) and body and not kwargs.get("chunked"):
+            # urllib3 sends the headers, then the body: two sends, two packets with TCP_NODELAY, for the
+            # model's POST and every say. http.client's own endheaders(body) sends them as one.
+            kwargs["body"] = None
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Content-Length": str(len(body))}
+            self._with_headers = body
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._with_headers = None
+
+    _with_headers: bytes | None = None
+
+    def endheaders(self, message_body: Any = None, **kwargs: Any) -> None:
+        super().endheaders(self._with_headers if message_body is None else message_body,  # type: ignore[misc]
+                           **kwargs)
 
 
 class _HTTPConnection(_Held, HTTPConnection):

@@ -40,7 +40,10 @@ class AnthropicLLM(LLM):
         self.prompt_caching = prompt_caching
         sdk = anthropic.Anthropic(api_key=api_key, base_url=base_url or None, max_retries=0)
         self._url = str(sdk.base_url).rstrip("/") + MESSAGES
-        headers = {name: value for name, value in sdk.default_headers.items() if isinstance(value, str)}
+        # The key, the API version, the SDK's User-Agent. Not its X-Stainless-* telemetry: it describes the
+        # SDK's own transport, which does not send these requests, and each header costs CPU on every turn.
+        headers = {name: value for name, value in sdk.default_headers.items()
+                   if isinstance(value, str) and not name.lower().startswith("x-stainless-")}
         sdk.close()
         self._http = HTTP(headers=headers, pool_size=pool_size)
 
