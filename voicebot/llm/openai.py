@@ -15,7 +15,6 @@ unchanged from turn to turn, so the prefix stays stable.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ class OpenAIChatLLM(LLM):
     name = "openai"
 
     def __init__(self, *, api_key: str, model: str, max_tokens: int, base_url: str = OPENAI_URL,
-                 tls: ssl.SSLContext | None = None, pool_size: int = 64) -> None:
+                 pool_size: int = 64) -> None:
         self.model = model
         self.max_tokens = max_tokens
         # OpenAI's own API takes max_completion_tokens (its newer models refuse max_tokens); compatible
@@ -55,7 +54,7 @@ class OpenAIChatLLM(LLM):
         if api_key:  # a local server (Ollama, vLLM) may take none
             headers["Authorization"] = f"Bearer {api_key}"
         self._url = base_url.rstrip("/") + COMPLETIONS
-        self._http = HTTP(headers=headers, tls=tls, pool_size=pool_size)
+        self._http = HTTP(headers=headers, pool_size=pool_size)
 
     def reply(self, system: str, messages: Sequence[Message], timeout: float,
               tools: Sequence[Tool] = (), allow_tools: bool = True, *, force_tool: str | None = None) -> Reply:
