@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -62,12 +63,23 @@ _TLS = frozenset({pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION,
 
 class Headers(Mapping[str, str]):
     """An answer's header fields, names case-insensitive; a repeated field's values joined with ', ' (as RFC
-    9110 allows for list fields), each kept apart in ``get_all``."""
+    9110 allows for list fields), each kept apart in ``get_all``. Read from the header block's lines when
+    first asked (most answers are asked only for their status and body)."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_block", "_parsed")
 
-    def __init__(self, fields: dict[str, list[str]] | None = None) -> None:
-        self._fields = fields or {}
+    def __init__(self, block: list[bytes] | None = None) -> None:
+        self._block = block or []
+        self._parsed: dict[str, list[str]] | None = None
+
+    @property
+    def _fields(self) -> dict[str, list[str]]:
+        if self._parsed is None:
+            self._parsed = {}
+            for raw in self._block:
+                name, _, value = raw.decode("latin-1").partition(":")
+                self._parsed.setdefault(name.strip().lower(), []).append(value.strip())
+        return self._parsed
 
     def __getitem__(self, name: str) -> str:
         return ", ".join(self._fields[name.lower()])
@@ -134,22 +146,22 @@ class _Body:
 class _Transfer:
     """One request on one of the client's handles: libcurl's callbacks fill it, ``step`` drives it."""
 
-    __slots__ = ("curl", "multi", "cutoff", "limit", "pieces", "received", "too_large", "status", "fields",
-                 "headed", "done", "code", "message", "doubtful", "_lines")
+    __slots__ = ("curl", "multi", "cutoff", "limit", "pieces", "received", "too_large", "status", "block",
+                 "headed", "done", "code", "message", "doubtful", "lines")
 
-    def __init__(self, curl: pycurl.Curl, multi: pycurl.CurlMulti, cutoff: Cutoff, limit: int) -> None:
+    def __init__(self, curl: pycurl.Curl, multi: pycurl.CurlMulti | None, cutoff: Cutoff, limit: int) -> None:
         self.curl, self.multi, self.cutoff, self.limit = curl, multi, cutoff, limit
         self.pieces: list[bytes] = []
         self.received = 0
         self.too_large = False
         self.status = 0
-        self.fields: dict[str, list[str]] = {}
+        self.block: list[bytes] = []  # the final answer's header lines (no status line, no blank line)
         self.headed = False  # the final answer's header block is whole
         self.done = False
         self.code = 0
         self.message = ""
         self.doubtful = False  # framed two ways: its connection is not used again
-        self._lines: list[bytes] = []
+        self.lines: list[bytes] = []
 
     def write(self, data: bytes) -> int | None:
         self.received += len(data)
@@ -159,27 +171,32 @@ class _Transfer:
         self.pieces.append(data)
         return None
 
-    def header(self, line: bytes) -> None:
-        if self.headed:
-            return  # a chunked body's trailer fields: not the answer's headers
-        if line.startswith(b"HTTP/"):  # a status line: an interim (1xx) answer's fields are dropped
-            self._lines = []
-            parts = line.split(None, 2)
-            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        elif line in (b"\r\n", b"\n"):
-            if self.status >= 200:
-                self.headed = True
-                for raw in self._lines:
-                    name, _, value = raw.decode("latin-1").partition(":")
-                    self.fields.setdefault(name.strip().lower(), []).append(value.strip())
-                # Both Transfer-Encoding and Content-Length: read as chunked (libcurl does), and the
-                # connection closed after it, as RFC 9112 says (libcurl would keep it).
-                self.doubtful = "transfer-encoding" in self.fields and "content-length" in self.fields
-        else:
-            self._lines.append(line)
+    def head(self) -> bool:
+        """Whether the final answer's header block has come (libcurl hands its lines to ``lines``, which is
+        its header callback: no Python call per line); its status and header lines once it has."""
+        lines = self.lines
+        if self.headed or not lines:
+            return self.headed
+        starts = [n for n, line in enumerate(lines) if line.startswith(b"HTTP/")]
+        if not starts:
+            return False
+        start = starts[-1]  # the final answer's, after any 1xx answer's block
+        end = next((n for n in range(start + 1, len(lines)) if lines[n] in (b"\r\n", b"\n")), None)
+        parts = lines[start].split(None, 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if end is None or status < 200:
+            return False
+        self.status, self.headed = status, True
+        self.block = lines[start + 1:end]  # what follows it is a chunked body's trailer
+        # Both Transfer-Encoding and Content-Length: read as chunked (libcurl does), and the connection
+        # closed after it, as RFC 9112 says (libcurl would keep it).
+        fields = b"".join(self.block).lower()
+        self.doubtful = b"transfer-encoding:" in fields and b"content-length:" in fields
+        return True
 
     def step(self) -> None:
         """Let libcurl do what it can now without waiting (the callbacks fill the transfer)."""
+        assert self.multi is not None
         while True:
             code, running = self.multi.perform()
             if code != pycurl.E_CALL_MULTI_PERFORM:
@@ -193,7 +210,7 @@ class _Transfer:
     def wait(self) -> None:
         """Wait for the sockets, within the cutoff (a cancellable one is looked at again soon)."""
         wait = self.cutoff.wait_slice()
-        if wait > 0:
+        if wait > 0 and self.multi is not None:
             self.multi.select(wait)
 
     @property
@@ -209,7 +226,7 @@ class Stream(Response):
     __slots__ = ("_transfer", "_fail", "whole")
 
     def __init__(self, transfer: _Transfer, fail: Any) -> None:
-        super().__init__(transfer.status, Headers(transfer.fields), b"")
+        super().__init__(transfer.status, Headers(transfer.block), b"")
         self._transfer, self._fail = transfer, fail
         self.whole = False
 
@@ -266,7 +283,8 @@ class HTTP:
         self._fixed = [f"{name}: {value}" for name, value in self.headers.items()]
         self._origins = Origins(policy=policy, proxies=proxies)
         self._pool_size = pool_size
-        self._idle: list[tuple[pycurl.Curl, pycurl.CurlMulti]] = []
+        self._stepped: list[tuple[pycurl.Curl, pycurl.CurlMulti | None]] = []
+        self._whole_idle: list[tuple[pycurl.Curl, pycurl.CurlMulti | None]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._urls: dict[str, tuple[str, str, int]] = {}
@@ -289,8 +307,20 @@ class HTTP:
 
         Raises EgressTimeout, AddressRefused, BodyTooLarge or EgressError: never libcurl's.
         """
-        with self.stream(method, url, body=body, headers=headers, limit=limit, cutoff=cutoff) as answer:
-            return Response(answer.status, answer.headers, answer.read())
+        if cutoff is not None and cutoff.cancellable:  # another thread may cancel it: driven here, step by step
+            with self.stream(method, url, body=body, headers=headers, limit=limit, cutoff=cutoff) as answer:
+                return Response(answer.status, answer.headers, answer.read())
+        cutoff = cutoff or self._cutoff(None)
+        try:
+            try:
+                transfer = self._whole(method, url, body, headers, limit, cutoff)
+            except EgressError as exc:
+                if not _may_try_again(exc, method):
+                    raise
+                transfer = self._whole(method, url, body, headers, limit, cutoff)
+            return Response(transfer.status, Headers(transfer.block), b"".join(transfer.pieces))
+        finally:
+            cutoff.finish()
 
     @contextmanager
     def stream(self, method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
@@ -301,23 +331,58 @@ class HTTP:
         try:
             try:
                 transfer = self._start(method, url, body, headers, limit, cutoff)
-            except (EgressTimeout, AddressRefused):
-                raise
             except EgressError as exc:
-                if exc.sent and method not in IDEMPOTENT:
+                if not _may_try_again(exc, method):
                     raise
                 transfer = self._start(method, url, body, headers, limit, cutoff)  # once: it cannot be done twice
             stream = Stream(transfer, self._fail)
             try:
                 yield stream
             finally:
-                self._give_back(transfer, clean=stream.whole)
+                self._give_back(transfer)
         finally:
             cutoff.finish()
+
+    def _whole(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
+               cutoff: Cutoff) -> _Transfer:
+        """The request and its whole answer in one call into libcurl (which keeps the deadline itself)."""
+        transfer = self._prepare(method, url, body, headers, limit, cutoff, stepped=False)
+        try:
+            try:
+                transfer.curl.perform()
+            except pycurl.error as exc:
+                transfer.code = int(exc.args[0])
+            transfer.done = True
+            if transfer.code or transfer.too_large or not transfer.head():
+                self._fail(transfer)
+        finally:
+            self._give_back(transfer)
+        return transfer
 
     def _start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
                cutoff: Cutoff) -> _Transfer:
         """The request sent and its answer's headers read (the body follows in ``Stream.pieces``)."""
+        transfer = self._prepare(method, url, body, headers, limit, cutoff, stepped=True)
+        assert transfer.multi is not None
+        transfer.multi.add_handle(transfer.curl)
+        try:
+            while True:
+                if cutoff.expired:
+                    raise EgressTimeout("it did not answer in time", sent=transfer.sent)
+                transfer.step()
+                if transfer.head() or transfer.done:
+                    break
+                transfer.wait()
+            if not transfer.head():
+                self._fail(transfer)
+        except BaseException:
+            self._give_back(transfer)
+            raise
+        return transfer
+
+    def _prepare(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
+                 cutoff: Cutoff, *, stepped: bool) -> _Transfer:
+        """A handle set up for the request (``stepped``: one driven through its multi handle here)."""
         scheme, host, port = self._split(url)
         if self._unsafe_headers or headers and not _safe_headers(headers):
             # libcurl sends a header as it is given: a line break would make a header (or a request) of its own.
@@ -328,9 +393,8 @@ class HTTP:
         left = cutoff.left()
         if left <= 0:
             raise EgressTimeout("no time was left to send it", sent=False)
-        curl, multi = self._take()
-        transfer = _Transfer(curl, multi, cutoff, limit)
-        curl.reset()
+        curl, multi = self._take(stepped)
+        transfer = _Transfer(curl, multi, cutoff, limit)  # a handle comes fresh, or reset as it was given back
         setopt = curl.setopt
         setopt(pycurl.URL, url)
         setopt(pycurl.NOSIGNAL, 1)
@@ -365,26 +429,11 @@ class HTTP:
         if limit > 0:
             setopt(pycurl.MAXFILESIZE_LARGE, limit)  # a Content-Length past the cap fails before the body
         setopt(pycurl.WRITEFUNCTION, transfer.write)
-        setopt(pycurl.HEADERFUNCTION, transfer.header)
-        multi.add_handle(curl)
-        try:
-            while True:
-                if cutoff.expired:
-                    raise EgressTimeout("it did not answer in time", sent=transfer.sent)
-                transfer.step()
-                if transfer.headed or transfer.done:
-                    break
-                transfer.wait()
-            if not transfer.headed:
-                self._fail(transfer)
-                raise EgressError("the answer was not HTTP")
-        except BaseException:
-            self._give_back(transfer, clean=False)
-            raise
+        setopt(pycurl.HEADERFUNCTION, transfer.lines.append)
         return transfer
 
     def _fail(self, transfer: _Transfer) -> None:
-        """A transfer libcurl ended with an error, in voicebot's words."""
+        """A transfer libcurl ended with an error (or with no HTTP answer), in voicebot's words."""
         code, sent = transfer.code, transfer.sent
         if transfer.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
             raise BodyTooLarge(f"the answer is larger than {transfer.limit} bytes")
@@ -400,34 +449,41 @@ class HTTP:
             raise EgressError("the answer's content coding is corrupt")
         if code == pycurl.E_SEND_FAIL_REWIND:
             raise EgressError("the connection closed as the request went out; it is not sent again")
+        if not code:
+            raise EgressError("the answer was not HTTP")
         raise EgressError(f"the connection failed (curl error {code})", sent=sent)
 
-    def _take(self) -> tuple[pycurl.Curl, pycurl.CurlMulti]:
+    def _take(self, stepped: bool) -> tuple[pycurl.Curl, pycurl.CurlMulti | None]:
+        """A handle from the free list (the one used last: the least likely to have been closed meanwhile).
+        A stepped one comes with the multi handle that keeps its connections; a whole one keeps its own."""
+        idle = self._stepped if stepped else self._whole_idle
         with self._lock:
             if self._closed:
                 raise EgressError("the client is closed", sent=False)
-            if self._idle:
-                return self._idle.pop()  # the one used last: the least likely to have been closed meanwhile
-        multi = pycurl.CurlMulti()
-        return pycurl.Curl(), multi
+            if idle:
+                return idle.pop()
+        return pycurl.Curl(), pycurl.CurlMulti() if stepped else None
 
-    def _give_back(self, transfer: _Transfer, *, clean: bool) -> None:
+    def _give_back(self, transfer: _Transfer) -> None:
         """Back to the free list with its connections; a transfer left unfinished closes its connection
         (libcurl does not keep one whose answer was not read whole), and one framed in doubt closes the
         handle's connections with it."""
         curl, multi = transfer.curl, transfer.multi
-        try:
-            multi.remove_handle(curl)
-        except pycurl.error:
-            pass
+        if multi is not None:
+            try:
+                multi.remove_handle(curl)
+            except pycurl.error:
+                pass
         # Callbacks hold the transfer, and the transfer the handle: let go of them before the handle waits idle.
         curl.reset()
+        idle = self._stepped if multi is not None else self._whole_idle
         with self._lock:
-            if not self._closed and len(self._idle) < self._pool_size and not transfer.doubtful:
-                self._idle.append((curl, multi))
+            if not self._closed and len(idle) < self._pool_size and not transfer.doubtful:
+                idle.append((curl, multi))
                 return
         curl.close()
-        multi.close()
+        if multi is not None:
+            multi.close()
 
     def _split(self, url: str) -> tuple[str, str, int]:
         known = self._urls.get(url)
@@ -447,17 +503,30 @@ class HTTP:
         """Let go of the connections (a worker stopping); a request still running fails as it comes back."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle, self._stepped, self._whole_idle = self._stepped + self._whole_idle, [], []
         for curl, multi in idle:
             curl.close()
-            multi.close()
+            if multi is not None:
+                multi.close()
         self._origins.close()
 
 
+def _may_try_again(exc: EgressError, method: str) -> bool:
+    """Once more only when it cannot be done twice: nothing of it was sent, or its method is idempotent;
+    never after the deadline, nor when the address is refused."""
+    if isinstance(exc, (EgressTimeout, AddressRefused)):
+        return False
+    return not exc.sent or method in IDEMPOTENT
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_TAB = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _unsafe(text: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def _safe_headers(headers: Mapping[str, str]) -> bool:
-    return all(name and not _unsafe(name) and ":" not in name and not _unsafe(str(value).replace("\t", " "))
+    return all(name and ":" not in name and not _CONTROL.search(name) and not _CONTROL_BUT_TAB.search(str(value))
                for name, value in headers.items())
