@@ -24,13 +24,12 @@ phone turn needs of every request:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 from urllib.parse import urlsplit
 
 import certifi
@@ -40,7 +39,9 @@ from ..deadline import in_effect
 from .addresses import AddressPolicy
 from .cutoff import Cutoff
 from .errors import AddressRefused, BodyTooLarge, EgressError, EgressTimeout
+from .answers import Headers, Response
 from .origins import Origins
+from .transfer import TLS_FAILURES, Body, Stream, Transfer
 
 # Without a deadline in effect (a CLI command), a request still ends.
 NO_DEADLINE_SECONDS = 120.0
@@ -51,210 +52,6 @@ SYSTEM_CA_DIR = "/etc/ssl/certs"
 
 # CURLOPT_SUPPRESS_CONNECT_HEADERS (libcurl 7.54), which pycurl does not name.
 SUPPRESS_CONNECT_HEADERS = getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", 265)
-
-# libcurl's failures before any byte of the request can have left: trying again cannot do it twice.
-_NOT_SENT = frozenset({pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT,
-                       pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
-                       pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_CIPHER, pycurl.E_SSL_ISSUER_ERROR,
-                       getattr(pycurl, "E_PROXY", 97), pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL})
-_TLS = frozenset({pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
-                  pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_CIPHER, pycurl.E_SSL_ISSUER_ERROR})
-
-
-class Headers(Mapping[str, str]):
-    """An answer's header fields, names case-insensitive; a repeated field's values joined with ', ' (as RFC
-    9110 allows for list fields), each kept apart in ``get_all``. Read from the header block's lines when
-    first asked (most answers are asked only for their status and body)."""
-
-    __slots__ = ("_block", "_parsed")
-
-    def __init__(self, block: list[bytes] | None = None) -> None:
-        self._block = block or []
-        self._parsed: dict[str, list[str]] | None = None
-
-    @property
-    def _fields(self) -> dict[str, list[str]]:
-        if self._parsed is None:
-            self._parsed = {}
-            for raw in self._block:
-                name, _, value = raw.decode("latin-1").partition(":")
-                self._parsed.setdefault(name.strip().lower(), []).append(value.strip())
-        return self._parsed
-
-    def __getitem__(self, name: str) -> str:
-        return ", ".join(self._fields[name.lower()])
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-    def get_all(self, name: str) -> list[str]:
-        return list(self._fields.get(name.lower(), ()))
-
-
-class Response:
-    """An answer: its status, its headers (case-insensitive), and its body, read whole within its cap.
-
-    The body is decoded (libcurl undoes a gzip, deflate, br or zstd coding); ``content-encoding`` stays in
-    the headers as the server sent it."""
-
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    @property
-    def redirect(self) -> bool:
-        return 300 <= self.status < 400
-
-    @property
-    def encoded(self) -> str:
-        """A content coding the server applied ('' for none)."""
-        coding = str(self.headers.get("content-encoding", "")).strip().lower()
-        return "" if coding in ("", "identity") else coding
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class _Body:
-    """The request's body for libcurl's read callback, once: there is no rewinding it (no seek callback), so
-    a body that may have reached the server is never sent again by libcurl itself."""
-
-    __slots__ = ("data", "offset")
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.offset = data, 0
-
-    def read(self, size: int) -> bytes:
-        piece = self.data[self.offset:self.offset + size]
-        self.offset += len(piece)
-        return piece
-
-
-class _Transfer:
-    """One request on one of the client's handles: libcurl's callbacks fill it, ``step`` drives it."""
-
-    __slots__ = ("curl", "multi", "cutoff", "limit", "pieces", "received", "too_large", "status", "block",
-                 "headed", "done", "code", "message", "doubtful", "lines")
-
-    def __init__(self, curl: pycurl.Curl, multi: pycurl.CurlMulti | None, cutoff: Cutoff, limit: int) -> None:
-        self.curl, self.multi, self.cutoff, self.limit = curl, multi, cutoff, limit
-        self.pieces: list[bytes] = []
-        self.received = 0
-        self.too_large = False
-        self.status = 0
-        self.block: list[bytes] = []  # the final answer's header lines (no status line, no blank line)
-        self.headed = False  # the final answer's header block is whole
-        self.done = False
-        self.code = 0
-        self.message = ""
-        self.doubtful = False  # framed two ways: its connection is not used again
-        self.lines: list[bytes] = []
-
-    def write(self, data: bytes) -> int | None:
-        self.received += len(data)
-        if self.received > self.limit:
-            self.too_large = True
-            return 0  # libcurl stops reading (a write error): nothing past the cap is inflated or kept
-        self.pieces.append(data)
-        return None
-
-    def head(self) -> bool:
-        """Whether the final answer's header block has come (libcurl hands its lines to ``lines``, which is
-        its header callback: no Python call per line); its status and header lines once it has."""
-        lines = self.lines
-        if self.headed or not lines:
-            return self.headed
-        starts = [n for n, line in enumerate(lines) if line.startswith(b"HTTP/")]
-        if not starts:
-            return False
-        start = starts[-1]  # the final answer's, after any 1xx answer's block
-        end = next((n for n in range(start + 1, len(lines)) if lines[n] in (b"\r\n", b"\n")), None)
-        parts = lines[start].split(None, 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if end is None or status < 200:
-            return False
-        self.status, self.headed = status, True
-        self.block = lines[start + 1:end]  # what follows it is a chunked body's trailer
-        # Both Transfer-Encoding and Content-Length: read as chunked (libcurl does), and the connection
-        # closed after it, as RFC 9112 says (libcurl would keep it).
-        fields = b"".join(self.block).lower()
-        self.doubtful = b"transfer-encoding:" in fields and b"content-length:" in fields
-        return True
-
-    def step(self) -> None:
-        """Let libcurl do what it can now without waiting (the callbacks fill the transfer)."""
-        assert self.multi is not None
-        while True:
-            code, running = self.multi.perform()
-            if code != pycurl.E_CALL_MULTI_PERFORM:
-                break
-        if not running:
-            _, _, failed = self.multi.info_read()
-            self.done = True
-            if failed:
-                self.code, self.message = failed[0][1], failed[0][2]
-
-    def wait(self) -> None:
-        """Wait for the sockets, within the cutoff (a cancellable one is looked at again soon)."""
-        wait = self.cutoff.wait_slice()
-        if wait > 0 and self.multi is not None:
-            self.multi.select(wait)
-
-    @property
-    def sent(self) -> bool:
-        """Whether any of the request may have reached the server."""
-        return self.code not in _NOT_SENT and (self.curl.getinfo(pycurl.REQUEST_SIZE) > 0
-                                               or self.curl.getinfo(pycurl.PRETRANSFER_TIME) > 0)
-
-
-class Stream(Response):
-    """An answer whose body is read as it arrives (``pieces``), within the same cap and deadline."""
-
-    __slots__ = ("_transfer", "_fail", "whole")
-
-    def __init__(self, transfer: _Transfer, fail: Any) -> None:
-        super().__init__(transfer.status, Headers(transfer.block), b"")
-        self._transfer, self._fail = transfer, fail
-        self.whole = False
-
-    def pieces(self) -> Iterator[bytes]:
-        """The body's bytes as they come, one read at a time."""
-        transfer = self._transfer
-        while True:
-            if transfer.pieces:
-                piece = b"".join(transfer.pieces)
-                transfer.pieces.clear()
-                yield piece
-                continue
-            if transfer.done:
-                if transfer.too_large:
-                    raise BodyTooLarge(f"the answer is larger than {transfer.limit} bytes")
-                if transfer.code:
-                    self._fail(transfer)
-                self.whole = True
-                return
-            if transfer.cutoff.expired:
-                raise EgressTimeout("the answer did not come whole in time")
-            transfer.step()
-            if not transfer.pieces and not transfer.done:
-                transfer.wait()
-
-    def read(self) -> bytes:
-        """The rest of the body, whole (an error answer read for its message)."""
-        return b"".join(self.pieces())
 
 
 def trust_store() -> tuple[str, str]:
@@ -344,7 +141,7 @@ class HTTP:
             cutoff.finish()
 
     def _whole(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
-               cutoff: Cutoff) -> _Transfer:
+               cutoff: Cutoff) -> Transfer:
         """The request and its whole answer in one call into libcurl (which keeps the deadline itself)."""
         transfer = self._prepare(method, url, body, headers, limit, cutoff, stepped=False)
         try:
@@ -360,7 +157,7 @@ class HTTP:
         return transfer
 
     def _start(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
-               cutoff: Cutoff) -> _Transfer:
+               cutoff: Cutoff) -> Transfer:
         """The request sent and its answer's headers read (the body follows in ``Stream.pieces``)."""
         transfer = self._prepare(method, url, body, headers, limit, cutoff, stepped=True)
         assert transfer.multi is not None
@@ -381,7 +178,7 @@ class HTTP:
         return transfer
 
     def _prepare(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, limit: int,
-                 cutoff: Cutoff, *, stepped: bool) -> _Transfer:
+                 cutoff: Cutoff, *, stepped: bool) -> Transfer:
         """A handle set up for the request (``stepped``: one driven through its multi handle here)."""
         scheme, host, port = self._split(url)
         if self._unsafe_headers or headers and not _safe_headers(headers):
@@ -394,7 +191,7 @@ class HTTP:
         if left <= 0:
             raise EgressTimeout("no time was left to send it", sent=False)
         curl, multi = self._take(stepped)
-        transfer = _Transfer(curl, multi, cutoff, limit)  # a handle comes fresh, or reset as it was given back
+        transfer = Transfer(curl, multi, cutoff, limit)  # a handle comes fresh, or reset as it was given back
         setopt = curl.setopt
         setopt(pycurl.URL, url)
         setopt(pycurl.NOSIGNAL, 1)
@@ -421,7 +218,7 @@ class HTTP:
             setopt(pycurl.POST, 1)
             data = body or b""
             setopt(pycurl.POSTFIELDSIZE_LARGE, len(data))
-            setopt(pycurl.READFUNCTION, _Body(data).read)
+            setopt(pycurl.READFUNCTION, Body(data).read)
             if method != "POST":
                 setopt(pycurl.CUSTOMREQUEST, method)
         elif method != "GET":
@@ -432,7 +229,7 @@ class HTTP:
         setopt(pycurl.HEADERFUNCTION, transfer.lines.append)
         return transfer
 
-    def _fail(self, transfer: _Transfer) -> None:
+    def _fail(self, transfer: Transfer) -> None:
         """A transfer libcurl ended with an error (or with no HTTP answer), in voicebot's words."""
         code, sent = transfer.code, transfer.sent
         if transfer.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
@@ -440,10 +237,10 @@ class HTTP:
         if code == pycurl.E_OPERATION_TIMEDOUT or transfer.cutoff.expired:
             raise EgressTimeout("it did not answer whole in time", sent=sent)
         if code in (pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY) \
-                or code in _TLS:
+                or code in TLS_FAILURES:
             scheme, host, port = self._split(str(transfer.curl.getinfo(pycurl.EFFECTIVE_URL)))
             self._origins.forget(scheme, host, port)
-            what = "no TLS with it" if code in _TLS else "it could not be reached"
+            what = "no TLS with it" if code in TLS_FAILURES else "it could not be reached"
             raise EgressError(f"{what} (curl error {code})", sent=False)
         if code == pycurl.E_BAD_CONTENT_ENCODING:
             raise EgressError("the answer's content coding is corrupt")
@@ -464,7 +261,7 @@ class HTTP:
                 return idle.pop()
         return pycurl.Curl(), pycurl.CurlMulti() if stepped else None
 
-    def _give_back(self, transfer: _Transfer) -> None:
+    def _give_back(self, transfer: Transfer) -> None:
         """Back to the free list with its connections; a transfer left unfinished closes its connection
         (libcurl does not keep one whose answer was not read whole), and one framed in doubt closes the
         handle's connections with it."""

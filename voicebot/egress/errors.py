@@ -1,4 +1,4 @@
-"""What can go wrong with an outgoing request, in voicebot's words (urllib3's errors are mapped to these)."""
+"""What can go wrong with an outgoing request, in voicebot's words (libcurl's errors are mapped to these)."""
 
 from __future__ import annotations
 

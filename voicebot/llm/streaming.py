@@ -4,7 +4,7 @@ read from a body, sentences handed on as written.
 Both model APIs stream as server-sent events (``data: {...}`` lines), and a
 phone turn wants each sentence said the moment the model has finished it. The
 adapters differ only in what an event means; reading the lines, handing on
-sentences and mapping the wire's failures is done once, here.
+sentences and mapping the egress layer's failures is done once, here.
 """
 
 from __future__ import annotations
