@@ -15,7 +15,8 @@ from voicebot.llm.anthropic import AnthropicLLM
 from voicebot.llm.openai import OpenAIChatLLM
 from voicebot.voipbin.client import VoipbinClient
 from voicebot.voipbin.exceptions import VoipbinUnavailable
-from voicebot_testing.hostile_http import HostileServer, PeakMemory, gzip_bomb, huge, response, then_close, trickle
+from voicebot_testing.hostile_http import (HostileServer, PeakMemory, gzip_bomb, huge, late, response, then_close,
+                                           trickle)
 
 MESSAGE = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [
     {"type": "text", "text": "Heard it."}], "usage": {"input_tokens": 3, "output_tokens": 2}}).encode()
@@ -216,16 +217,22 @@ def test_a_broken_answer_or_a_redirect_is_the_model_unavailable_and_never_follow
 def test_a_connection_is_kept_in_a_busy_worker_whose_descriptors_pass_1024(model):
     make, ok_body = model
     held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]  # select() fails past 1024; poll() does not
-    server = HostileServer([response(ok_body)] * 3)
+    server = HostileServer([response(ok_body)] * 3 + [late(response(ok_body), 0.5)])
     llm = make(server)
     try:
         heard = [llm.reply("s", HI, DEADLINE).text for _ in range(3)]
+        # A model that thinks for half a second: the turn waits on its socket, it does not spin on a core
+        # (libcurl's own fdset leaves descriptors past 1024 out, and a select on it returns at once).
+        cpu = time.thread_time()
+        heard.append(llm.reply("s", HI, DEADLINE).text)
+        cpu = time.thread_time() - cpu
     finally:
         llm.close()
         server.close()
         for fd in held:
             os.close(fd)
-    assert heard == ["Heard it."] * 3 and server.connections == 1
+    assert heard == ["Heard it."] * 4 and server.connections == 1
+    assert cpu < 0.2, f"{cpu:.2f} s of CPU waiting half a second for the model"
 
 
 def test_the_model_post_read_and_dropped_on_a_kept_connection_is_sent_once(model):

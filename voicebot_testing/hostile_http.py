@@ -128,6 +128,14 @@ def trickle(data: bytes, every: float) -> Callable[[socket.socket], None]:
     return send
 
 
+def late(data: bytes, seconds: float) -> Callable[[socket.socket], None]:
+    """A whole answer, sent after ``seconds`` (a model thinking): the client waits on an idle socket meanwhile."""
+    def send(sock: socket.socket) -> None:
+        time.sleep(seconds)
+        sock.sendall(data)
+    return send
+
+
 class PeakMemory:
     """This process's resident memory, sampled every few ms while in the ``with``: the most it rose by (MB)."""
 

@@ -40,6 +40,7 @@ from .addresses import AddressPolicy
 from .cutoff import Cutoff
 from .errors import AddressRefused, BodyTooLarge, EgressError, EgressTimeout
 from .answers import Headers, Response
+from .loop import Loop
 from .origins import Origins
 from .transfer import TLS_FAILURES, Body, Stream, Transfer
 
@@ -80,8 +81,8 @@ class HTTP:
         self._fixed = [f"{name}: {value}" for name, value in self.headers.items()]
         self._origins = Origins(policy=policy, proxies=proxies)
         self._pool_size = pool_size
-        self._stepped: list[tuple[pycurl.Curl, pycurl.CurlMulti | None]] = []
-        self._whole_idle: list[tuple[pycurl.Curl, pycurl.CurlMulti | None]] = []
+        self._stepped: list[tuple[pycurl.Curl, Loop | None]] = []
+        self._whole_idle: list[tuple[pycurl.Curl, Loop | None]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._urls: dict[str, tuple[str, str, int]] = {}
@@ -160,16 +161,15 @@ class HTTP:
                cutoff: Cutoff) -> Transfer:
         """The request sent and its answer's headers read (the body follows in ``Stream.pieces``)."""
         transfer = self._prepare(method, url, body, headers, limit, cutoff, stepped=True)
-        assert transfer.multi is not None
-        transfer.multi.add_handle(transfer.curl)
+        assert transfer.loop is not None
+        transfer.loop.add(transfer.curl)
         try:
             while True:
                 if cutoff.expired:
                     raise EgressTimeout("it did not answer in time", sent=transfer.sent)
-                transfer.step()
+                transfer.advance()
                 if transfer.head() or transfer.done:
                     break
-                transfer.wait()
             if not transfer.head():
                 self._fail(transfer)
         except BaseException:
@@ -190,8 +190,8 @@ class HTTP:
         left = cutoff.left()
         if left <= 0:
             raise EgressTimeout("no time was left to send it", sent=False)
-        curl, multi = self._take(stepped)
-        transfer = Transfer(curl, multi, cutoff, limit)  # a handle comes fresh, or reset as it was given back
+        curl, loop = self._take(stepped)
+        transfer = Transfer(curl, loop, cutoff, limit)  # a handle comes fresh, or reset as it was given back
         setopt = curl.setopt
         setopt(pycurl.URL, url)
         setopt(pycurl.NOSIGNAL, 1)
@@ -250,37 +250,34 @@ class HTTP:
             raise EgressError("the answer was not HTTP")
         raise EgressError(f"the connection failed (curl error {code})", sent=sent)
 
-    def _take(self, stepped: bool) -> tuple[pycurl.Curl, pycurl.CurlMulti | None]:
+    def _take(self, stepped: bool) -> tuple[pycurl.Curl, Loop | None]:
         """A handle from the free list (the one used last: the least likely to have been closed meanwhile).
-        A stepped one comes with the multi handle that keeps its connections; a whole one keeps its own."""
+        A stepped one comes with the loop whose multi handle keeps its connections; a whole one keeps its own."""
         idle = self._stepped if stepped else self._whole_idle
         with self._lock:
             if self._closed:
                 raise EgressError("the client is closed", sent=False)
             if idle:
                 return idle.pop()
-        return pycurl.Curl(), pycurl.CurlMulti() if stepped else None
+        return pycurl.Curl(), Loop() if stepped else None
 
     def _give_back(self, transfer: Transfer) -> None:
         """Back to the free list with its connections; a transfer left unfinished closes its connection
         (libcurl does not keep one whose answer was not read whole), and one framed in doubt closes the
         handle's connections with it."""
-        curl, multi = transfer.curl, transfer.multi
-        if multi is not None:
-            try:
-                multi.remove_handle(curl)
-            except pycurl.error:
-                pass
+        curl, loop = transfer.curl, transfer.loop
+        if loop is not None:
+            loop.remove(curl)
         # Callbacks hold the transfer, and the transfer the handle: let go of them before the handle waits idle.
         curl.reset()
-        idle = self._stepped if multi is not None else self._whole_idle
+        idle = self._stepped if loop is not None else self._whole_idle
         with self._lock:
             if not self._closed and len(idle) < self._pool_size and not transfer.doubtful:
-                idle.append((curl, multi))
+                idle.append((curl, loop))
                 return
         curl.close()
-        if multi is not None:
-            multi.close()
+        if loop is not None:
+            loop.close()
 
     def _split(self, url: str) -> tuple[str, str, int]:
         known = self._urls.get(url)
@@ -301,10 +298,10 @@ class HTTP:
         with self._lock:
             self._closed = True
             idle, self._stepped, self._whole_idle = self._stepped + self._whole_idle, [], []
-        for curl, multi in idle:
+        for curl, loop in idle:
             curl.close()
-            if multi is not None:
-                multi.close()
+            if loop is not None:
+                loop.close()
         self._origins.close()
 
 

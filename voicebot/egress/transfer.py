@@ -10,6 +10,7 @@ import pycurl
 from .answers import Headers, Response
 from .cutoff import Cutoff
 from .errors import BodyTooLarge, EgressTimeout
+from .loop import Loop
 
 # libcurl's failures in making a connection (or a TLS session) at all.
 TLS_FAILURES = frozenset({pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CERTPROBLEM,
@@ -35,13 +36,14 @@ class Body:
 
 
 class Transfer:
-    """One request on one of the client's handles: libcurl's callbacks fill it, ``step`` drives it."""
+    """One request on one of the client's handles: libcurl's callbacks fill it, ``advance`` drives it (a
+    stepped one, on its ``loop``)."""
 
-    __slots__ = ("curl", "multi", "cutoff", "limit", "pieces", "received", "too_large", "status", "block",
+    __slots__ = ("curl", "loop", "cutoff", "limit", "pieces", "received", "too_large", "status", "block",
                  "headed", "done", "code", "message", "doubtful", "lines")
 
-    def __init__(self, curl: pycurl.Curl, multi: pycurl.CurlMulti | None, cutoff: Cutoff, limit: int) -> None:
-        self.curl, self.multi, self.cutoff, self.limit = curl, multi, cutoff, limit
+    def __init__(self, curl: pycurl.Curl, loop: Loop | None, cutoff: Cutoff, limit: int) -> None:
+        self.curl, self.loop, self.cutoff, self.limit = curl, loop, cutoff, limit
         self.pieces: list[bytes] = []
         self.received = 0
         self.too_large = False
@@ -85,24 +87,13 @@ class Transfer:
         self.doubtful = b"transfer-encoding:" in fields and b"content-length:" in fields
         return True
 
-    def step(self) -> None:
-        """Let libcurl do what it can now without waiting (the callbacks fill the transfer)."""
-        assert self.multi is not None
-        while True:
-            code, running = self.multi.perform()
-            if code != pycurl.E_CALL_MULTI_PERFORM:
-                break
-        if not running:
-            _, _, failed = self.multi.info_read()
-            self.done = True
-            if failed:
-                self.code, self.message = failed[0][1], failed[0][2]
-
-    def wait(self) -> None:
-        """Wait for the sockets, within the cutoff (a cancellable one is looked at again soon)."""
-        wait = self.cutoff.wait_slice()
-        if wait > 0 and self.multi is not None:
-            self.multi.select(wait)
+    def advance(self) -> None:
+        """Wait (within the cutoff; a cancellable one is looked at again soon) for what libcurl waits for, and
+        let it act: the callbacks fill the transfer."""
+        assert self.loop is not None
+        self.loop.drive(self.cutoff.wait_slice())
+        if self.loop.result is not None:
+            self.done, self.code = True, self.loop.result
 
     @property
     def sent(self) -> bool:
@@ -140,9 +131,7 @@ class Stream(Response):
                 return
             if transfer.cutoff.expired:
                 raise EgressTimeout("the answer did not come whole in time")
-            transfer.step()
-            if not transfer.pieces and not transfer.done:
-                transfer.wait()
+            transfer.advance()
 
     def read(self) -> bytes:
         """The rest of the body, whole (an error answer read for its message)."""
