@@ -3,7 +3,7 @@
     .venv/bin/python bench/breakdown.py
 
 Each row adds a layer to the one above it, so the differences are what that
-layer costs: the model call (voicebot's wire, the SDK's headers), the Redis store, the
+layer costs: the model call (voicebot's egress layer, the SDK's headers), the Redis store, the
 conversation core, Flask (the WSGI app called directly), and gunicorn (one
 worker, one thread, requests one after the other over a kept-alive
 connection). For a profile of a worker under load, attach py-spy to it while
@@ -78,7 +78,7 @@ def measure(llm_url: str, redis_url: str) -> list[tuple[str, float]]:
 
     def model(n):
         conversation.llm.reply("You are a helpful agent.", HISTORY + [{"role": "user", "content": f"mk{n}"}], 5)
-    rows.append(("model call (the wire, the SDK's headers)", cpu_ms(model)))
+    rows.append(("model call (egress on libcurl, the SDK's headers)", cpu_ms(model)))
 
     session = {"call_id": "c", "messages": HISTORY, "channel": {}, "events": [], "turns": 5}
 
