@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import threading
 
 import pytest
@@ -14,57 +13,13 @@ from voicebot.exceptions import LLMRejected, LLMUnavailable
 from voicebot.llm.anthropic import AnthropicLLM
 from voicebot.voipbin.client import VoipbinClient
 from voicebot.voipbin.exceptions import VoipbinUnavailable
+from voicebot_testing.hostile_http import HostileServer
 
 from .support import free_port
 
 MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
            "content": [{"type": "text", "text": "Heard it."}], "usage": {"input_tokens": 3, "output_tokens": 2}}
 BODY = json.dumps(MESSAGE).encode()
-
-
-class RawServer:
-    """A loopback HTTP server that answers each request with the next of ``answers`` (bytes, or
-    "close" to close the connection without a word); it counts the connections it accepted."""
-
-    def __init__(self, answers: list) -> None:
-        self.answers = list(answers)
-        self.connections = 0
-        self.heads: list[bytes] = []  # each request's head, as it arrived
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            while self.answers:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    request += data
-                head, _, body = request.partition(b"\r\n\r\n")
-                self.heads.append(head)
-                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length")), b"0"))
-                while len(body) < length:
-                    body += conn.recv(65536)
-                answer = self.answers.pop(0)
-                if answer == "close":
-                    return
-                conn.sendall(answer)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def ok(body: bytes = BODY, *headers: str) -> bytes:
@@ -78,7 +33,7 @@ def chunked(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: t\r\n\r\n"
 
 
-def ask(server: RawServer, times: int = 1) -> list[str]:
+def ask(server: HostileServer, times: int = 1) -> list[str]:
     llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
     try:
         return [llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text for _ in range(times)]
@@ -88,19 +43,19 @@ def ask(server: RawServer, times: int = 1) -> list[str]:
 
 
 def test_length_and_chunked_bodies_are_read_on_one_kept_connection():
-    server = RawServer([ok(), chunked(BODY), b"HTTP/1.1 100 Continue\r\n\r\n" + ok()])
+    server = HostileServer([ok(), chunked(BODY), b"HTTP/1.1 100 Continue\r\n\r\n" + ok()])
     assert ask(server, 3) == ["Heard it."] * 3
     assert server.connections == 1
 
 
 def test_a_gzipped_answer_nobody_asked_for_is_still_read():
-    assert ask(RawServer([ok(gzip.compress(BODY), "Content-Encoding: gzip")])) == ["Heard it."]
+    assert ask(HostileServer([ok(gzip.compress(BODY), "Content-Encoding: gzip")])) == ["Heard it."]
 
 
 def test_the_model_request_carries_the_sdks_headers_and_one_host():
-    server = RawServer([ok()])
+    server = HostileServer([ok()])
     assert ask(server) == ["Heard it."]
-    head = server.heads[0].decode().lower()
+    head = server.requests[0].decode().lower()
     assert head.startswith("post /v1/messages http/1.1\r\n")
     assert ("x-api-key: k\r\n" in head or "authorization: bearer k\r\n" in head) and "anthropic-version:" in head
     assert head.count("\r\nhost: ") == 1
@@ -108,7 +63,7 @@ def test_the_model_request_carries_the_sdks_headers_and_one_host():
 
 
 def test_connection_close_is_honoured_and_the_next_call_opens_another():
-    server = RawServer([ok(BODY, "Connection: close"), ok()])
+    server = HostileServer([ok(BODY, "Connection: close"), ok()])
     assert ask(server, 2) == ["Heard it."] * 2
     assert server.connections == 2
 
@@ -117,18 +72,18 @@ def test_a_post_the_server_read_and_dropped_is_never_sent_again():
     """The attack (#33): a server that reads the whole POST on a kept connection and closes got it twice, a
     turn billed twice. A request that may have arrived is not repeated: the turn falls back, and the next
     one goes on a new connection."""
-    server = RawServer([ok(), "close", ok()])
+    server = HostileServer([ok(), "close", ok()])
     llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
     try:
         assert llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text == "Heard it."
         with pytest.raises(LLMUnavailable):
             llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2)
-        assert len(server.heads) == 2  # the dropped POST arrived once
+        assert len(server.requests) == 2  # the dropped POST arrived once
         assert llm.reply("system", [{"role": "user", "content": "hi"}], timeout=2).text == "Heard it."
     finally:
         llm.close()
         server.close()
-    assert len(server.heads) == 3 and server.connections == 2
+    assert len(server.requests) == 3 and server.connections == 2
 
 
 @pytest.mark.parametrize("answer", [
@@ -139,18 +94,18 @@ def test_a_post_the_server_read_and_dropped_is_never_sent_again():
 ])
 def test_a_malformed_answer_is_the_model_unavailable(answer):
     with pytest.raises(LLMUnavailable):
-        ask(RawServer([answer]))
+        ask(HostileServer([answer]))
 
 
 def test_a_status_the_api_refuses_with_is_mapped_to_ours():
     error = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}).encode()
     answer = ok(error).replace(b"200 OK", b"400 Bad Request")
     with pytest.raises(LLMRejected, match="HTTP 400"):
-        ask(RawServer([answer]))
+        ask(HostileServer([answer]))
 
 
 def test_threads_one_after_another_share_one_kept_connection():
-    server = RawServer([ok()] * 3)
+    server = HostileServer([ok()] * 3)
     llm = AnthropicLLM(api_key="k", model="m", max_tokens=10, base_url=server.url)
     heard: list[str] = []
     try:
@@ -167,12 +122,12 @@ def test_threads_one_after_another_share_one_kept_connection():
 
 # VoIPBin's REST calls through the same layer: a say that may have arrived is never sent again.
 
-def voipbin(server: RawServer) -> VoipbinClient:
+def voipbin(server: HostileServer) -> VoipbinClient:
     return VoipbinClient(server.url + "/v1.0", "the-access-key", read_timeout=2)
 
 
 def test_voipbin_requests_carry_the_key_in_a_cookie_and_share_a_kept_connection():
-    server = RawServer([ok(b"{}"), ok(b'{"result": [], "next_page_token": ""}')])
+    server = HostileServer([ok(b"{}"), ok(b'{"result": [], "next_page_token": ""}')])
     client = voipbin(server)
     try:
         client.say("s1", "Hello.")
@@ -181,14 +136,14 @@ def test_voipbin_requests_carry_the_key_in_a_cookie_and_share_a_kept_connection(
         client.close()
         server.close()
     assert server.connections == 1
-    say, listing = (head.decode() for head in server.heads)
+    say, listing = (head.decode() for head in server.requests)
     assert say.startswith("POST /v1.0/speakings/s1/say HTTP/1.1\r\n") and "Cookie: accesskey=the-access-key" in say
     assert listing.startswith("GET /v1.0/transcribes?reference_type=call&reference_id=c1&page_size=100 HTTP/1.1")
     assert "the-access-key" not in say.split("\r\n")[0] + listing.split("\r\n")[0]  # never in a URL
 
 
 def test_a_voipbin_say_cut_off_on_a_kept_connection_is_not_sent_again():
-    server = RawServer([ok(b"{}"), "close", ok(b"{}")])
+    server = HostileServer([ok(b"{}"), "close", ok(b"{}")])
     client = voipbin(server)
     try:
         client.say("s1", "Hello.")
@@ -198,11 +153,11 @@ def test_a_voipbin_say_cut_off_on_a_kept_connection_is_not_sent_again():
         client.close()
         server.close()
     assert lost.value.maybe_done  # it may have been said: the speaker counts it as said
-    assert len(server.heads) == 2 and server.connections == 1
+    assert len(server.requests) == 2 and server.connections == 1
 
 
 def test_a_voipbin_listing_cut_off_on_a_kept_connection_is_asked_again():
-    server = RawServer([ok(b"{}"), "close", ok(b'{"result": [], "next_page_token": ""}')])
+    server = HostileServer([ok(b"{}"), "close", ok(b'{"result": [], "next_page_token": ""}')])
     client = voipbin(server)
     try:
         client.say("s1", "Hello.")
@@ -224,7 +179,7 @@ def test_a_voipbin_server_that_is_not_there_is_unavailable_and_nothing_was_done(
 
 
 def test_behind_a_proxy_requests_go_through_it_and_no_proxy_is_honoured(monkeypatch):
-    proxy = RawServer([ok(b"{}")])
+    proxy = HostileServer([ok(b"{}")])
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     client = VoipbinClient("http://voipbin.invalid/v1.0", "the-access-key", read_timeout=2)
     try:
@@ -232,10 +187,10 @@ def test_behind_a_proxy_requests_go_through_it_and_no_proxy_is_honoured(monkeypa
     finally:
         client.close()
         proxy.close()
-    head = proxy.heads[0].decode()
+    head = proxy.requests[0].decode()
     assert head.startswith("POST http://voipbin.invalid/v1.0/speakings/s1/say HTTP/1.1\r\n")
     assert "Cookie: accesskey=the-access-key" in head
-    server = RawServer([ok(b"{}")])
+    server = HostileServer([ok(b"{}")])
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     client = voipbin(server)
@@ -244,13 +199,13 @@ def test_behind_a_proxy_requests_go_through_it_and_no_proxy_is_honoured(monkeypa
     finally:
         client.close()
         server.close()
-    assert server.heads[0].decode().startswith("POST /v1.0/speakings/s1/say HTTP/1.1")
+    assert server.requests[0].decode().startswith("POST /v1.0/speakings/s1/say HTTP/1.1")
 
 
 def test_a_line_break_never_reaches_the_server_as_a_header_of_its_own():
     from voicebot.egress import HTTP
 
-    server = RawServer([ok(b"{}"), ok(b"{}")])
+    server = HostileServer([ok(b"{}"), ok(b"{}")])
     http = HTTP(headers={"x-api-key": "k\r\nX-Evil: 1"})
     try:
         with pytest.raises(ValueError):
@@ -263,6 +218,6 @@ def test_a_line_break_never_reaches_the_server_as_a_header_of_its_own():
     finally:
         client.close()
         server.close()
-    request_line = server.heads[0].decode().split("\r\n")[0]
+    request_line = server.requests[0].decode().split("\r\n")[0]
     assert request_line == "POST /v1.0/calls/c1%2F..%2F..%2Fcustomer%3Fx%3D1%0D%0AX-Evil%3A%201/hangup HTTP/1.1"
-    assert all("\r\nX-Evil" not in head.decode() for head in server.heads)
+    assert all("\r\nX-Evil" not in head.decode() for head in server.requests)

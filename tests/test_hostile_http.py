@@ -52,6 +52,16 @@ def timed(call):
         return exc, time.monotonic() - started
 
 
+def replies(make, server: HostileServer, count: int) -> list[str]:
+    """``count`` turns' replies from the adapter ``make`` builds on ``server``; both closed after."""
+    llm = make(server)
+    try:
+        return [llm.reply("s", HI, DEADLINE).text for _ in range(count)]
+    finally:
+        llm.close()
+        server.close()
+
+
 BIG = 200 * 1024 * 1024
 
 
@@ -139,12 +149,7 @@ def test_a_second_response_sent_unasked_never_answers_the_next_turn(model):
 def test_stray_bytes_after_a_body_do_not_break_the_next_turn(model):
     make, ok_body = model
     server = HostileServer([response(ok_body) + b"\r\n", response(ok_body)])
-    llm = make(server)
-    try:
-        heard = [llm.reply("s", HI, DEADLINE).text for _ in range(2)]
-    finally:
-        llm.close()
-        server.close()
+    heard = replies(make, server, 2)
     assert heard == ["Heard it."] * 2
 
 
@@ -176,12 +181,7 @@ def test_both_lengths_given_close_the_connection_after_the_answer(model):
             b"Content-Length: 3\r\n\r\n" + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
                 half, ok_body[:half], len(ok_body) - half, ok_body[half:]))
     server = HostileServer([both, response(ok_body)])
-    llm = make(server)
-    try:
-        heard = [llm.reply("s", HI, DEADLINE).text for _ in range(2)]
-    finally:
-        llm.close()
-        server.close()
+    heard = replies(make, server, 2)
     assert heard == ["Heard it."] * 2 and server.connections == 2  # RFC 9112: not kept
 
 
