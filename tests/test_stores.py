@@ -197,6 +197,29 @@ def test_a_lease_just_taken_is_not_renewed_again(redis_store, monkeypatch):
         record.save({"ok": True}, release=True)
 
 
+def test_a_longer_lease_is_renewed_before_a_step_only_when_the_models_deadline_would_not_fit():
+    from voicebot.platforms import DEFAULTS
+    from voicebot.stores import build_store, fresh_lease_seconds
+
+    default = {**DEFAULTS, "LLM_TIMEOUT_SECONDS": 5.0}  # the lease: the deadline and 2 s
+    assert fresh_lease_seconds(default) == pytest.approx(1.6)  # a step still starts with 5.4 s of lease left
+    shortest = {**default, "LOCK_LEASE_SECONDS": 5.5}  # (the settings check wants a hair more)
+    assert fresh_lease_seconds(shortest) == pytest.approx(FRESH_LEASE_SECONDS)  # as little slack as ever
+    store = build_store(default)
+    try:
+        with store.locked("c", 1) as record:
+            record.leased_at -= 1.0  # a streamed sentence or two later: 6 s of the 7 are left
+            renewed = record.leased_at
+            record.renew()
+            assert record.leased_at == renewed
+            record.leased_at -= 1.0
+            record.renew()  # 5 s left: less than the model's deadline and 0.4 s
+            assert record.leased_at > renewed
+            record.save({"ok": True}, release=True)
+    finally:
+        store.close()
+
+
 def test_active_calls_count_live_sessions_only(any_store):
     assert any_store.active_calls() == 0
     for call_id in ("a", "b", "c"):

@@ -27,7 +27,8 @@ REAP_GRACE_SECONDS = 3600.0
 # A lease taken or renewed this recently needs no renewing before the next
 # step: it is at most this much shorter than a fresh one, a margin the
 # settings check leaves (the lease outlives the model's deadline by 0.5 s or
-# more), and the round trip saved is a tenth of a turn's store work.
+# more), and the round trip saved is a tenth of a turn's store work. A store
+# whose lease is longer keeps the same bound for longer (``fresh_lease_seconds``).
 FRESH_LEASE_SECONDS = 0.1
 
 # The reaper's handler: (call id, session, transcript lines) of an expired call.
@@ -82,7 +83,7 @@ class CallRecord:
     def renew(self) -> None:
         """Start the lease afresh, before a step that may take a while (raises LockLost if it ran out)."""
         sent = time.monotonic()
-        if sent - self.leased_at < FRESH_LEASE_SECONDS:
+        if sent - self.leased_at < self.store.fresh_lease_seconds:
             return
         self.store._renew(self)
         self.leased_at = sent
@@ -104,6 +105,8 @@ class SessionStore(ABC):
         self.ttl_seconds = ttl_seconds
         self.lease_seconds = lease_seconds
         self.max_lines = max_lines  # of a call's transcript: past it, the oldest lines go
+        # How long a lease needs no renewing before a step (see FRESH_LEASE_SECONDS).
+        self.fresh_lease_seconds = FRESH_LEASE_SECONDS
 
     @contextmanager
     def locked(self, call_id: str, wait: float, event_id: str | None = None) -> Iterator[CallRecord]:
