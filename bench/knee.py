@@ -157,8 +157,9 @@ def capacity(bench: Bench, rounds: int) -> None:
     bench.with_model(0.0)
     print("\ncapacity: 100 calls x 20 turns, no think time, an instant model (CPU per turn)\n" + HEADER, flush=True)
     per_turn: dict[str, list[float]] = {name: [] for name in bench.names}
-    for _ in range(rounds):
-        for name in bench.names:
+    for round_ in range(rounds):
+        # Which server goes first alternates: the one measured right after another's run is not the same one.
+        for name in bench.names if round_ % 2 == 0 else list(reversed(bench.names)):
             result = bench.drive(name, 100, 20, 0, 1)
             per_turn[name].append(result["cpu_ms_per_turn"])
             print(line(name, result), flush=True)

@@ -14,7 +14,8 @@ from ..egress import HTTP, Stream
 from ..exceptions import LLMError, LLMTimeout, LLMUnavailable
 from ..tools import Tool
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .streaming import MAX_ANSWER_BYTES, NotSaid, Sentences, error_body, events, request_errors, status_error
+from .streaming import (MAX_ANSWER_BYTES, MAX_ERROR_BYTES, NotSaid, Sentences, error_body, events, request_errors,
+                        status_error)
 
 MESSAGES = "/v1/messages"
 
@@ -113,8 +114,11 @@ class AnthropicLLM(LLM):
             yield answer
 
     def _call(self, body: dict[str, Any]) -> Reply:
-        with self._answer(body) as answer:
-            return _reply_of(json.loads(answer.read()), self.model)
+        # Read whole in one call into libcurl: a reply not streamed needs no stepping through its reads.
+        answer = self._http.request("POST", self._url, body=compact_json.dumps(body), limit=MAX_ANSWER_BYTES)
+        if answer.status != 200:
+            raise status_error(self.model, answer.status, answer.body[:MAX_ERROR_BYTES])
+        return _reply_of(json.loads(answer.body), self.model)
 
     def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
         """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 
 from .. import compact_json
 from ..deadline import time_left, within
-from ..egress import HTTP, Stream
+from ..egress import HTTP, Response, Stream
 from ..exceptions import LLMTimeout, LLMUnavailable
 from ..tools import Tool
 from .base import LLM, Message, OnText, Reply, ToolUse
-from .streaming import (MAX_ANSWER_BYTES, NOT_SERVED, NotSaid, Sentences, error_body, events, request_errors,
-                        status_error)
+from .streaming import (MAX_ANSWER_BYTES, MAX_ERROR_BYTES, NOT_SERVED, NotSaid, Sentences, error_body, events,
+                        request_errors, status_error)
 
 COMPLETIONS = "/chat/completions"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -106,15 +106,27 @@ class OpenAIChatLLM(LLM):
                     yield answer
                     return
                 error = error_body(answer)
-                wait = _retry_after(answer.headers.get("retry-after"))
-            if attempt == 1 and answer.status in NOT_SERVED and wait + 1.0 < time_left():
-                time.sleep(wait)
-                continue
-            raise status_error(self.model, answer.status, error)
+            if not self._once_more(attempt, answer):
+                raise status_error(self.model, answer.status, error)
 
     def _call(self, body: dict[str, Any]) -> Reply:
-        with self._answer(body) as answer:
-            return reply_of(json.loads(answer.read()), self.model)
+        # Read whole in one call into libcurl: a reply not streamed needs no stepping through its reads.
+        data = compact_json.dumps(body)
+        for attempt in (1, 2):
+            answer = self._http.request("POST", self._url, body=data, limit=MAX_ANSWER_BYTES)
+            if answer.status == 200:
+                return reply_of(json.loads(answer.body), self.model)
+            if not self._once_more(attempt, answer):
+                raise status_error(self.model, answer.status, answer.body[:MAX_ERROR_BYTES])
+        raise AssertionError("unreachable")
+
+    def _once_more(self, attempt: int, answer: Response) -> bool:
+        """After a status that says it was not served (nothing was billed), once more if its wait fits."""
+        wait = _retry_after(answer.headers.get("retry-after"))
+        if attempt == 1 and answer.status in NOT_SERVED and wait + 1.0 < time_left():
+            time.sleep(wait)
+            return True
+        return False
 
     def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
         sentences, finished = Sentences(on_text), False
