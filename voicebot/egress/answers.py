@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping
 
 class Headers(Mapping[str, str]):
     """An answer's header fields, names case-insensitive; a repeated field's values joined with ', ' (as RFC
-    9110 allows for list fields), each kept apart in ``get_all``. Read from the header block's lines when
+    9110 allows for list fields). Read from the header block's lines when
     first asked (most answers are asked only for their status and body)."""
 
     __slots__ = ("_block", "_parsed")
@@ -37,9 +37,6 @@ class Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._fields)
-
-    def get_all(self, name: str) -> list[str]:
-        return list(self._fields.get(name.lower(), ()))
 
 
 class Response:

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import certifi
@@ -110,12 +110,7 @@ class HTTP:
                 return Response(answer.status, answer.headers, answer.read())
         cutoff = cutoff or self._cutoff(None)
         try:
-            try:
-                transfer = self._whole(method, url, body, headers, limit, cutoff)
-            except EgressError as exc:
-                if not _may_try_again(exc, method):
-                    raise
-                transfer = self._whole(method, url, body, headers, limit, cutoff)
+            transfer = _at_most_twice(lambda: self._whole(method, url, body, headers, limit, cutoff), method)
             return Response(transfer.status, Headers(transfer.block), b"".join(transfer.pieces))
         finally:
             cutoff.finish()
@@ -127,12 +122,7 @@ class HTTP:
         connection rather than keep it."""
         cutoff = cutoff or self._cutoff(None)
         try:
-            try:
-                transfer = self._start(method, url, body, headers, limit, cutoff)
-            except EgressError as exc:
-                if not _may_try_again(exc, method):
-                    raise
-                transfer = self._start(method, url, body, headers, limit, cutoff)  # once: it cannot be done twice
+            transfer = _at_most_twice(lambda: self._start(method, url, body, headers, limit, cutoff), method)
             stream = Stream(transfer, self._fail)
             try:
                 yield stream
@@ -305,12 +295,17 @@ class HTTP:
         self._origins.close()
 
 
-def _may_try_again(exc: EgressError, method: str) -> bool:
-    """Once more only when it cannot be done twice: nothing of it was sent, or its method is idempotent;
-    never after the deadline, nor when the address is refused."""
-    if isinstance(exc, (EgressTimeout, AddressRefused)):
-        return False
-    return not exc.sent or method in IDEMPOTENT
+def _at_most_twice(send: Callable[[], Transfer], method: str) -> Transfer:
+    """``send``, and once more only when that cannot do it twice: nothing of it was sent, or its method is
+    idempotent; never after the deadline, nor when the address is refused."""
+    try:
+        return send()
+    except (EgressTimeout, AddressRefused):
+        raise
+    except EgressError as exc:
+        if exc.sent and method not in IDEMPOTENT:
+            raise
+    return send()
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

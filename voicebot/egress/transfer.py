@@ -40,7 +40,7 @@ class Transfer:
     stepped one, on its ``loop``)."""
 
     __slots__ = ("curl", "loop", "cutoff", "limit", "pieces", "received", "too_large", "status", "block",
-                 "headed", "done", "code", "message", "doubtful", "lines")
+                 "headed", "done", "code", "doubtful", "lines")
 
     def __init__(self, curl: pycurl.Curl, loop: Loop | None, cutoff: Cutoff, limit: int) -> None:
         self.curl, self.loop, self.cutoff, self.limit = curl, loop, cutoff, limit
@@ -52,7 +52,6 @@ class Transfer:
         self.headed = False  # the final answer's header block is whole
         self.done = False
         self.code = 0
-        self.message = ""
         self.doubtful = False  # framed two ways: its connection is not used again
         self.lines: list[bytes] = []
 
@@ -106,12 +105,11 @@ class Transfer:
 class Stream(Response):
     """An answer whose body is read as it arrives (``pieces``), within the same cap and deadline."""
 
-    __slots__ = ("_transfer", "_fail", "whole")
+    __slots__ = ("_transfer", "_fail")
 
     def __init__(self, transfer: Transfer, fail: Callable[[Transfer], None]) -> None:
         super().__init__(transfer.status, Headers(transfer.block), b"")
         self._transfer, self._fail = transfer, fail
-        self.whole = False
 
     def pieces(self) -> Iterator[bytes]:
         """The body's bytes as they come, one read at a time."""
@@ -127,7 +125,6 @@ class Stream(Response):
                     raise BodyTooLarge(f"the answer is larger than {transfer.limit} bytes")
                 if transfer.code:
                     self._fail(transfer)
-                self.whole = True
                 return
             if transfer.cutoff.expired:
                 raise EgressTimeout("the answer did not come whole in time")
