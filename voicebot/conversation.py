@@ -394,6 +394,10 @@ class Conversation:
             record.save(session, release=True)
             return result
 
+    def peek(self, call_id: str) -> Session | None:
+        """The call's session as stored now (read only: a change to it is not saved), without its lock."""
+        return cast("Session | None", self.store.peek(self.key(call_id)))
+
     def channel(self, call_id: str) -> Channel | None:
         """The call's channel state as stored now, without waiting for a turn in flight."""
         session = self.store.peek(self.key(call_id))

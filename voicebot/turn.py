@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 from . import metrics
 from .deadline import Deadline
@@ -62,6 +63,7 @@ class Turn:
     llm_seconds: float = 0.0  # time spent waiting on the model
     first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
     tools: tuple[str, ...] = ()  # the operator's tools the model used this turn, in order
+    usage: Mapping[str, int] = field(default_factory=dict)  # tokens this turn billed, by kind (as Reply.usage)
 
     @property
     def answered(self) -> bool:
@@ -114,6 +116,7 @@ class TurnEngine:
             if speaker.streams and speaker.says_at_once else None
         answer: Reply | None = None
         used: list[str] = []
+        billed: dict[str, int] = {}
         for rounds_left in range(self.settings.max_tool_rounds, -1, -1):
             call.extend_lease()
             if streaming is not None:
@@ -135,6 +138,8 @@ class TurnEngine:
                 answer = None
                 break
             _count_usage(session, answer.usage)
+            for kind, tokens in answer.usage.items():
+                billed[kind] = billed.get(kind, 0) + tokens
             lookups = [u for u in answer.tool_uses if isinstance(offered.get(u.name), HttpTool)]
             if not lookups or rounds_left == 0 or any(u.name in LIFECYCLE_TOOLS for u in answer.tool_uses):
                 break
@@ -152,7 +157,7 @@ class TurnEngine:
             answer = None
         streamed = streaming.said if streaming is not None else []
         turn = replace(self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed),
-                       tools=tuple(used))
+                       tools=tuple(used), usage=billed)
         return replace(turn, first_sentence_seconds=streaming.first_sentence) if streaming else turn
 
     def _say_meanwhile(self, words: str, call: CallContext, speaker: Speaker, said_first: list[str]) -> None:
