@@ -44,6 +44,17 @@ def make_speakable(text: str, max_chars: int) -> str:
     return _cut(text.strip(" ,;:"), max_chars)
 
 
+def speakable_piece(text: str) -> str:
+    """A piece of a sentence as the model wrote it, its markup dropped and its spacing at either end kept, so
+    that pieces said one after another join as the model wrote them."""
+    core = text.strip()
+    if not core or not _NEEDS_WORK.search(core):
+        return text
+    lead, trail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    cleaned = _clean(core)
+    return lead + cleaned + trail if cleaned else lead
+
+
 def _clean(text: str) -> str:
     text = _CODE_FENCE.sub(" ", text)
     text = _INLINE_CODE.sub(r"\1", text)

@@ -29,17 +29,24 @@ class Speaker(ABC):
     ``says_at_once``: ``say`` is heard now (a filler while a tool works);
     otherwise such words go before the reply. ``streams``: with
     ``says_at_once``, the reply is said sentence by sentence as the model
-    writes it. ``reserve_seconds``: of a turn's budget, kept back for
-    ``deliver``.
+    writes it; with ``says_pieces`` too, word by word as each read of the
+    model's stream brings them (``say_piece``: a front end that makes its own
+    sentences for its speech). ``reserve_seconds``: of a turn's budget, kept
+    back for ``deliver``.
     """
 
     says_at_once: bool = False
     streams: bool = False
+    says_pieces: bool = False
     reserve_seconds: float = 0.0
 
     def say(self, text: str, call: "CallContext") -> None:
         """Say ``text`` now (the greeting, a filler, a streamed sentence), under the call's lock."""
         raise NotImplementedError(f"{type(self).__name__} cannot say words before the turn's response")
+
+    def say_piece(self, text: str, call: "CallContext") -> None:
+        """A piece of the reply as the model wrote it, its own spacing kept (``says_pieces``)."""
+        self.say(text, call)
 
     def say_meanwhile(self, text: str, call: "CallContext") -> None:
         """Words while the model's tools work ("let me check", a slow tool's filler): said at once if they can be.

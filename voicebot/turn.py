@@ -22,7 +22,7 @@ from .llm import LLM, Message, Reply, ToolUse
 from .operator_tools import HttpTool, ToolCall, ToolCaller, ToolResult
 from .clock import iso
 from .session import CallContext, ConversationSettings, Session, call_variables, line
-from .speakable import make_speakable
+from .speakable import make_speakable, speakable_piece
 from .speaker import Speaker
 from .tools import END_CALL, LIFECYCLE_TOOLS, TRANSFER_CALL, Action, Tool
 
@@ -128,11 +128,11 @@ class TurnEngine:
                     answer = self.llm.reply(system, history, timeout, tools, allow_tools=rounds_left > 0)
                 else:
                     answer = self.llm.stream_reply(system, history, timeout, streaming.say, tools,
-                                                   allow_tools=rounds_left > 0)
+                                                   allow_tools=rounds_left > 0, as_written=speaker.says_pieces)
             except LLMError as exc:
                 log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
                 if streaming is not None and streaming.said:  # what was said stays said: no fallback after it
-                    answer = Reply(" ".join(streaming.said))
+                    answer = Reply(streaming.words())
                     break
                 metrics.FALLBACKS.labels(type(exc).__name__).inc()
                 answer = None
@@ -143,7 +143,7 @@ class TurnEngine:
             lookups = [u for u in answer.tool_uses if isinstance(offered.get(u.name), HttpTool)]
             if not lookups or rounds_left == 0 or any(u.name in LIFECYCLE_TOOLS for u in answer.tool_uses):
                 break
-            streamed = streaming.said if streaming is not None else []
+            streamed = [streaming.words()] if streaming is not None and streaming.said else []
             words = " ".join(streamed) or make_speakable(answer.text, self.settings.max_reply_chars)
             history.append({"role": "assistant", "content": [*([{"type": "text", "text": words}] if words else []),
                                                              *(u.block() for u in answer.tool_uses)]})
@@ -155,7 +155,7 @@ class TurnEngine:
             history.append({"role": "user", "content": self._use_tools(session, answer.tool_uses, offered, budget,
                                                                        call, speaker)})
             answer = None
-        streamed = streaming.said if streaming is not None else []
+        streamed = [streaming.words()] if streaming is not None and streaming.said else []
         turn = replace(self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed),
                        tools=tuple(used), usage=billed)
         return replace(turn, first_sentence_seconds=streaming.first_sentence) if streaming else turn
@@ -257,6 +257,8 @@ class _Streaming:
             self.first_sentence = time.monotonic() - self.asked
         if self.speaker.stop_saying(self.call):
             return False  # the caller is talking: what is queued was flushed, and no more is said
+        if self.speaker.says_pieces:
+            return self._say_piece(text)
         left = self.limit - sum(len(s) + 1 for s in self.said)
         if left <= 0:
             return False
@@ -274,6 +276,27 @@ class _Streaming:
         self.said.append(words)
         # Past MAX_REPLY_CHARS the reply is cut here, at a sentence end, as a whole reply would be.
         return words == whole
+
+    def _say_piece(self, text: str) -> bool:
+        """As the model wrote it, mid-sentence too; past MAX_REPLY_CHARS cut where the limit falls."""
+        left = self.limit - len(self.words())
+        piece = speakable_piece(text)
+        if left <= 0 or not piece:
+            return left > 0
+        words = piece[:left]
+        try:
+            self.speaker.say_piece(words, self.call)
+        except Exception as exc:
+            if not self.said:
+                raise
+            log.warning("streamed reply cut short: %s: %s", type(exc).__name__, exc)
+            return False
+        self.said.append(words)
+        return words == piece
+
+    def words(self) -> str:
+        """This round's words as said: sentences spaced, pieces joined as written."""
+        return "".join(self.said).strip() if self.speaker.says_pieces else " ".join(self.said)
 
 
 def _all_done(pending: dict[str, tuple[HttpTool, ToolCall]], wait: float) -> bool:

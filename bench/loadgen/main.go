@@ -8,6 +8,7 @@
 //	loadgen article -port 8080                    # the article's handler, its callLLM asking that model
 //	loadgen drive -url http://127.0.0.1:8000 -calls 300 -turns 6 -think 2 -ramp 5 -model-latency 0.7
 //	loadgen voipbin -url http://127.0.0.1:8000 -rest-port 9100 -model-port 9000 -calls 200 -turns 4 -think 1
+//	loadgen completions -url http://127.0.0.1:8000 -model-port 9000 -calls 200 -turns 4 -think 1
 //
 // drive speaks the article's contract (call-started, transcripts, call.ended),
 // one kept-alive connection per call, and prints one JSON line: turns, errors,
@@ -31,7 +32,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen model|article|drive|voipbin [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen model|article|drive|voipbin|completions [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -43,6 +44,8 @@ func main() {
 		runDrive(os.Args[2:])
 	case "voipbin":
 		runVoipbin(os.Args[2:])
+	case "completions":
+		runCompletions(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "loadgen: unknown command %q\n", os.Args[1])
 		os.Exit(2)

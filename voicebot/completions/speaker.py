@@ -1,9 +1,10 @@
 """A Chat Completions answer as a call's speaker: what the turn says goes out as the response's deltas.
 
-The turn runs on a thread of its own while the view's generator sends what it says as it is said: each
-run of sentences the model finishes is a text delta, and voicebot's hang-up or hand-off is a call to the
-platform's own tool (``Dialect.tool_for``), sent once the turn is saved. A client that goes away (the
-platform cancelled the request: the caller spoke again) stops the reply, as a barge-in does.
+The turn runs on a thread of its own while the view's generator sends what it says as it is said:
+what each read of the model's stream brings is a text delta (the front end makes its own sentences),
+and voicebot's hang-up or hand-off is a call to the platform's own tool (``Dialect.tool_for``), sent
+once the turn is saved. A client that goes away (the platform cancelled the request: the caller spoke
+again) stops the reply, as a barge-in does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Words:
+    """Words the caller hears: whole (a greeting, a sentence run) or a ``piece`` of one, its spacing its own."""
+
     text: str
+    piece: bool = False
+
+    def after(self, said: "Words | None") -> str:
+        """This text as the next delta after ``said``: spaced from it, unless both are pieces of one reply."""
+        if said is None or (self.piece and said.piece) or said.text[-1:].isspace() or self.text[:1].isspace():
+            return self.text
+        return " " + self.text
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class AnswerSpeaker(Speaker):
 
     says_at_once = True
     streams = True
+    says_pieces = True  # the front end makes its own sentences for its speech: each word goes at once
 
     def __init__(self, can_transfer: bool) -> None:
         self.can_transfer = can_transfer
@@ -68,6 +79,11 @@ class AnswerSpeaker(Speaker):
         if self.gone.is_set():
             raise ClientGone("the platform stopped reading the answer")
         self.said.put(Words(text))
+
+    def say_piece(self, text: str, call: "CallContext") -> None:
+        if self.gone.is_set():
+            raise ClientGone("the platform stopped reading the answer")
+        self.said.put(Words(text, piece=True))
 
     def say_meanwhile(self, text: str, call: "CallContext") -> None:
         if not self.gone.is_set():

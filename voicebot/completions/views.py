@@ -108,20 +108,23 @@ def _chunks(first: Any, answer: Answer, ask: Ask, dialect: Dialect) -> Iterator[
     completion = Completion(ask.model)
     said: list[str] = []
     acts: list[Act] = []
+    last: Words | None = None
     try:
         yield completion.chunk({"role": "assistant", "content": ""})
         item = first
         while not isinstance(item, (Done, Failed)):
             if isinstance(item, Words) and item.text:
-                yield completion.chunk({"content": (" " if said else "") + item.text})
-                said.append(item.text)
+                text = item.after(last)
+                yield completion.chunk({"content": text})
+                said.append(text)
+                last = item
             elif isinstance(item, Act):
                 acts.append(item)
             item = answer.next_said()
         if isinstance(item, Failed):  # the turn failed after words were said: they stand, and end here
             log.warning("turn failed mid-answer call_id=%s: %s", ask.call_id, item.error)
             item = Done({})
-        calls = _tool_calls(acts, ask, dialect, " ".join(said))
+        calls = _tool_calls(acts, ask, dialect, "".join(said).strip())
         if calls:
             yield completion.chunk({"tool_calls": calls})
         yield completion.chunk({}, finish="tool_calls" if calls else "stop")
@@ -135,6 +138,7 @@ def _chunks(first: Any, answer: Answer, ask: Ask, dialect: Dialect) -> Iterator[
 def _whole(answer: Answer, ask: Ask, dialect: Dialect) -> dict[str, Any]:
     said: list[str] = []
     acts: list[Act] = []
+    last: Words | None = None
     while True:
         item = answer.next_said()
         if isinstance(item, Failed):
@@ -144,8 +148,9 @@ def _whole(answer: Answer, ask: Ask, dialect: Dialect) -> dict[str, Any]:
         if isinstance(item, Done):
             break
         if isinstance(item, Words) and item.text:
-            said.append(item.text)
+            said.append(item.after(last))
+            last = item
         elif isinstance(item, Act):
             acts.append(item)
-    text = " ".join(said)
+    text = "".join(said).strip()
     return Completion(ask.model).whole(text, _tool_calls(acts, ask, dialect, text), item.tokens)

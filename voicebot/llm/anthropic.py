@@ -58,7 +58,7 @@ class AnthropicLLM(LLM):
             return self._mapped(lambda: self._call(body), timeout)
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
-                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+                     tools: Sequence[Tool] = (), allow_tools: bool = True, *, as_written: bool = False) -> Reply:
         """The Messages API's streaming, read in the turn's own thread.
 
         Each sentence goes to ``on_text`` as soon as the model has finished
@@ -74,7 +74,7 @@ class AnthropicLLM(LLM):
         body["stream"] = True
         try:
             with within(timeout):
-                return self._mapped(lambda: self._read_stream(body, on_text), timeout)
+                return self._mapped(lambda: self._read_stream(body, on_text, as_written), timeout)
         except NotSaid as failed:
             raise failed.error from None  # the platform's own error, for the turn to answer as it does
 
@@ -120,9 +120,9 @@ class AnthropicLLM(LLM):
             raise status_error(self.model, answer.status, answer.body[:MAX_ERROR_BYTES])
         return _reply_of(json.loads(answer.body), self.model)
 
-    def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
+    def _read_stream(self, body: dict[str, Any], on_text: OnText, as_written: bool) -> Reply:
         """Server-sent events as plain JSON (the SDK's typed events cost CPU per token)."""
-        sentences, finished = Sentences(on_text), False
+        sentences, finished = Sentences(on_text, as_written), False
         blocks: dict[int, dict[str, Any]] = {}
         usage: dict[str, Any] = {}
         with self._answer(body) as answer:

@@ -61,7 +61,7 @@ class LLM(ABC):
         """
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
-                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+                     tools: Sequence[Tool] = (), allow_tools: bool = True, *, as_written: bool = False) -> Reply:
         """As ``reply``, handing ``on_text`` each run of whole sentences as soon as the model has written it.
 
         ``on_text`` returns False to stop the model (the caller talked over
@@ -69,6 +69,9 @@ class LLM(ABC):
         cannot stream hands on nothing and returns the whole reply, which the
         caller then delivers as usual. If the model fails after some text was
         handed on, the error is raised all the same: the caller knows what it said.
+        With ``as_written``, ``on_text`` gets the words as each read of the
+        stream brings them, mid-sentence too (a front end that makes its own
+        sentences for its speech, and wants the first word at once).
         """
         return self.reply(system, messages, timeout, tools, allow_tools)
 

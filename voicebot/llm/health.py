@@ -78,8 +78,9 @@ class MonitoredLLM(LLM):
                                                       force_tool=force_tool))
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
-                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
-        return self._watched(lambda: self.inner.stream_reply(system, messages, timeout, on_text, tools, allow_tools))
+                     tools: Sequence[Tool] = (), allow_tools: bool = True, *, as_written: bool = False) -> Reply:
+        return self._watched(lambda: self.inner.stream_reply(system, messages, timeout, on_text, tools, allow_tools,
+                                                             as_written=as_written))
 
     def _watched(self, call: Callable[[], Reply]) -> Reply:
         try:

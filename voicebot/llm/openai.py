@@ -65,7 +65,7 @@ class OpenAIChatLLM(LLM):
             return self._mapped(lambda: self._call(body), timeout)
 
     def stream_reply(self, system: str, messages: Sequence[Message], timeout: float, on_text: OnText,
-                     tools: Sequence[Tool] = (), allow_tools: bool = True) -> Reply:
+                     tools: Sequence[Tool] = (), allow_tools: bool = True, *, as_written: bool = False) -> Reply:
         if timeout <= 0.01:
             raise LLMTimeout(f"{self.model}: no time left for the model in this turn")
         body = self._body(system, messages, tools, allow_tools)
@@ -73,7 +73,7 @@ class OpenAIChatLLM(LLM):
         body["stream_options"] = {"include_usage": True}
         try:
             with within(timeout):
-                return self._mapped(lambda: self._read_stream(body, on_text), timeout)
+                return self._mapped(lambda: self._read_stream(body, on_text, as_written), timeout)
         except NotSaid as failed:
             raise failed.error from None  # the platform's own error, for the turn to answer as it does
 
@@ -128,8 +128,8 @@ class OpenAIChatLLM(LLM):
             return True
         return False
 
-    def _read_stream(self, body: dict[str, Any], on_text: OnText) -> Reply:
-        sentences, finished = Sentences(on_text), False
+    def _read_stream(self, body: dict[str, Any], on_text: OnText, as_written: bool) -> Reply:
+        sentences, finished = Sentences(on_text, as_written), False
         calls: dict[int, dict[str, str]] = {}
         usage: dict[str, Any] = {}
         with self._answer(body) as answer:

@@ -115,15 +115,21 @@ def events(chunks: Iterable[bytes]) -> Iterator[list[Any]]:
 
 
 class Sentences:
-    """A reply's words as the model writes them, handed to ``on_text`` a run of whole sentences at a time."""
+    """A reply's words as the model writes them, handed to ``on_text`` a run of whole sentences at a time
+    (``as_written``: what each read brought, whole or not)."""
 
-    def __init__(self, on_text: OnText) -> None:
+    def __init__(self, on_text: OnText, as_written: bool = False) -> None:
         self.on_text = on_text
+        self.as_written = as_written
         self.said: list[str] = []
         self._buffer = ""
         self._ready: list[str] = []
 
     def add(self, words: str) -> None:
+        if self.as_written:
+            if words:
+                self._ready.append(words)
+            return
         self._buffer += words
         whole, self._buffer = complete_sentences(self._buffer)
         if whole:
