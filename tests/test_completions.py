@@ -296,3 +296,17 @@ def test_elevenlabs_post_call_webhook_is_verified_and_ends_the_call(completions_
     assert answer.get_json() == {"status": "ended"}
     records = [r for r in runtime_of(completions_app).records.export(0) if r["call_id"] == "conv-1"]
     assert len(records) == 1 and records[0]["platform"] == "elevenlabs"
+
+
+def test_the_reply_leaves_as_the_model_writes_it_and_joins_as_it_was_written(completions_app, fake_llm):
+    fake_llm.sentences, fake_llm.sentence_gap = 3, 0.05
+    response = post(completions_app.test_client(), "completions", "pieces-1",
+                    [{"role": "user", "content": "hello mk1"}], stream=True)
+    deltas = [choice["delta"]["content"] for line in response.get_data(as_text=True).split("\n\n")
+              if line.startswith("data: {") for choice in json.loads(line[6:])["choices"]
+              if choice["delta"].get("content")]
+    assert len(deltas) >= 3  # one per read of the model's stream, not one per reply
+    said = "".join(deltas)
+    assert said == "Heard mk1. I have noted that. Is there anything else I can help you with today?"
+    history = runtime_of(completions_app).conversations["completions"].peek("pieces-1")["messages"]
+    assert history[-1] == {"role": "assistant", "content": said}

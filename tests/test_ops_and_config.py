@@ -107,8 +107,8 @@ def test_every_platform_registers_itself_and_the_core_imports_none():
     from voicebot.platforms import PLATFORMS
     from .support import ROOT
 
-    assert [p.name for p in PLATFORMS] == ["article", "voipbin", "twilio", "completions", "vapi", "elevenlabs",
-                                               "outbound"]
+    assert [p.name for p in PLATFORMS] == [
+        "article", "voipbin", "twilio", "completions", "vapi", "elevenlabs", "outbound"]
     platform_packages = {p.name for p in PLATFORMS}
     core = [path for path in (ROOT / "voicebot").rglob("*.py")
             if path.relative_to(ROOT / "voicebot").parts[0] not in platform_packages | {"cli"}

@@ -211,3 +211,25 @@ def test_a_twilio_relay_campaign_through_gunicorn_two_workers_and_redis(fake_llm
     assert status == 0, out
     assert "60/60 turns" in out and "isolation violations: 0" in out and "first word" in out
     assert server.log().count("reply cut by the caller") == 20  # each call's interrupt kept what was heard
+
+
+@pytest.mark.parametrize("dialect", ["openai", "vapi", "elevenlabs"])
+def test_a_custom_llm_campaign_passes_in_each_dialect_and_ends_each_call_with_its_record(fake_llm, capsys, dialect):
+    from voicebot.runtime import runtime_of
+
+    app = create_app(app_config(fake_llm, COMPLETIONS_TOKEN="sim-completions", ELEVENLABS_WEBHOOK_SECRET="sim-el"))
+    served = ServedApp(app)
+    try:
+        status, out = run_cli([served.url, "--contract", dialect, "--calls", "10", "--turns", "3",
+                               "--token", "sim-completions", "--elevenlabs-secret", "sim-el"], capsys)
+        assert status == 0, out
+        assert "30/30 turns" in out and "isolation violations: 0" in out
+        platform = "completions" if dialect == "openai" else dialect
+        records = [r for r in runtime_of(app).records.export(0) if r["platform"] == platform]
+        # Vapi's and ElevenLabs' reports end their calls; a generic client's end at voicebot's end or the TTL.
+        assert len(records) == (0 if dialect == "openai" else 10)
+        status, out = run_cli([served.url, "--contract", dialect, "--calls", "1", "--turns", "1",
+                               "--token", "not-the-token"], capsys)
+        assert status == 1 and "http_401" in out
+    finally:
+        served.stop()

@@ -65,9 +65,13 @@ def register(command: Command) -> None:
 
     sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay"), default="article",
+    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay", "openai", "vapi",
+                                            "elevenlabs"), default="article",
                      help="the webhook contract to drive: article (the article's), voipbin, twilio (the Gather "
-                          "loop) or twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay)")
+                          "loop), twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay), or a front end "
+                          "that uses voicebot as its custom LLM: openai (/openai/v1, as Pipecat, LiveKit or "
+                          "Telnyx ask), vapi or elevenlabs (streamed Chat Completions, the whole conversation "
+                          "each time, and the platform's end-of-call report)")
     sim.add_argument("--calls", type=int, default=50, help="concurrent calls")
     sim.add_argument("--turns", type=int, default=4, help="caller turns per call")
     sim.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next turn")
@@ -91,7 +95,12 @@ def register(command: Command) -> None:
                      help="PUBLIC_URL of the voicebot under test, if it has one: what the signatures cover "
                           "(twilio contract; default: each request's own URL)")
     sim.add_argument("--token", help="the WEBHOOK_TOKEN of the voicebot under test, sent as a bearer token "
-                                     "(article contract; default: WEBHOOK_TOKEN from the environment)")
+                                     "(article contract; default: WEBHOOK_TOKEN from the environment), or its "
+                                     "COMPLETIONS_TOKEN (openai, vapi, elevenlabs; default: COMPLETIONS_TOKEN, "
+                                     "else WEBHOOK_TOKEN)")
+    sim.add_argument("--elevenlabs-secret", default="",
+                     help="ELEVENLABS_WEBHOOK_SECRET of the voicebot under test: each call ends with a signed "
+                          "post-call webhook (elevenlabs contract; unset: none is sent)")
     sim.add_argument("--wait", type=float, default=30.0,
                      help="seconds to wait for every URL's /healthz before the campaign starts")
     sim.set_defaults(run=run_simulate)
@@ -140,9 +149,16 @@ def run_fake_twilio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_of(contract: str) -> str:
+    import os
+
+    if contract in ("openai", "vapi", "elevenlabs"):
+        return os.environ.get("COMPLETIONS_TOKEN") or os.environ.get("WEBHOOK_TOKEN", "")
+    return os.environ.get("WEBHOOK_TOKEN", "")
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     import json
-    import os
 
     from voicebot_testing.simulate import Campaign, format_summary, ok, progress_printer
 
@@ -166,7 +182,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                         think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
                         secret=args.secret, voipbin=voipbin, number=args.number, twilio_token=args.twilio_token,
                         public_url=args.public_url, progress=progress_printer(),
-                        token=args.token if args.token is not None else os.environ.get("WEBHOOK_TOKEN", ""))
+                        token=args.token if args.token is not None else _token_of(args.contract),
+                        elevenlabs_secret=args.elevenlabs_secret)
     try:
         not_up = campaign.wait_until_up(args.wait)
         if not_up:

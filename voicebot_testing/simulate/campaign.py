@@ -18,6 +18,7 @@ from voicebot.voipbin.signing import HEADER, sign
 
 from ..fake_llm import MARKER
 from ..fake_voipbin import call_event_data, transcript_event_data
+from . import completions
 from .connection import HTTPConnection
 from .report import Tally, check_reply, percentile
 
@@ -38,7 +39,8 @@ class Campaign:
                  think: float = 0.0, ramp: float = 0.0, timeout: float = 30.0, history: int = 20,
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
                  twilio_token: str = "", public_url: str = "",
-                 progress: Callable[[str], None] | None = None, token: str = "") -> None:
+                 progress: Callable[[str], None] | None = None, token: str = "",
+                 elevenlabs_secret: str = "") -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.contract = contract
         self.calls = calls
@@ -55,6 +57,9 @@ class Campaign:
         self.public_url = public_url.rstrip("/")  # its PUBLIC_URL, if set: what Twilio signs
         self._actions: dict[str, str] = {}  # call -> the path its last <Gather> posts to (Twilio contract)
         self._sockets: dict[str, Any] = {}  # call -> its ConversationRelay WebSocket (twilio-relay contract)
+        self._said: dict[str, list[dict[str, str]]] = {}  # call -> its conversation (custom-LLM dialects)
+        self.elevenlabs_secret = elevenlabs_secret  # ELEVENLABS_WEBHOOK_SECRET of the server, if set
+        self._streams = completions.StreamingClient(calls)  # its threads start only when a dialect's call needs one
         self._validator: Any = None  # Twilio's RequestValidator, made once (Twilio contract)
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:6]
@@ -157,6 +162,28 @@ class Campaign:
             raise _TurnFailed
         return raw, elapsed, answer_headers
 
+    async def _ask(self, connections: list[HTTPConnection], call_id: str) -> tuple[float, str]:
+        """One streamed turn of a custom-LLM dialect: the whole conversation sent, the reply added to it."""
+        connection = connections[next(self._next_url) % len(connections)]
+        path, body, headers = completions.request(self.contract, call_id, self._said[call_id], self.token)
+        started = time.perf_counter()
+        try:
+            status, raw = await self._streams.post(connection.base_url + path, body, headers, self.timeout)
+        except Exception as exc:  # the egress layer's errors: a timeout, a connection refused
+            self.tally.error("connection", f"call {call_id}: {type(exc).__name__}: {exc}")
+            raise _TurnFailed from None
+        elapsed = time.perf_counter() - started
+        if status != 200:
+            self.tally.error(f"http_{status}", f"call {call_id}: {raw[:200].decode(errors='replace')}")
+            raise _TurnFailed
+        try:
+            reply = completions.answer_of(raw)[0]
+        except ValueError as exc:
+            self.tally.error("not_a_stream", f"call {call_id}: {exc}")
+            raise _TurnFailed from None
+        self._said[call_id].append({"role": "assistant", "content": reply})
+        return elapsed, reply
+
     def _twilio_validator(self) -> Any:
         if self._validator is None:
             from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
@@ -195,6 +222,10 @@ class Campaign:
                                              "(is TWILIO_MODE=relay set?)")
                 raise _TurnFailed
             self._sockets[call_id] = await asyncio.to_thread(self._relay_open, relay.get("url", ""), call_id)
+        elif self.contract in completions.DIALECTS:
+            self._said[call_id] = [{"role": "system", "content": "The platform's own prompt (voicebot ignores it)."}]
+            elapsed, _ = await self._ask(connections, call_id)
+            self.tally.greetings.append(elapsed)
         else:
             _, elapsed, _ = await self._post(connections, "/webhook/call-started", {
                 "type": "call.started", "call_id": call_id, "caller_num": "+15550000000"}, call_id)
@@ -227,6 +258,11 @@ class Campaign:
             if first is not None:
                 self.tally.first_word(first, None)
             return MARKER.findall(reply)
+        elif self.contract in completions.DIALECTS:
+            self._said[call_id].append({"role": "user", "content": text})
+            elapsed, reply = await self._ask(connections, call_id)
+            self.tally.turn(elapsed, None, None)
+            return MARKER.findall(reply)
         elif self.contract == "twilio":
             root, elapsed, headers = await self._post_form(
                 connections, self._actions.pop(call_id), self._twilio_fields(call_id, SpeechResult=text), call_id)
@@ -250,6 +286,11 @@ class Campaign:
             ws = self._sockets.pop(call_id)
             await asyncio.to_thread(self._relay_turn, ws, None, False, "1")  # a key press, then the caller hangs up
             await asyncio.to_thread(_quiet_close, ws)
+        elif self.contract in completions.DIALECTS:
+            report = completions.end_report(self.contract, call_id, self.token, self.elevenlabs_secret)
+            self._said.pop(call_id, None)
+            if report is not None:
+                await self._send(connections[0], *report, call_id)
         elif self.contract == "voipbin":
             event = {"type": "call_hangup", "data": call_event_data(call_id, "hangup", callee=self.number)}
             await self._post(connections, "/webhook/voipbin", event, call_id)
@@ -339,7 +380,10 @@ class Campaign:
         # latency: keep them small (see voicebot/gunicorn_config.py).
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
-        return asyncio.run(self._run())
+        try:
+            return asyncio.run(self._run())
+        finally:
+            self._streams.close()
 
     async def _run(self) -> dict[str, Any]:
         started = time.perf_counter()
