@@ -253,6 +253,11 @@ def test_a_model_failure_ends_the_reply_with_the_fallback_line(completions_app, 
     words, _ = sse_words(post(completions_app.test_client(), "completions", "fail-1",
                               [{"role": "user", "content": "hello"}], stream=True))
     assert words == completions_app.config["FALLBACK_REPLY"]
+    conversation = runtime_of(completions_app).conversations["completions"]
+    conversation.end_call("fail-1", reason="hung_up")
+    record = next(r for r in runtime_of(completions_app).records.export(0) if r["call_id"] == "fail-1")
+    bot = [line for line in record["transcript"] if line["speaker"] == "bot"][-1]
+    assert bot["fallback"] is True and bot["error"] == "LLMUnavailable"
 
 
 def test_vapis_end_of_call_report_ends_the_call_with_one_record(completions_app, fake_llm):

@@ -281,7 +281,8 @@ class Conversation:
             tools = [t for t in self.tools if t.name != TRANSFER_CALL or speaker.can_hand_off(call)]
             turn = self.engine.run(session, text, tools, Budget(deadline, speaker.reserve_seconds), call, speaker,
                                    self.system_for(session))
-            call.lines.append(line("bot", turn.reply, fallback=turn.fallback))
+            call.lines.append(line("bot", turn.reply, fallback=turn.fallback,
+                                   **({"error": turn.failure} if turn.failure else {})))
             speaker.deliver(turn.unsaid, call)
             if event_id is not None:
                 session["last_turn"] = {"event_id": event_id, "reply": turn.reply}

@@ -27,6 +27,7 @@ class Line(_LineBase, total=False):
 
     interrupted: bool  # a bot line the caller talked over: ``text`` is what they heard
     fallback: bool     # the bot's line was FALLBACK_REPLY (the model failed or ran late)
+    error: str         # what failed when the model did (LLMTimeout, LLMUnavailable): the fallback, or a cut reply
     tool: str          # a tool's line: the tool's name, what the model gave it, and whether it failed
     input: Any
     is_error: bool

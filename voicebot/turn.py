@@ -64,6 +64,7 @@ class Turn:
     first_sentence_seconds: float | None = None  # streamed: from asking the model to its first sentence
     tools: tuple[str, ...] = ()  # the operator's tools the model used this turn, in order
     usage: Mapping[str, int] = field(default_factory=dict)  # tokens this turn billed, by kind (as Reply.usage)
+    failure: str | None = None  # what failed when the model did (LLMTimeout...): the record's transcript says it
 
     @property
     def answered(self) -> bool:
@@ -117,6 +118,7 @@ class TurnEngine:
         answer: Reply | None = None
         used: list[str] = []
         billed: dict[str, int] = {}
+        failure: str | None = None
         for rounds_left in range(self.settings.max_tool_rounds, -1, -1):
             call.extend_lease()
             if streaming is not None:
@@ -131,6 +133,7 @@ class TurnEngine:
                                                    allow_tools=rounds_left > 0, as_written=speaker.says_pieces)
             except LLMError as exc:
                 log.warning("llm failed call_id=%s error=%s: %s", session["call_id"], type(exc).__name__, exc)
+                failure = type(exc).__name__
                 if streaming is not None and streaming.said:  # what was said stays said: no fallback after it
                     answer = Reply(streaming.words())
                     break
@@ -157,7 +160,7 @@ class TurnEngine:
             answer = None
         streamed = [streaming.words()] if streaming is not None and streaming.said else []
         turn = replace(self._reply(session, history, answer, offered, said_first, time.monotonic() - asked, streamed),
-                       tools=tuple(used), usage=billed)
+                       tools=tuple(used), usage=billed, failure=failure)
         return replace(turn, first_sentence_seconds=streaming.first_sentence) if streaming else turn
 
     def _say_meanwhile(self, words: str, call: CallContext, speaker: Speaker, said_first: list[str]) -> None:
