@@ -13,7 +13,6 @@ import threading
 import time
 
 from ..conversation import Conversation
-from ..session import Session
 from ..deadline import Deadline, put_in_effect
 from ..tools import Action
 from ..turn import Outcome
@@ -82,7 +81,6 @@ class Answer:
     def _turn(self) -> Done:
         ask, conversation = self.ask, self.conversation
         session = conversation.peek(ask.call_id)
-        words = ""  # the caller's new words, where they are not the request's as they are
         if session is None:
             greeting = conversation.start_call(ask.call_id, ask.caller, called=ask.called, variables=ask.variables,
                                                deadline=self.deadline)
@@ -98,11 +96,11 @@ class Answer:
                 self.speaker.said.put(Words(conversation.greeting_for(session)))
             return Done({})
         else:
-            words = self._unheard_turn_left_out(session)
-            if words is None:
-                return Done({})  # the words of the last turn again, its reply never heard: nothing new
+            last = session.get("last_turn")
+            if cut_short(ask.heard, last["reply"] if last else ""):
+                conversation.cut_reply(ask.call_id, ask.heard or "")
         started = time.monotonic()
-        turn = conversation.take_turn(ask.call_id, words or ask.words, ask.caller, event_id=ask.event_id,
+        turn = conversation.take_turn(ask.call_id, ask.words, ask.caller, event_id=ask.event_id,
                                       speaker=self.speaker, deadline=self.deadline)
         if turn.outcome is Outcome.DUPLICATE:
             if turn.reply:
@@ -111,26 +109,3 @@ class Answer:
             self.speaker.said.put(Act(Action("hangup", reason="the call has ended")))
         log.debug("completion turn call_id=%s took %.3fs", ask.call_id, time.monotonic() - started)
         return Done(dict(turn.usage), fallback=turn.fallback)
-
-    def _unheard_turn_left_out(self, session: Session) -> str | None:
-        """The history made to match what the platform says was heard, before the turn; the caller's new words.
-
-        Two ways the platform tells: its last assistant message is shorter than voicebot's last reply (the
-        caller talked over it: the history keeps what they heard), or it shows no reply since voicebot's last
-        turn and the caller's words start with that turn's (the platform cancelled that request because the
-        caller kept talking, and sends the longer words): that reply was never heard, and its words are not
-        the caller's twice. "" when the request's words are the caller's new words as they are; None when
-        nothing is new.
-        """
-        ask, conversation = self.ask, self.conversation
-        last, asked = session.get("last_turn"), session["channel"]
-        if last is not None and last["event_id"] == ask.event_id:
-            return ""  # this very request again: the turn answers it with the reply it saved
-        said_last = last["reply"] if last else ""
-        before = str(asked.get("words") or "")
-        if before and asked.get("replies") == ask.replies and ask.words.startswith(before) and said_last:
-            conversation.cut_reply(ask.call_id, "")
-            return ask.words[len(before):].strip() or None
-        if cut_short(ask.heard, said_last):
-            conversation.cut_reply(ask.call_id, ask.heard or "")
-        return ""

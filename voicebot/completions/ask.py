@@ -30,7 +30,6 @@ class Ask:
     call_id: str
     words: str  # the caller's words since the last turn ("" when none: the call's opening)
     heard: str | None  # the platform's last assistant message: what the caller heard of the last reply
-    replies: int  # the assistant messages the platform sends: how many replies it has heard said
     event_id: str  # the same messages sent again are the same turn
     offered: frozenset[str]  # the names of the tools the request offers (the platform's own)
     model: str
@@ -135,7 +134,6 @@ def read_ask(body: dict[str, Any], headers: Headers, dialect: Dialect, max_words
     said = [[m["role"], text_of(m.get("content"))] for m in messages if m["role"] in ("user", "assistant")]
     event_id = hashlib.sha256(json.dumps(said, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return Ask(call_id=call_id, words=words, heard=heard, event_id=event_id, offered=_offered(body),
-               replies=sum(1 for m in messages if m["role"] == "assistant"),
                model=model[:MAX_ID_CHARS], stream=stream, include_usage=options.get("include_usage") is True,
                caller=_text(dialect.caller(body, headers), "the caller's number", MAX_NUMBER_CHARS),
                called=_text(dialect.called(body, headers), "the called number", MAX_NUMBER_CHARS),

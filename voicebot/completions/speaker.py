@@ -70,9 +70,8 @@ class AnswerSpeaker(Speaker):
     streams = True
     says_pieces = True  # the front end makes its own sentences for its speech: each word goes at once
 
-    def __init__(self, can_transfer: bool, asked: dict[str, object] | None = None) -> None:
+    def __init__(self, can_transfer: bool) -> None:
         self.can_transfer = can_transfer
-        self.asked = asked or {}  # what this request said, kept in the call's channel with the turn
         self.said: "queue.SimpleQueue[Said]" = queue.SimpleQueue()
         self.gone = threading.Event()
 
@@ -96,7 +95,6 @@ class AnswerSpeaker(Speaker):
     def deliver(self, unsaid: str, call: "CallContext") -> None:
         if unsaid:
             self.say(unsaid, call)
-        call.channel.update(self.asked)  # saved with this turn, under its lock: the next request reads it
 
     def can_hand_off(self, call: "CallContext") -> bool:
         return self.can_transfer

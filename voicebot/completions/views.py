@@ -76,8 +76,7 @@ def blueprint(dialect: Dialect) -> Blueprint:
     def chat_completions() -> Response:
         ask = read_ask(json_body(), request.headers, dialect, current_app.config["MAX_TRANSCRIPT_CHARS"])
         g.call_id = ask.call_id
-        speaker = AnswerSpeaker(can_transfer=dialect.tool_for(_TRANSFER, ask.offered) is not None,
-                                asked={"words": ask.words, "replies": ask.replies})
+        speaker = AnswerSpeaker(can_transfer=dialect.tool_for(_TRANSFER, ask.offered) is not None)
         answer = Answer(conversation_of(dialect.name), ask, speaker, Deadline(RESPONSE_BUDGET))
         if not ask.stream:
             return jsonify(_whole(answer.run_here(), ask, dialect))
