@@ -8,7 +8,7 @@ of its own (its calls in their own namespace, its records saying its name), serv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..platform import ConversationFactory, Platform
 from . import settings
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from flask import Blueprint, Flask
 
 
-def _init_for(dialect: Dialect, *extra: str):  # type: ignore[no-untyped-def]
+def _init_for(dialect: Dialect, *extra: str) -> Callable[["Flask", ConversationFactory], None]:
+    """The dialect's ``init_app``: its endpoint, and ``extra``, the names of its end-of-call blueprints."""
     def init_app(app: "Flask", conversation: ConversationFactory) -> None:
         from . import event_views
         from .views import blueprint
