@@ -158,9 +158,12 @@ def test_a_flood_of_junk_messages_during_a_turn_is_cut_off_with_one_warning(rela
     growth = peak_mb(worker) - before
     assert code == 1008
     assert growth < MAX_GROWTH_MB
-    warnings = [line for line in relay_server.log().splitlines()
-                if "relay message" in line or "messages waiting unread" in line]
-    assert len(warnings) == 1, warnings
+    lines = relay_server.log().splitlines()
+    # One line for the flood, not one a message: whichever bound it hit first (the unread queue, or the count
+    # of messages not understood, read while the turn looked for an interrupt), or both once.
+    unread = [line for line in lines if "messages waiting unread" in line]
+    junk = [line for line in lines if "relay message" in line]
+    assert len(unread) <= 1 and len(junk) <= 1 and unread + junk, (unread, junk)
     monkeypatch.setattr(fake_llm, "sentences", 1)
     prompt(bystander, "still here mk2")
     assert reply(bystander)[0] == "Heard mk2."

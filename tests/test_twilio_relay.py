@@ -45,7 +45,7 @@ def relay(make_app, request, store_kind):
     yield serve
     for app, server in served:
         # Every relay session has finished (its socket's call ended) before the store is cleaned up.
-        slots = runtime_of(app).platforms["twilio"].relay_slots
+        slots = runtime_of(app).socket_slots
         wait_for(lambda: slots._value == slots._initial_value, timeout=10, what="the relay sessions' end")
         server.stop()
 

@@ -309,6 +309,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_THREADS", 512, positive_int,
             "Threads per worker: turns one worker holds at once while the model thinks. With 32 or more, "
             "past all but 4 of them webhooks are answered 503 with `Retry-After` at once instead of queueing."),
+    Setting("MAX_SOCKET_CALLS", 0, non_negative_int,
+            "Call WebSockets one worker holds at once, of every kind (Twilio's and Telnyx's ConversationRelay, "
+            "Retell's custom LLM): each holds a thread for its whole call, so past it a call's socket is refused "
+            "(503) rather than starve the webhooks. 0: a quarter of WEB_THREADS."),
 )
 
 Check = Callable[[Mapping[str, Any]], None]

@@ -4,6 +4,7 @@ platform registered, as Flask's tutorial's ``create_app`` does."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Mapping
 
 from flask import Flask
@@ -52,7 +53,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     context = (ContextSource(cfg["CONTEXT_URL"], cfg["CONTEXT_SECRET"], timeout=cfg["CONTEXT_TIMEOUT_SECONDS"],
                              policy=policy) if cfg["CONTEXT_URL"] else None)
     runtime = Runtime(store=store, records=records, llm=llm, llm_health=llm_health,
-                      admission=Admission(in_flight_limit(cfg["WEB_THREADS"])), tool_caller=caller, context=context)
+                      admission=Admission(in_flight_limit(cfg["WEB_THREADS"])), tool_caller=caller, context=context,
+                      socket_slots=threading.BoundedSemaphore(cfg["MAX_SOCKET_CALLS"]
+                                                              or max(1, cfg["WEB_THREADS"] // 4)))
     runtime.install(app)
     # Read at each scrape of /metrics (with Redis: across all instances); packages add theirs.
     runtime.gauges += [("voicebot_active_calls", "Calls with a live session (with Redis: across all instances)",

@@ -70,6 +70,8 @@ class Runtime:
     running: list[Worker] = field(default_factory=list)
     draining: threading.Event = field(default_factory=threading.Event)
     platforms: dict[str, Any] = field(default_factory=dict)
+    # Call sockets this worker holds, of every kind (MAX_SOCKET_CALLS): each holds a thread for its call.
+    socket_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..checks import Found
@@ -41,9 +40,6 @@ def init_app(app: "Flask", conversation_of: ConversationFactory) -> None:
         log.info(state.disabled_because)
         return
     state.validator = RequestValidator(cfg["TWILIO_AUTH_TOKEN"])
-    # Relay sockets each hold a worker thread for a whole call: a cap keeps threads for the webhooks.
-    relay_calls = cfg["TWILIO_RELAY_MAX_CALLS"] or max(1, cfg["WEB_THREADS"] // 4)
-    state.relay_slots = threading.BoundedSemaphore(relay_calls)
     where = cfg["PUBLIC_URL"] or "the URL each request arrives on (PUBLIC_URL is unset)"
     log.info("/webhook/twilio is on: signatures checked against %s", where)
     if cfg["OUTBOUND_NUMBER"] and cfg["PUBLIC_URL"] and cfg["TWILIO_ACCOUNT_SID"]:

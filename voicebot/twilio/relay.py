@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from collections import deque
 from typing import Any
@@ -29,6 +28,7 @@ from ..exceptions import VoicebotError
 from ..session import CallContext
 from ..speaker import Speaker
 from ..tools import Action
+from ..web.json_socket import MAX_MESSAGE_CHARS, JsonSocket
 
 log = logging.getLogger(__name__)
 
@@ -38,49 +38,28 @@ SETUP_SECONDS = 10.0
 POLL_SECONDS = 1.0
 # This long without a message, the call's session is kept alive (a long silence is not the end of a call).
 IDLE_SECONDS = 30.0
-MAX_MESSAGE_CHARS = 20_000
 # Messages kept waiting while a reply streams (Twilio sends a handful: an interrupt, the next prompt, keys).
 MAX_PENDING = 32
-# Unreadable messages (not JSON objects) a socket may send before it is closed: Twilio sends none.
-MAX_UNREADABLE = 20
 
 
-class RelaySocket:
-    """The socket's messages, parsed; those that come while a reply streams wait their turn (``pending``).
-
-    What a peer can make it hold is bounded: at most ``MAX_PENDING`` messages
-    wait (the WebSocket layer bounds their size and its own queue), and a
-    socket that keeps sending what is not Twilio's is closed after
-    ``MAX_UNREADABLE`` of them, with one warning line, not one a message.
-    """
+class RelaySocket(JsonSocket):
+    """The relay's socket: messages that come while a reply streams wait their turn (``pending``), at most
+    ``MAX_PENDING`` of them."""
 
     def __init__(self, ws: Any) -> None:
-        self.ws = ws
+        super().__init__(ws, "relay")
         self.pending: deque[dict[str, Any]] = deque()
-        self.ended = False
-        self.unreadable = 0
-        # Tokens are small frames sent one after another: without this, Nagle's algorithm holds one back
-        # until the last is acknowledged, and delayed ACKs make that up to 40 ms.
-        sock = getattr(ws, "sock", None)
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.ws.send(json.dumps(message, separators=(",", ":")))
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None after ``timeout`` seconds without one; ConnectionClosed when it closes."""
         if self.pending:
             return self.pending.popleft()
-        return self._read(timeout)
+        return self.read(timeout)
 
     def take_interrupt(self) -> dict[str, Any] | None:
         """An ``interrupt`` that came meanwhile (the others stay pending, in order), without waiting."""
         while len(self.pending) < MAX_PENDING:
-            message = self._read(0)
+            message = self.read(0)
             if message is None:
                 break
             self.pending.append(message)
@@ -89,37 +68,6 @@ class RelaySocket:
                 self.pending.remove(message)
                 return message
         return None
-
-    def _read(self, timeout: float) -> dict[str, Any] | None:
-        while True:
-            raw = self.ws.receive(timeout=timeout)
-            if raw is None:
-                return None
-            message = _parse(raw)
-            if message is not None:
-                return message
-            self.not_understood("unreadable (not a JSON object of at most %d characters)" % MAX_MESSAGE_CHARS)
-
-    def not_understood(self, what: str) -> None:
-        """A message that is not Twilio's: the first is logged, the rest counted; too many close the socket."""
-        self.unreadable += 1
-        if self.unreadable == 1:
-            log.warning("relay message %s; more such are counted, not logged", what)
-        if self.unreadable >= MAX_UNREADABLE:
-            log.warning("relay closed: %d messages not understood", self.unreadable)
-            self.ws.close(reason=1008, message="messages not understood")
-            raise ConnectionClosed(1008, "messages not understood")
-
-
-def _parse(raw: Any) -> dict[str, Any] | None:
-    """A message as a dict, or None for one that is not a JSON object of at most MAX_MESSAGE_CHARS."""
-    if isinstance(raw, bytes) or len(raw) > MAX_MESSAGE_CHARS:
-        return None
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
 
 
 class RelaySpeaker(Speaker):

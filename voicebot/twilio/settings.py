@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..config import Setting, comma_list, http_url, non_negative_int, positive_int, text
+from ..config import Setting, comma_list, http_url, positive_int, text
 from ..exceptions import ConfigError
 
 # How long a Twilio call that ended stays ended. Twilio's requests are signed but carry no time, so a
@@ -46,9 +46,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Relay mode: `ElevenLabs`, `Google` or `Amazon`. Unset: Twilio's default."),
     Setting("TWILIO_RELAY_TRANSCRIPTION_PROVIDER", "", text,
             "Relay mode: `Deepgram` or `Google`. Unset: Twilio's default."),
-    Setting("TWILIO_RELAY_MAX_CALLS", 0, non_negative_int,
-            "Relay mode: WebSockets one worker holds at once (each holds a thread for its whole call); past it "
-            "a call is refused (503) rather than starve the webhooks. 0: a quarter of WEB_THREADS."),
     Setting("TWILIO_SILENCE_LINE", "Are you still there?", text,
             "Said when the caller says nothing for a whole `<Gather>`."),
     Setting("TWILIO_MAX_SILENCES", 2, positive_int,

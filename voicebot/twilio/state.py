@@ -1,8 +1,7 @@
-"""What the Twilio platform keeps for its views: its voice, its signature validator, its relay sockets' slots."""
+"""What the Twilio platform keeps for its views: its voice, its signature validator."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,7 +18,6 @@ class TwilioState:
     voice: Voice
     disabled_because: str = ""
     validator: Any = None  # twilio.request_validator.RequestValidator (untyped)
-    relay_slots: threading.BoundedSemaphore | None = None
 
 
 def twilio_state() -> TwilioState:

@@ -276,13 +276,12 @@ def relay() -> Response:
     if not redeemed:
         log.warning("relay refused call_id=%s: no such live call, or its ticket is spent or stale", call_id)
         return json_error(403, "invalid_ticket", "this call's socket is open already, or the call is not live")
-    slots = twilio_state().relay_slots
-    assert slots is not None  # check_signature let the handshake through: the platform is on
+    slots = runtime().socket_slots
     if not slots.acquire(blocking=False):
         # Given back: Twilio may try again (applicationReconnect) on an instance with room.
         conversation.with_channel(call_id, socket_ticket.hand_back, wait=conversation.settings.lock_wait)
-        log.warning("relay refused call_id=%s: this worker holds TWILIO_RELAY_MAX_CALLS sockets already", call_id)
-        return json_error(503, "busy", "this worker holds TWILIO_RELAY_MAX_CALLS relay sockets already")
+        log.warning("relay refused call_id=%s: this worker holds MAX_SOCKET_CALLS sockets already", call_id)
+        return json_error(503, "busy", "this worker holds MAX_SOCKET_CALLS call sockets already")
     draining = runtime().draining
 
     def session(ws: Any) -> None:
