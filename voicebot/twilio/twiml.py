@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -63,6 +64,17 @@ class Voice:
                                    # kept meanwhile: the call goes on, on another worker, from its session.
                                    application_reconnect=True)
         return str(response)
+
+    def after_relay(self, handoff_data: str | None, transfer_number: str) -> str:
+        """The <Connect action>'s answer, once the relay session sent ``end``: its handoff data says a hand-off
+        (``{"reason": "transfer", "to"}``: a <Dial>) or anything else (a hang-up)."""
+        try:
+            handoff = json.loads(handoff_data or "{}")
+        except ValueError:
+            handoff = {}
+        if isinstance(handoff, dict) and handoff.get("reason") == "transfer":
+            return self.transfer("", str(handoff.get("to") or transfer_number))
+        return self.hang_up("")
 
     def reject_busy(self) -> str:
         """A new call this instance cannot take: the caller hears busy, and the call is not answered (or billed)."""

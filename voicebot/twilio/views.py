@@ -13,14 +13,12 @@ for anything else Twilio plays "an application error has occurred" and hangs up.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any, TypedDict, cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request
-from simple_websocket import ConnectionClosed  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 
 from .. import socket_ticket
@@ -33,9 +31,8 @@ from ..turn import Outcome
 from ..web import conversation_of, start_timing, with_llm_timing
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
-from ..web.websocket import accept as accept_websocket
+from ..relay.handshake import open_socket
 from ..runtime import runtime
-from .relay import serve as serve_relay
 from .state import twilio_state
 from .signature import HEADER, base_url, is_from_twilio, websocket_url
 from .twiml import Voice, nothing
@@ -261,41 +258,10 @@ def relay() -> Response:
 
     Before the upgrade: the signature (``check_signature``) proves the
     handshake is Twilio's, over a URL that names the call and its ticket;
-    the ticket, taken here under the call's lock, proves it is this call's
-    first socket (a replayed handshake finds it held, or the call ended).
-    A refusal is an HTTP answer: no socket, no word, no model spent.
+    the ticket, taken under the call's lock, proves it is this call's first
+    socket (a replayed handshake finds it held, or the call ended).
     """
-    call_id = request.args.get("call", "")
-    ticket = request.args.get("ticket", "")
-    if not CALL_SID.fullmatch(call_id) or not socket_ticket.well_formed(ticket):
-        return json_error(403, "invalid_ticket", "the socket's URL must name a call and its ticket, as /voice gave it")
-    g.call_id = call_id
-    conversation = _conversation()
-    redeemed = conversation.with_channel(call_id, lambda channel: socket_ticket.redeem(channel, ticket),
-                                         wait=conversation.settings.lock_wait)
-    if not redeemed:
-        log.warning("relay refused call_id=%s: no such live call, or its ticket is spent or stale", call_id)
-        return json_error(403, "invalid_ticket", "this call's socket is open already, or the call is not live")
-    slots = runtime().socket_slots
-    if not slots.acquire(blocking=False):
-        # Given back: Twilio may try again (applicationReconnect) on an instance with room.
-        conversation.with_channel(call_id, socket_ticket.hand_back, wait=conversation.settings.lock_wait)
-        log.warning("relay refused call_id=%s: this worker holds MAX_SOCKET_CALLS sockets already", call_id)
-        return json_error(503, "busy", "this worker holds MAX_SOCKET_CALLS call sockets already")
-    draining = runtime().draining
-
-    def session(ws: Any) -> None:
-        try:
-            serve_relay(ws, conversation, call_id, draining)
-        except ConnectionClosed:
-            raise
-        except Exception:
-            log.exception("relay failed unexpectedly call_id=%s", call_id)
-
-    try:
-        return accept_websocket(session)
-    finally:
-        slots.release()
+    return open_socket(_conversation(), CALL_SID)
 
 
 @bp.route("/relay-end", methods=METHODS)
@@ -303,11 +269,4 @@ def relay_end() -> Response:
     """The <Connect action>: after the relay session's ``end``, what the call does next."""
     fields = _fields()
     _call_sid(fields)
-    try:
-        handoff = json.loads(fields.get("HandoffData") or "{}")
-    except ValueError:
-        handoff = {}
-    if isinstance(handoff, dict) and handoff.get("reason") == "transfer":
-        number = str(handoff.get("to") or current_app.config["TRANSFER_NUMBER"])
-        return _twiml(_voice().transfer("", number))
-    return _twiml(_voice().hang_up(""))
+    return _twiml(_voice().after_relay(fields.get("HandoffData"), current_app.config["TRANSFER_NUMBER"]))

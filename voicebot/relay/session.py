@@ -1,4 +1,4 @@
-"""Twilio's ConversationRelay (and Telnyx's, which speaks the same messages): one WebSocket per call.
+"""ConversationRelay's session (Twilio's, and Telnyx's, which speaks the same messages): one WebSocket per call.
 
 Twilio keeps speech-to-text and text-to-speech; voicebot gets the caller's
 words (``prompt``), key presses (``dtmf``) and interruptions (``interrupt``)
