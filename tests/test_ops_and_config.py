@@ -108,7 +108,7 @@ def test_every_platform_registers_itself_and_the_core_imports_none():
     from .support import ROOT
 
     assert [p.name for p in PLATFORMS] == [
-        "article", "voipbin", "twilio", "completions", "vapi", "elevenlabs", "retell", "outbound"]
+        "article", "voipbin", "twilio", "completions", "vapi", "elevenlabs", "retell", "telnyx", "outbound"]
     platform_packages = {p.name for p in PLATFORMS}
     core = [path for path in (ROOT / "voicebot").rglob("*.py")
             if path.relative_to(ROOT / "voicebot").parts[0] not in platform_packages | {"cli"}

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import article, completions, config, context, operator_tools, outbound, retell, twilio, voipbin
+from . import article, completions, config, context, operator_tools, outbound, retell, telnyx, twilio, voipbin
 from .platform import Platform
 from .records import plan as analysis_plan
 from .stores import settings as store_settings
 
 # outbound comes last: its endpoint uses the diallers the platforms before it registered.
 PLATFORMS: tuple[Platform, ...] = (article.PLATFORM, voipbin.PLATFORM, twilio.PLATFORM, *completions.PLATFORMS,
-                                   retell.PLATFORM, outbound.PLATFORM)
+                                   retell.PLATFORM, telnyx.PLATFORM, outbound.PLATFORM)
 
 # The one registry: the store's, the core's, then each platform's (the README's table in this order).
 SETTINGS: tuple[config.Setting, ...] = (store_settings.SETTINGS + config.SETTINGS
