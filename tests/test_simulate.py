@@ -233,3 +233,38 @@ def test_a_custom_llm_campaign_passes_in_each_dialect_and_ends_each_call_with_it
         assert status == 1 and "http_401" in out
     finally:
         served.stop()
+
+
+def test_telnyx_relay_and_retell_campaigns_pass_and_end_each_call_with_its_record(fake_llm, capsys):
+    """simulate plays Telnyx's side (Ed25519-signed TeXML, the unsigned socket its ticket opens, an interrupt)
+    and Retell's (its call API, known calls only, the socket's streamed responses)."""
+    from voicebot.runtime import runtime_of
+    from voicebot_testing.fake_telnyx import TelnyxSigner
+
+    pair = TelnyxSigner()
+    retell_port = free_port()
+    port = free_port()
+    app = create_app(app_config(fake_llm, TELNYX_PUBLIC_KEY=pair.public_key, PUBLIC_URL=f"http://127.0.0.1:{port}",
+                                RETELL_API_KEY="sim-retell", RETELL_API_URL=f"http://127.0.0.1:{retell_port}"))
+    served = ServedApp(app, port)
+    try:
+        status, out = run_cli([served.url, "--contract", "telnyx-relay", "--calls", "8", "--turns", "3",
+                               "--telnyx-private-key", pair.private_key], capsys)
+        assert status == 0, out
+        assert "24/24 turns" in out and "isolation violations: 0" in out
+        status, out = run_cli([served.url, "--contract", "retell", "--calls", "8", "--turns", "3",
+                               "--retell-api-key", "sim-retell", "--retell-listen", f"127.0.0.1:{retell_port}"],
+                              capsys)
+        assert status == 0, out
+        assert "24/24 turns" in out and "isolation violations: 0" in out
+
+        def ended(platform: str) -> int:
+            return len([r for r in runtime_of(app).records.export(0) if r["platform"] == platform])
+
+        from .support import wait_for
+        wait_for(lambda: ended("telnyx") == 8 and ended("retell") == 8, timeout=15, what="one record per call")
+        status, out = run_cli([served.url, "--contract", "telnyx-relay", "--calls", "1", "--turns", "1",
+                               "--telnyx-private-key", TelnyxSigner().private_key], capsys)
+        assert status == 1 and "http_403" in out  # signed with another account's key
+    finally:
+        served.stop()

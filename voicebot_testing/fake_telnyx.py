@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from simple_websocket import Client  # type: ignore[import-untyped]
 
 
@@ -27,12 +27,16 @@ def new_call_sid() -> str:
 
 
 class TelnyxSigner:
-    """One Telnyx account's webhook signing key."""
+    """One Telnyx account's webhook signing key: ``private_key`` (base64 of its 32-byte seed) made afresh
+    unless given; ``public_key`` is what the server's TELNYX_PUBLIC_KEY must be."""
 
-    def __init__(self) -> None:
-        self._key = Ed25519PrivateKey.generate()
+    def __init__(self, private_key: str = "") -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_key, validate=True)) \
+            if private_key else Ed25519PrivateKey.generate()
         raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.public_key = base64.b64encode(raw).decode()
+        seed = self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        self.private_key = base64.b64encode(seed).decode()
 
     def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         stamp = str(int(time.time()) if timestamp is None else timestamp)
@@ -62,3 +66,9 @@ def open_relay(url: str, sid: str) -> Client:
                         "callLegId": str(uuid.uuid4()), "from": "+15551230000", "to": "+15559870000",
                         "direction": "inbound", "callerName": "", "callStatus": "active", "customParameters": {}}))
     return ws
+
+
+if __name__ == "__main__":  # a key pair for a trial: the server takes the public half, the simulator the private
+    pair = TelnyxSigner()
+    print(f"TELNYX_PUBLIC_KEY={pair.public_key}\nprivate key (voicebot simulate --telnyx-private-key): "
+          f"{pair.private_key}")

@@ -65,10 +65,11 @@ def register(command: Command) -> None:
 
     sim = command("simulate", "play concurrent calls against voicebot URLs; check isolation against fake-llm")
     sim.add_argument("urls", nargs="+", help="voicebot base URLs, used round robin (e.g. http://127.0.0.1:8000)")
-    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay", "openai", "vapi",
-                                            "elevenlabs"), default="article",
+    sim.add_argument("--contract", choices=("article", "voipbin", "twilio", "twilio-relay", "telnyx-relay", "retell",
+                                            "openai", "vapi", "elevenlabs"), default="article",
                      help="the webhook contract to drive: article (the article's), voipbin, twilio (the Gather "
-                          "loop), twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay), or a front end "
+                          "loop), twilio-relay (ConversationRelay's WebSocket, TWILIO_MODE=relay), telnyx-relay "
+                          "(Telnyx's TeXML relay), retell (Retell's custom-LLM socket), or a front end "
                           "that uses voicebot as its custom LLM: openai (/openai/v1, as Pipecat, LiveKit or "
                           "Telnyx ask), vapi or elevenlabs (streamed Chat Completions, the whole conversation "
                           "each time, and the platform's end-of-call report)")
@@ -101,6 +102,15 @@ def register(command: Command) -> None:
     sim.add_argument("--elevenlabs-secret", default="",
                      help="ELEVENLABS_WEBHOOK_SECRET of the voicebot under test: each call ends with a signed "
                           "post-call webhook (elevenlabs contract; unset: none is sent)")
+    sim.add_argument("--telnyx-private-key", default="",
+                     help="the private half (base64) of the key pair whose public half is the server's "
+                          "TELNYX_PUBLIC_KEY: TeXML requests are signed with it (telnyx-relay contract; make a pair "
+                          "with: python -m voicebot_testing.fake_telnyx)")
+    sim.add_argument("--retell-listen", default="127.0.0.1:8769",
+                     help="where the built-in fake of Retell's call API listens: the server's RETELL_API_URL "
+                          "(retell contract)")
+    sim.add_argument("--retell-api-key", default="key_retell_for_tests",
+                     help="RETELL_API_KEY of the voicebot under test (retell contract)")
     sim.add_argument("--wait", type=float, default=30.0,
                      help="seconds to wait for every URL's /healthz before the campaign starts")
     sim.set_defaults(run=run_simulate)
@@ -178,12 +188,38 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"fake VoIPBin listening on {voipbin.api_url}: start voicebot with VOIPBIN_API_URL={voipbin.api_url} "
               f"VOIPBIN_ACCESS_KEY={args.access_key} VOIPBIN_WEBHOOK_SECRET=<--secret> "
               f"VOIPBIN_NUMBERS={args.number}", file=sys.stderr)
+    retell, telnyx = None, None
+    if args.contract == "telnyx-relay":
+        from voicebot_testing.fake_telnyx import TelnyxSigner
+
+        if not args.telnyx_private_key:
+            print("voicebot simulate: --contract telnyx-relay needs --telnyx-private-key (the private half of the "
+                  "server's TELNYX_PUBLIC_KEY; make a pair with: python -m voicebot_testing.fake_telnyx)",
+                  file=sys.stderr)
+            return 2
+        try:
+            telnyx = TelnyxSigner(args.telnyx_private_key)
+        except ValueError:
+            print("voicebot simulate: --telnyx-private-key is not a base64 Ed25519 private key", file=sys.stderr)
+            return 2
+    if args.contract == "retell":
+        from voicebot_testing.fake_retell import FakeRetell
+
+        host, _, port = args.retell_listen.rpartition(":")
+        try:
+            retell = FakeRetell(args.retell_api_key, host or "127.0.0.1", int(port)).start()
+        except (OSError, ValueError) as exc:
+            print(f"voicebot simulate: the built-in fake Retell API cannot listen on {args.retell_listen} "
+                  f"({getattr(exc, 'strerror', None) or exc}); choose another with --retell-listen", file=sys.stderr)
+            return 2
+        print(f"fake Retell API listening on {retell.api_url}: start voicebot with RETELL_API_URL={retell.api_url} "
+              f"RETELL_API_KEY=<--retell-api-key>", file=sys.stderr)
     campaign = Campaign(args.urls, contract=args.contract, calls=args.calls, turns=args.turns,
                         think=args.think, ramp=args.ramp, timeout=args.timeout, history=args.history,
                         secret=args.secret, voipbin=voipbin, number=args.number, twilio_token=args.twilio_token,
                         public_url=args.public_url, progress=progress_printer(),
                         token=args.token if args.token is not None else _token_of(args.contract),
-                        elevenlabs_secret=args.elevenlabs_secret)
+                        elevenlabs_secret=args.elevenlabs_secret, retell=retell, telnyx=telnyx)
     try:
         not_up = campaign.wait_until_up(args.wait)
         if not_up:
@@ -191,8 +227,9 @@ def run_simulate(args: argparse.Namespace) -> int:
             return 2
         summary = campaign.run()
     finally:
-        if voipbin is not None:
-            voipbin.stop()
+        for fake in (voipbin, retell):
+            if fake is not None:
+                fake.stop()
     print(file=sys.stderr)
     print(format_summary(summary))
     if args.json:

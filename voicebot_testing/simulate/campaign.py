@@ -7,7 +7,6 @@ import gc
 import itertools
 import json
 import re
-import socket
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -18,7 +17,7 @@ from voicebot.voipbin.signing import HEADER, sign
 
 from ..fake_llm import MARKER
 from ..fake_voipbin import call_event_data, transcript_event_data
-from . import completions
+from . import completions, sockets
 from .connection import HTTPConnection
 from .report import Tally, check_reply, percentile
 
@@ -40,7 +39,7 @@ class Campaign:
                  secret: str = "", voipbin: Any = None, number: str = "+15559870000",
                  twilio_token: str = "", public_url: str = "",
                  progress: Callable[[str], None] | None = None, token: str = "",
-                 elevenlabs_secret: str = "") -> None:
+                 elevenlabs_secret: str = "", retell: Any = None, telnyx: Any = None) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.contract = contract
         self.calls = calls
@@ -59,6 +58,8 @@ class Campaign:
         self._sockets: dict[str, Any] = {}  # call -> its ConversationRelay WebSocket (twilio-relay contract)
         self._said: dict[str, list[dict[str, str]]] = {}  # call -> its conversation (custom-LLM dialects)
         self.elevenlabs_secret = elevenlabs_secret  # ELEVENLABS_WEBHOOK_SECRET of the server, if set
+        self.retell = retell  # a FakeRetell that the server asks about its calls (retell contract)
+        self.telnyx = telnyx  # a TelnyxSigner whose public key is the server's TELNYX_PUBLIC_KEY (telnyx-relay)
         self._streams = completions.StreamingClient(calls)  # its threads start only when a dialect's call needs one
         self._validator: Any = None  # Twilio's RequestValidator, made once (Twilio contract)
         self.progress = progress
@@ -75,6 +76,10 @@ class Campaign:
             call_id = self.voipbin.answer_call()
         elif self.contract in ("twilio", "twilio-relay"):
             call_id = "CA" + uuid.uuid4().hex
+        elif self.contract == "telnyx-relay":
+            call_id = "v3:" + uuid.uuid4().hex
+        elif self.contract == "retell":
+            call_id = self.retell.register()
         else:
             call_id = f"sim-{self.run_id}-{n}"
         self.tally.calls_started += 1
@@ -121,10 +126,11 @@ class Campaign:
         """As Twilio posts: form-encoded, signed over the URL it calls and every field; the TwiML parsed."""
         connection = connections[next(self._next_url) % len(connections)]
         url = (self.public_url or connection.base_url) + path
-        headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   "X-Twilio-Signature": self._twilio_validator().compute_signature(url, fields)}
-        raw, elapsed, answer_headers = await self._send(connection, path, urlencode(fields).encode(), headers,
-                                                        call_id)
+        body = urlencode(fields).encode()
+        headers = self.telnyx.headers(body) if self.contract == "telnyx-relay" else {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": self._twilio_validator().compute_signature(url, fields)}
+        raw, elapsed, answer_headers = await self._send(connection, path, body, headers, call_id)
         try:
             root = ET.fromstring(raw)
         except ET.ParseError:
@@ -212,8 +218,9 @@ class Campaign:
             if call_id not in self._actions:
                 self.tally.error("no_gather", f"call {call_id}: the greeting did not listen")
                 raise _TurnFailed
-        elif self.contract == "twilio-relay":
-            root, elapsed, _ = await self._post_form(connections, "/webhook/twilio/voice",
+        elif self.contract in ("twilio-relay", "telnyx-relay"):
+            platform = self.contract.split("-")[0]
+            root, elapsed, _ = await self._post_form(connections, f"/webhook/{platform}/voice",
                                                      self._twilio_fields(call_id, CallStatus="ringing"), call_id)
             self.tally.greetings.append(elapsed)  # the TwiML carries the welcome greeting
             relay = root.find("Connect/ConversationRelay")
@@ -221,7 +228,15 @@ class Campaign:
                 self.tally.error("no_relay", f"call {call_id}: /voice did not connect a ConversationRelay "
                                              "(is TWILIO_MODE=relay set?)")
                 raise _TurnFailed
-            self._sockets[call_id] = await asyncio.to_thread(self._relay_open, relay.get("url", ""), call_id)
+            url = relay.get("url", "")
+            headers = {} if platform == "telnyx" else {  # Telnyx does not sign the handshake
+                "X-Twilio-Signature": self._twilio_validator().compute_signature(url, {})}
+            self._sockets[call_id] = await self._in_thread(sockets.relay_open, url, headers, call_id, self.number)
+        elif self.contract == "retell":
+            started = time.perf_counter()
+            url = self.urls[next(self._next_url) % len(self.urls)]
+            self._sockets[call_id] = await self._in_thread(sockets.retell_open, url, call_id)
+            self.tally.greetings.append(time.perf_counter() - started)
         elif self.contract in completions.DIALECTS:
             self._said[call_id] = [{"role": "system", "content": "The platform's own prompt (voicebot ignores it)."}]
             elapsed, _ = await self._ask(connections, call_id)
@@ -251,9 +266,13 @@ class Campaign:
             if first_said:
                 self.tally.first_word(first_said[0] - sent,
                                       float(first_sentence.group(1)) / 1000 if first_sentence else None)
-        elif self.contract == "twilio-relay":
-            reply, elapsed, first = await asyncio.to_thread(self._relay_turn, self._sockets[call_id], text,
-                                                            marker.endswith("t1"))
+        elif self.contract in ("twilio-relay", "telnyx-relay", "retell"):
+            if self.contract == "retell":
+                reply, elapsed, first = await self._in_thread(sockets.retell_turn, self._sockets[call_id], text,
+                                                              self.timeout)
+            else:
+                reply, elapsed, first = await self._in_thread(sockets.relay_turn, self._sockets[call_id], text,
+                                                              marker.endswith("t1"), self.timeout)
             self.tally.turn(elapsed, None, None)
             if first is not None:
                 self.tally.first_word(first, None)
@@ -282,10 +301,14 @@ class Campaign:
         return MARKER.findall(reply)
 
     async def _close(self, connections: list[HTTPConnection], call_id: str) -> None:
-        if self.contract == "twilio-relay":
+        if self.contract in ("twilio-relay", "telnyx-relay"):
             ws = self._sockets.pop(call_id)
-            await asyncio.to_thread(self._relay_turn, ws, None, False, "1")  # a key press, then the caller hangs up
-            await asyncio.to_thread(_quiet_close, ws)
+            # A key press, then the caller hangs up.
+            await self._in_thread(sockets.relay_turn, ws, None, False, self.timeout, "1")
+            await asyncio.to_thread(sockets.quiet_close, ws)
+        elif self.contract == "retell":
+            self.retell.end(call_id)  # the caller hung up: Retell says so, then closes the socket
+            await asyncio.to_thread(self._sockets.pop(call_id).close)
         elif self.contract in completions.DIALECTS:
             report = completions.end_report(self.contract, call_id, self.token, self.elevenlabs_secret)
             self._said.pop(call_id, None)
@@ -302,52 +325,14 @@ class Campaign:
             await self._post(connections, "/webhook/transcript", {"type": "call.ended", "call_id": call_id},
                              call_id)
 
-    # -- ConversationRelay: one WebSocket per call, played as Twilio plays it (in a thread each) --
+    # -- the socket contracts: one WebSocket per call, played in a thread each (``sockets``) --
 
-    def _relay_open(self, url: str, call_id: str) -> Any:
-        from simple_websocket import Client  # type: ignore[import-untyped]
-
-        signature = self._twilio_validator().compute_signature(url, {})
+    async def _in_thread(self, step: Callable[..., Any], *args: Any) -> Any:
         try:
-            ws = Client.connect(url, headers={"X-Twilio-Signature": signature})
-        except Exception as exc:
-            self.tally.error("relay_refused", f"call {call_id}: {type(exc).__name__}: {exc}")
+            return await asyncio.to_thread(step, *args)
+        except sockets.SocketRefused as exc:
+            self.tally.error("socket", str(exc))
             raise _TurnFailed from None
-        # As Twilio's side would: setup and the first prompt go out back to back, and Nagle's algorithm would
-        # hold the prompt until the setup is acknowledged (a delayed ACK: 40 ms on the first turn's clock).
-        ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ws.send(json.dumps({"type": "setup", "sessionId": "VX" + uuid.uuid4().hex, "accountSid": "AC" + "0" * 32,
-                            "callSid": call_id, "from": "+15550000000", "to": self.number, "direction": "inbound",
-                            "callStatus": "RINGING", "customParameters": {}}))
-        return ws
-
-    def _relay_turn(self, ws: Any, text: str | None, interrupt: bool,
-                    digit: str = "") -> tuple[str, float, float | None]:
-        """A prompt (or a key press), and the reply's tokens up to ``last``; with ``interrupt`` the caller talks
-        over it after its first token. The reply heard, the turn's time, and the first token's."""
-        if digit:
-            ws.send(json.dumps({"type": "dtmf", "digit": digit}))
-        else:
-            ws.send(json.dumps({"type": "prompt", "voicePrompt": text, "lang": "en-US", "last": True}))
-        sent = time.perf_counter()
-        first: float | None = None
-        tokens: list[str] = []
-        while True:
-            raw = ws.receive(timeout=self.timeout)
-            if raw is None:
-                self.tally.error("timeout", f"no relay reply within {self.timeout}s")
-                raise _TurnFailed
-            message = json.loads(raw)
-            if message.get("type") != "text":
-                continue
-            if first is None and message.get("token"):
-                first = time.perf_counter() - sent
-                if interrupt:
-                    ws.send(json.dumps({"type": "interrupt", "utteranceUntilInterrupt": message["token"].strip(),
-                                        "durationUntilInterruptMs": 500}))
-            tokens.append(message.get("token", ""))
-            if message.get("last"):
-                return "".join(tokens), time.perf_counter() - sent, first
 
     # -- the campaign -------------------------------------------------------------
 
@@ -440,10 +425,3 @@ class Campaign:
 
 class _TurnFailed(Exception):
     """A request failed; it is already counted, and the call stops there."""
-
-
-def _quiet_close(ws: Any) -> None:
-    try:
-        ws.close()
-    except Exception:  # closed already by the other side
-        pass
