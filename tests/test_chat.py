@@ -6,6 +6,8 @@ import io
 import subprocess
 import sys
 
+import pytest
+
 from voicebot.chat import chat, in_process_poster
 
 from .support import ROOT, Gunicorn
@@ -88,3 +90,19 @@ def test_chat_in_this_process_is_quiet_unless_asked(monkeypatch, capsys):
         for handler in voicebot_logger.handlers:
             if getattr(handler, "_voicebot", False):
                 handler.setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("mode", ["gather", "relay"])
+def test_try_twilio_makes_you_the_caller_in_both_modes(monkeypatch, mode):
+    from voicebot_testing.try_twilio import run
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    out = io.StringIO()
+    assert run(mode, lines=io.StringIO("where is my order?\nok, goodbye\nnever read\n"), out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert printed[0].startswith("[Twilio] incoming call CA") and f"({mode} mode)" in printed[0]
+    assert printed[1] == "voicebot says: Hello! How can I help you today?"
+    assert printed[2].startswith("voicebot says: You said: where is my order.")
+    assert printed[3] == "voicebot says: Thanks for calling. Goodbye!"
+    assert printed[4] == "[Twilio] voicebot hung up the call"

@@ -21,6 +21,7 @@ BAD = [
 COMMANDS = [
     ["chat"],
     ["try", "voipbin"],
+    ["try", "twilio", "--mode", "relay"],
     ["serve", "--check-config"],
     ["calls", "export"],
     ["voipbin", "setup", "--public-url", "https://bot.example.com", "--number", "+15550001111"],

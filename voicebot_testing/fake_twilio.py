@@ -19,6 +19,7 @@ requests the call's ``Url`` signed with ``X-Twilio-Signature`` and
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -97,6 +98,9 @@ class FakeTwilio(LoopbackServer):
                 return
             answered_by = "machine_end_beep" if number.endswith("0003") else "human"
             twiml = self._post(placed["Url"], self.answer_fields(sid, answered_by))
+            if twiml and "<ConversationRelay" in twiml:
+                self._relay(sid, placed, twiml)
+                twiml = None
             for _ in range(10):
                 action = self._follow(sid, twiml)
                 if action is None:
@@ -108,6 +112,29 @@ class FakeTwilio(LoopbackServer):
         finally:
             with self.lock:
                 self.live -= 1
+
+    def _relay(self, sid: str, placed: dict[str, str], twiml: str) -> None:
+        """A <Connect><ConversationRelay>: the greeting heard, the socket opened and signed as Twilio does, the
+        person's words said as prompts, the bot's tokens heard, then what the <Connect action> says next."""
+        root = ET.fromstring(twiml)
+        relay = root.find("Connect/ConversationRelay")
+        assert relay is not None
+        self.heard.setdefault(sid, []).append(relay.get("welcomeGreeting") or "")
+        call = RelayCall(relay.get("url", ""), self.auth_token, sid, placed["From"], placed["To"])
+        handoff: str | None = None
+        try:
+            for _ in range(2):  # a person hangs up after a couple of exchanges
+                words, handoff = call.say(self.person_says)
+                self.heard[sid].append(words)
+                if handoff is not None:
+                    break
+        except Exception as exc:  # the socket refused or closed: said, not swallowed
+            self.heard[sid].append(f"[relay failed: {type(exc).__name__}: {exc}]")
+        finally:
+            call.hang_up()
+        action = root.find("Connect")
+        if handoff is not None and action is not None and action.get("action"):
+            self._post(action.get("action"), {**self._fields(placed, "in-progress"), "HandoffData": handoff})
 
     def _follow(self, sid: str, twiml: str | None) -> str | None:
         """Hear the TwiML's <Say>s; the <Gather>'s action to post speech to, or None when it hangs up."""
@@ -167,6 +194,48 @@ class _Handler(JSONHandler):
                              "from": form["From"], "status": "queued", "direction": "outbound-api",
                              "api_version": "2010-04-01", "uri": f"/2010-04-01/Accounts/{self.server.account_sid}"
                                                                  f"/Calls/{sid}.json"})
+
+
+class RelayCall:
+    """Twilio's side of one ConversationRelay socket: the handshake signed over its URL, ``setup``, then what
+    the caller says as prompts and the bot's tokens up to ``last`` (or its ``end``)."""
+
+    def __init__(self, url: str, auth_token: str, sid: str, caller: str, called: str) -> None:
+        from simple_websocket import Client  # type: ignore[import-untyped]
+        from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+        signature = RequestValidator(auth_token).compute_signature(url, {})
+        self.ws = Client.connect(url, headers={"X-Twilio-Signature": signature})
+        self.ws.send(json.dumps({"type": "setup", "sessionId": "VX" + uuid.uuid4().hex, "callSid": sid,
+                                 "accountSid": "AC" + "0" * 32, "from": caller, "to": called,
+                                 "direction": "inbound", "callStatus": "IN-PROGRESS", "customParameters": {}}))
+
+    def say(self, words: str, timeout: float = 15.0) -> tuple[str, str | None]:
+        """The caller says ``words``: the bot's reply, and its ``end``'s handoff data if it ended the session."""
+        self.ws.send(json.dumps({"type": "prompt", "voicePrompt": words, "lang": "en-US", "last": True}))
+        tokens: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = self.ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+            if raw is None:
+                raise TimeoutError(f"no reply within {timeout:g} s")
+            message = json.loads(raw)
+            if message.get("type") == "end":
+                return "".join(tokens).strip(), str(message.get("handoffData") or "{}")
+            if message.get("type") == "text":
+                tokens.append(message.get("token", ""))
+                if message.get("last"):
+                    # An ``end`` may follow at once (a goodbye): it is read before the caller speaks again.
+                    follow = self.ws.receive(timeout=0.3)
+                    if follow is not None and json.loads(follow).get("type") == "end":
+                        return "".join(tokens).strip(), str(json.loads(follow).get("handoffData") or "{}")
+                    return "".join(tokens).strip(), None
+
+    def hang_up(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
 
 
 def _problem(form: dict[str, str]) -> tuple[int, str] | None:

@@ -14,8 +14,11 @@ from .base import Command
 def register(command: Command) -> None:
     """Add this module's commands to the voicebot command."""
     trial = command("try", "try a platform on this machine, with nothing to set up")
-    trial.add_argument("platform", choices=("voipbin",),
-                       help="voipbin: a fake VoIPBin and a voicebot wired to it; you type as the caller")
+    trial.add_argument("platform", choices=("voipbin", "twilio"),
+                       help="voipbin: a fake VoIPBin and a voicebot wired to it; twilio: a voicebot on a loopback "
+                            "port and this process playing Twilio; you type as the caller")
+    trial.add_argument("--mode", choices=("gather", "relay"), default="gather",
+                       help="twilio: the Gather loop, or ConversationRelay's streamed WebSocket")
     trial.set_defaults(run=run_try)
 
     fake = command("fake-llm", "a local Anthropic Messages API that echoes markers (tests, trials, benchmarks)")
@@ -133,6 +136,10 @@ def run_fake_openai(args: argparse.Namespace) -> int:
 
 
 def run_try(args: argparse.Namespace) -> int:
+    if args.platform == "twilio":
+        from voicebot_testing import try_twilio
+
+        return try_twilio.run(args.mode)
     from voicebot_testing.try_voipbin import run
 
     return run()
