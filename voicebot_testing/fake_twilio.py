@@ -202,7 +202,7 @@ class RelayCall:
 
     def __init__(self, url: str, auth_token: str, sid: str, caller: str, called: str) -> None:
         from simple_websocket import Client  # type: ignore[import-untyped]
-        from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+        from twilio.request_validator import RequestValidator
 
         signature = RequestValidator(auth_token).compute_signature(url, {})
         self.ws = Client.connect(url, headers={"X-Twilio-Signature": signature})

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import uuid
 import xml.etree.ElementTree as ET
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import requests
@@ -33,11 +34,11 @@ def run(mode: str = "gather", lines: TextIO | None = None, out: TextIO | None = 
 
     lines = sys.stdin if lines is None else lines
     out = sys.stdout if out is None else out
-    server = make_server("127.0.0.1", 0, None, threaded=True)  # the port first: PUBLIC_URL names it
+    apps: list[Any] = []  # the port first, the app after: its PUBLIC_URL names the port
+    server = make_server("127.0.0.1", 0, lambda environ, start: apps[0](environ, start), threaded=True)
     public = f"http://127.0.0.1:{server.server_port}"
-    server.app = create_app({"TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_MODE": mode, "PUBLIC_URL": public, "REDIS_URL": "",
-                             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")})
-    import threading
+    apps.append(create_app({"TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_MODE": mode, "PUBLIC_URL": public,
+                            "REDIS_URL": "", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         return _Call(public, mode, lines, out).run()
