@@ -70,6 +70,19 @@ def test_a_call_retell_does_not_know_gets_no_socket_no_word_and_no_model(retell,
     assert fake_llm.requests == [] and session_of(app, stranger) is None and session_of(app, ended) is None
 
 
+@pytest.mark.parametrize("hostile", ["error", "not_json", "huge", "gzip_bomb", "other_call", "redirect"])
+def test_a_hostile_answer_from_retells_api_opens_nothing(retell, fake_retell, fake_llm, hostile):
+    app, base = retell()
+    call_id = fake_retell.register()
+    fake_retell.misbehave = hostile
+    with pytest.raises(HandshakeRefused) as refused:
+        RetellSocket(ws_url(base, call_id))
+    assert refused.value.status_code == 503
+    assert session_of(app, call_id) is None and fake_llm.requests == []
+    fake_retell.misbehave = ""
+    RetellSocket(ws_url(base, call_id)).close()  # Retell answering again: the call is served
+
+
 def test_a_known_call_is_greeted_and_each_response_required_is_a_streamed_turn(
         retell, fake_retell, fake_llm, monkeypatch):
     monkeypatch.setattr(fake_llm, "sentences", 2)

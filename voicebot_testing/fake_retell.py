@@ -14,6 +14,7 @@ were heard) and reads the streamed ``response`` events of one ``response_id``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import secrets
@@ -46,6 +47,10 @@ class FakeRetell(LoopbackServer):
         self.api_key = api_key
         self.calls: dict[str, dict[str, Any]] = {}
         self.asked: list[str] = []  # the call ids asked about, in order
+        # How it misbehaves, for hostile tests: "" (it does not), "error" (500), "not_json", "huge" (a 2 MB
+        # call), "gzip_bomb" (a small gzip that inflates past any cap), "other_call" (another call's object),
+        # "redirect" (302 to elsewhere).
+        self.misbehave = ""
         self.lock = threading.Lock()
 
     @property
@@ -93,6 +98,25 @@ class _Handler(JSONHandler):
             call = dict(call) if call is not None else None
         if call is None:
             return self.send_json(404, {"status": 404, "message": "Call not found"})
+        hostile = self.server.misbehave
+        if hostile == "error":
+            return self.send_json(500, {"status": 500, "message": "Internal Server Error"})
+        if hostile == "redirect":
+            return self.send_json(302, {}, Location="http://127.0.0.1:9/v2/get-call/x")
+        if hostile in ("not_json", "gzip_bomb"):
+            body = b"<html>busy</html>" if hostile == "not_json" else gzip.compress(b"{" + b" " * (64 << 20))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if hostile == "gzip_bomb":
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        if hostile == "huge":
+            call["transcript"] = "x" * (2 << 20)
+        if hostile == "other_call":
+            call["call_id"] = new_call_id()
         self.send_json(200, call)
 
 
