@@ -86,13 +86,13 @@ def test_a_hostile_answer_from_retells_api_opens_nothing(retell, fake_retell, fa
 def test_a_known_call_is_greeted_and_each_response_required_is_a_streamed_turn(
         retell, fake_retell, fake_llm, monkeypatch):
     monkeypatch.setattr(fake_llm, "sentences", 2)
-    app, base = retell(GREETING="Hello, this is the clinic.")
+    app, base = retell(GREETING="Hello {{name}}, this is the clinic.")
     call_id = fake_retell.register(variables={"name": "Ada"}, from_number="+15550001111")
     retell_side = RetellSocket(ws_url(base, call_id))
     try:
         assert retell_side.config["config"]["auto_reconnect"] is True
         assert retell_side.begin == {"response_type": "response", "response_id": 0,
-                                     "content": "Hello, this is the clinic.", "content_complete": True}
+                                     "content": "Hello Ada, this is the clinic.", "content_complete": True}
         first = retell_side.say("I would like mk1")
         text, last = retell_side.response(first)
         assert text.startswith("Heard mk1.") and last["content_complete"] is True and "end_call" not in last

@@ -389,11 +389,19 @@ def check(settings: Mapping[str, Any]) -> None:
                           "serves (gpt-4o-mini, llama-3.1-8b-instant, qwen2.5:7b)")
     if settings["CALL_REPORT_URL"] and not settings["CALL_REPORT_SECRET"]:
         raise ConfigError("CALL_REPORT_URL needs CALL_REPORT_SECRET: records carry a signature a receiver checks")
+
+
+def check_placeholders(settings: Mapping[str, Any], variables_from: Sequence[str] = ()) -> None:
+    """GREETING's and SYSTEM_PROMPT's placeholders need a source: CONTEXT_URL, or ``variables_from`` (the
+    platforms on whose calls variables arrive: Retell's dynamic variables, Vapi's and ElevenLabs' metadata)."""
+    if settings["CONTEXT_URL"] or variables_from:
+        return
     for name in ("GREETING", "SYSTEM_PROMPT"):
         used = sorted(placeholder_names(settings[name]))
-        if used and not settings["CONTEXT_URL"]:
+        if used:
             raise ConfigError(f"{name} uses {{{{{used[0]}}}}}, and nothing gives an inbound call a value for it: "
-                              "set CONTEXT_URL, or take the placeholder out")
+                              "set CONTEXT_URL (or turn on a front end whose calls carry variables: RETELL_API_KEY, "
+                              "COMPLETIONS_TOKEN), or take the placeholder out")
 
 
 def lock_lease_seconds(config: Mapping[str, Any]) -> float:

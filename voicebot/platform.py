@@ -26,6 +26,10 @@ def _nothing_to_reach(settings: Mapping[str, Any]) -> "Found | None":
     return None
 
 
+def _no_variables(settings: Mapping[str, Any]) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Platform:
     """A webhook contract voicebot speaks, as ``voicebot.platforms`` lists it.
@@ -36,6 +40,8 @@ class Platform:
     registry and the README's table; ``check`` refuses their bad combinations
     at start-up. ``reach`` is what ``voicebot serve --check-config --connect``
     asks of the platform's own API, if anything (``voicebot.checks``).
+    ``gives_variables``: with these settings, the platform's calls arrive
+    with variables of their own (the prompt's placeholders have a source).
     """
 
     name: str
@@ -43,3 +49,4 @@ class Platform:
     settings: tuple["Setting", ...] = ()
     check: Callable[[Mapping[str, Any]], None] = field(default=_no_check)
     reach: Callable[[Mapping[str, Any]], "Found | None"] = field(default=_nothing_to_reach)
+    gives_variables: Callable[[Mapping[str, Any]], bool] = field(default=_no_variables)

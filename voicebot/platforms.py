@@ -28,11 +28,15 @@ FEATURE_CHECKS: tuple[config.Check, ...] = (operator_tools.check_settings, conte
                                             analysis_plan.check_settings)
 
 
+def _placeholders(settings: Mapping[str, Any]) -> None:
+    config.check_placeholders(settings, [p.name for p in PLATFORMS if p.gives_variables(settings)])
+
+
 def load_config(environ: Mapping[str, str] | None = None,
                 overlay: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every setting of the core and the platforms, from the environment, checked."""
     return config.load(environ, overlay, registry=SETTINGS,
-                       checks=[*FEATURE_CHECKS, *(p.check for p in PLATFORMS)])
+                       checks=[*FEATURE_CHECKS, _placeholders, *(p.check for p in PLATFORMS)])
 
 
 def markdown_table() -> str:

@@ -8,7 +8,7 @@ of its own (its calls in their own namespace, its records saying its name), serv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..platform import ConversationFactory, Platform
 from . import settings
@@ -33,7 +33,13 @@ def _init_for(dialect: Dialect, *extra: str) -> Callable[["Flask", ConversationF
     return init_app
 
 
-COMPLETIONS = Platform(GENERIC.name, _init_for(GENERIC), settings=settings.SETTINGS)
-VAPI_PLATFORM = Platform(VAPI.name, _init_for(VAPI, "vapi_bp"))
-ELEVENLABS_PLATFORM = Platform(ELEVENLABS.name, _init_for(ELEVENLABS, "elevenlabs_bp"))
+def _gives_variables(config: Mapping[str, Any]) -> bool:
+    return bool(config["COMPLETIONS_TOKEN"])  # a front end's metadata (Vapi's variableValues, ElevenLabs' ...)
+
+
+COMPLETIONS = Platform(GENERIC.name, _init_for(GENERIC), settings=settings.SETTINGS,
+                       gives_variables=_gives_variables)
+VAPI_PLATFORM = Platform(VAPI.name, _init_for(VAPI, "vapi_bp"), gives_variables=_gives_variables)
+ELEVENLABS_PLATFORM = Platform(ELEVENLABS.name, _init_for(ELEVENLABS, "elevenlabs_bp"),
+                               gives_variables=_gives_variables)
 PLATFORMS = (COMPLETIONS, VAPI_PLATFORM, ELEVENLABS_PLATFORM)

@@ -47,4 +47,8 @@ def reach(config: Mapping[str, Any]) -> Found | None:
     return None
 
 
-PLATFORM = Platform(NAME, init_app, settings=settings.SETTINGS, reach=reach)
+def _gives_variables(config: Mapping[str, Any]) -> bool:
+    return bool(config["RETELL_API_KEY"])  # each call's retell_llm_dynamic_variables
+
+
+PLATFORM = Platform(NAME, init_app, settings=settings.SETTINGS, reach=reach, gives_variables=_gives_variables)
