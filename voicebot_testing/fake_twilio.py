@@ -90,6 +90,7 @@ class FakeTwilio(LoopbackServer):
         with self.lock:
             self.live += 1
             self.live_peak = max(self.live_peak, self.live)
+        counted = True  # the call counts as live until the person hangs up
         try:
             time.sleep(0.05)  # it rings
             ending = {"0001": "busy", "0002": "no-answer"}.get(number[-4:])
@@ -99,6 +100,7 @@ class FakeTwilio(LoopbackServer):
             answered_by = "machine_end_beep" if number.endswith("0003") else "human"
             twiml = self._post(placed["Url"], self.answer_fields(sid, answered_by))
             if twiml and "<ConversationRelay" in twiml:
+                counted = False  # _relay counts the call over when the person hangs up
                 self._relay(sid, placed, twiml)
                 twiml = None
             for _ in range(10):
@@ -110,8 +112,9 @@ class FakeTwilio(LoopbackServer):
                 twiml = self._post(action, fields)
             self._post(placed.get("StatusCallback"), self.status_fields(sid, "completed", 3))
         finally:
-            with self.lock:
-                self.live -= 1
+            if counted:
+                with self.lock:
+                    self.live -= 1
 
     def _relay(self, sid: str, placed: dict[str, str], twiml: str) -> None:
         """A <Connect><ConversationRelay>: the greeting heard, the socket opened and signed as Twilio does, the
@@ -120,9 +123,10 @@ class FakeTwilio(LoopbackServer):
         relay = root.find("Connect/ConversationRelay")
         assert relay is not None
         self.heard.setdefault(sid, []).append(relay.get("welcomeGreeting") or "")
-        call = RelayCall(relay.get("url", ""), self.auth_token, sid, placed["From"], placed["To"])
+        call: RelayCall | None = None
         handoff: str | None = None
         try:
+            call = RelayCall(relay.get("url", ""), self.auth_token, sid, placed["From"], placed["To"])
             for _ in range(2):  # a person hangs up after a couple of exchanges
                 words, handoff = call.say(self.person_says)
                 self.heard[sid].append(words)
@@ -131,7 +135,12 @@ class FakeTwilio(LoopbackServer):
         except Exception as exc:  # the socket refused or closed: said, not swallowed
             self.heard[sid].append(f"[relay failed: {type(exc).__name__}: {exc}]")
         finally:
-            call.hang_up()
+            # The person hangs up: the call is over then (its socket closes because of it), before its status
+            # callback is posted.
+            with self.lock:
+                self.live -= 1
+            if call is not None:
+                call.hang_up()
         action = root.find("Connect")
         if handoff is not None and action is not None and action.get("action"):
             self._post(action.get("action"), {**self._fields(placed, "in-progress"), "HandoffData": handoff})

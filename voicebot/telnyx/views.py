@@ -24,7 +24,7 @@ from ..exceptions import InvalidEvent, StoreFull
 from ..relay.handshake import open_socket
 from ..runtime import runtime
 from ..twilio.signature import websocket_url
-from ..twilio.twiml import Voice, nothing
+from ..twilio.twiml import END_REASONS, Voice, how_it_ended, nothing
 from ..web import conversation_of, raw_body
 from ..web.errors import as_json_error, json_error
 from ..web.validation import optional_text
@@ -39,8 +39,6 @@ bp = Blueprint(NAME, __name__, url_prefix="/webhook/telnyx")
 CALL_SID = re.compile(r"v[0-9]:[A-Za-z0-9_\-]{8,200}")
 MAX_NUMBER_CHARS = 64
 MAX_FORM_BYTES = 64 * 1024
-END_REASONS = {"completed": "ended", "busy": "busy", "no-answer": "no_answer", "canceled": "canceled",
-               "failed": "failed"}
 
 
 def _state() -> dict[str, Any]:
@@ -137,9 +135,7 @@ def relay_end() -> Response:
 def status() -> Response:
     fields = _fields()
     call_id = _call_sid(fields)
-    reason = END_REASONS.get(fields.get("CallStatus", ""))
-    if reason is not None:
-        duration = fields.get("CallDuration", "")
-        details = {"duration_seconds": int(duration)} if duration.isdigit() else None
-        _conversation().end_call(call_id, reason=reason, details=details, deadline=Deadline(RESPONSE_BUDGET))
+    ended = how_it_ended(fields)
+    if ended is not None:
+        _conversation().end_call(call_id, reason=ended[0], details=ended[1], deadline=Deadline(RESPONSE_BUDGET))
     return _twiml(nothing())

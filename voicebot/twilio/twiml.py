@@ -83,5 +83,19 @@ class Voice:
         return str(response)
 
 
+# What a status callback's CallStatus says about how the call ended (Twilio's, and Telnyx's TeXML: the same).
+END_REASONS = {"completed": "ended", "busy": "busy", "no-answer": "no_answer", "canceled": "canceled",
+               "failed": "failed"}
+
+
+def how_it_ended(fields: Mapping[str, str]) -> tuple[str, dict[str, Any] | None] | None:
+    """A status callback's end reason and details (its duration), or None while the call goes on."""
+    reason = END_REASONS.get(fields.get("CallStatus", ""))
+    if reason is None:
+        return None
+    duration = fields.get("CallDuration", "")
+    return reason, ({"duration_seconds": int(duration)} if duration.isdigit() else None)
+
+
 def nothing() -> str:
     return str(VoiceResponse())

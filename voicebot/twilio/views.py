@@ -35,7 +35,7 @@ from ..relay.handshake import open_socket
 from ..runtime import runtime
 from .state import twilio_state
 from .signature import HEADER, base_url, is_from_twilio, websocket_url
-from .twiml import Voice, nothing
+from .twiml import END_REASONS, Voice, how_it_ended, nothing
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ bp.before_request(start_timing)
 # Twilio's call ids: "CA" and 32 hex digits.
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 MAX_CALLER_CHARS = 64
-# What a status callback's CallStatus says about how the call ended.
-END_REASONS = {"completed": "ended", "busy": "busy", "no-answer": "no_answer", "canceled": "canceled",
-               "failed": "failed"}
 METHODS = ["POST", "GET"]  # a number's webhooks may be set to either
 
 
@@ -242,11 +239,9 @@ def _silence(call_id: str, n: int) -> Response:
 def status() -> Response:
     fields = _fields()
     call_id = _call_sid(fields)
-    reason = END_REASONS.get(fields.get("CallStatus", ""))
-    if reason is not None:
-        duration = fields.get("CallDuration", "")
-        details = {"duration_seconds": int(duration)} if duration.isdigit() else None
-        _conversation().end_call(call_id, reason=reason, details=details, deadline=Deadline(RESPONSE_BUDGET))
+    ended = how_it_ended(fields)
+    if ended is not None:
+        _conversation().end_call(call_id, reason=ended[0], details=ended[1], deadline=Deadline(RESPONSE_BUDGET))
     return _twiml(nothing())
 
 
