@@ -110,10 +110,16 @@ def test_calls_run_whole_on_a_cluster_and_on_sentinel(kind, request, fake_llm):
 
 class Campaign:
     """Calls of many turns, in parallel threads, through a load balancer or a server, with VoIPBin's
-    redelivery: an answer of 5xx, or none, is sent again 1 s later, 3 attempts in all."""
+    redelivery: an answer of 5xx, or none, is sent again ``retry_after`` s later, ``attempts`` in all.
+    Each turn carries an event id (kept on its redeliveries) unless ``event_ids`` is False, as the
+    article's own example sends none."""
 
-    def __init__(self, url: str, calls: int, turns: int, token: str = "") -> None:
+    def __init__(self, url: str, calls: int, turns: int, token: str = "", *, event_ids: bool = True,
+                 attempts: int = 3, retry_after: float = 1.0) -> None:
         self.url = url
+        self.event_ids = event_ids
+        self.attempts = attempts
+        self.retry_after = retry_after
         self.token = token
         self.calls = calls
         self.turns = turns
@@ -122,6 +128,7 @@ class Campaign:
         self.wrong: list[str] = []
         self.lost: list[str] = []
         self.slowest = 0.0
+        self.slowest_answer = 0.0
         self.call_ids: list[str] = []
         self._lock = threading.Lock()
 
@@ -155,16 +162,20 @@ class Campaign:
                 time.sleep(0.05)  # the caller's next words come a moment later
 
     def _send(self, session: requests.Session, call_id: str, text: str, event_id: str) -> str | None:
-        for attempt in range(3):
+        event = {"call_id": call_id, "transcript": text, **({"event_id": event_id} if self.event_ids else {})}
+        for attempt in range(self.attempts):
             if attempt:
                 with self._lock:
                     self.redelivered += 1
-                time.sleep(1.0)
+                time.sleep(self.retry_after)  # the platform's own pause before it sends again
+            sent = time.monotonic()
             try:
-                answer = session.post(self.url + "/webhook/transcript", timeout=15,
-                                      json={"call_id": call_id, "transcript": text, "event_id": event_id})
+                answer = session.post(self.url + "/webhook/transcript", timeout=15, json=event)
             except requests.RequestException:
                 continue
+            finally:
+                with self._lock:  # one answer's wait, which the platform cuts at 15 s
+                    self.slowest_answer = max(self.slowest_answer, time.monotonic() - sent)
             if answer.status_code < 500:
                 return answer.json().get("response") if answer.status_code == 200 else None
         return None

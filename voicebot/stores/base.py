@@ -46,7 +46,7 @@ class CallRecord:
     ``seen`` is True when the event asked about in ``locked`` was handled before.
     """
 
-    __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released", "seen", "leased_at")
+    __slots__ = ("store", "call_id", "data", "token", "lock_wait", "released", "seen", "leased_at", "server_clock")
 
     def __init__(self, store: "SessionStore", call_id: str, data: dict[str, Any] | None, token: Any,
                  seen: bool = False) -> None:
@@ -59,6 +59,9 @@ class CallRecord:
         self.seen = seen
         # When the lease last started, no later than the store set it (monotonic).
         self.leased_at = float("-inf")
+        # The store's own clock (ms) as the lock's taking read it, and the local monotonic time that answer
+        # came: a store that fences writes by its clock (Redis) reckons from it; None for one that does not.
+        self.server_clock: tuple[int, float] | None = None
 
     def save(self, data: Mapping[str, Any], *, release: bool = False, event_id: str | None = None,
              lines: Sequence[Mapping[str, Any]] | None = None) -> None:

@@ -18,6 +18,15 @@ killed mid-turn leaves a lock that expires by itself after the lease. Writes
 are token-checked too: a turn whose lease ran out cannot overwrite the history
 of the turn that took the lock after it. Taking the lock and reading the
 session is one round trip; writing it back and releasing is another.
+
+A Redis that stalls (a paused VM, a slow disk, a busy network) runs what was
+sent to it when it wakes, long after the client stopped waiting, answered
+the platform with an error and had the event sent again. So taking the lock
+and writing are fenced by Redis's own clock too: each carries the moment, on
+that clock, when its sender gives up on it (its socket timeout, or the
+webhook's budget if sooner), learned from the clock reading the last lock
+taken returned, and refuses itself past it. A turn answered with an error is
+then never in the history, and its redelivery is not taken as new words.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import redis
 from redis.commands.core import Script
 
 from .. import compact_json
+from ..deadline import remaining_in_effect
 from ..exceptions import CallBusy, LockLost, StoreError, StoreUnavailable
 from .base import DEFAULT_MAX_LINES, MAX_EVENTS_PER_CALL, REAP_GRACE_SECONDS, CallRecord, OnExpired, SessionStore
 from .redis_url import connect, patiently
@@ -43,31 +53,46 @@ __all__ = ["RedisStore", "connect", "redis_errors", "patiently"]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# KEYS: lock, session, events. ARGV: token, lease ms, event digest or ''.
-# Returns {1, session or false, seen} when the lock was taken (or is already this token's),
-# {0, lock pttl} when not.
-_ACQUIRE = """
+# Redis's own clock in ms, for the fence below (TIME: seconds and microseconds).
+_NOW_MS = ("local clock = redis.call('time')\n"
+           "local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)\n")
+
+# KEYS: lock, session, events. ARGV: token, lease ms, event digest or '', fence (Redis ms, 0 for none).
+# Returns {1, session or false, seen, now ms} when the lock was taken (or is already this token's),
+# {0, lock pttl, now ms} when not, {-1, now ms} when it ran past its fence.
+_ACQUIRE = _NOW_MS + """
+if tonumber(ARGV[4]) > 0 and now_ms > tonumber(ARGV[4]) then return {-1, now_ms} end
 local mine = redis.call('get', KEYS[1]) == ARGV[1]  -- sent again after a reply lost in a failover
 if mine or redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local seen = 0
   if ARGV[3] ~= '' and redis.call('zscore', KEYS[3], ARGV[3]) then seen = 1 end
-  return {1, redis.call('get', KEYS[2]), seen}
+  return {1, redis.call('get', KEYS[2]), seen, now_ms}
 end
-return {0, redis.call('pttl', KEYS[1])}
+return {0, redis.call('pttl', KEYS[1]), now_ms}
 """
 
 # KEYS: lock, session, events, lines. ARGV: token, session json, ttl ms, release (1/0),
-# lease ms, event digest or '', now ms, most events kept, most lines kept, then transcript lines to add.
-_WRITE = """
-if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+# lease ms, event digest or '', now ms, most events kept, most lines kept, fence (Redis ms, 0 for none),
+# then transcript lines to add. Returns 1 written, 0 lease lost, -1 past its fence: nothing written, and the
+# lock let go (the turn is over; its own release, on a fresh connection, may never have reached Redis).
+_WRITE = _NOW_MS + """
+if tonumber(ARGV[10]) > 0 and now_ms > tonumber(ARGV[10]) then
+  if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+  return -1
+end
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+  -- Sent again after its reply was lost: the first one wrote and released.
+  if ARGV[4] == '1' and redis.call('get', KEYS[2]) == ARGV[2] then return 1 end
+  return 0
+end
 redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
 if ARGV[6] ~= '' then
   redis.call('zadd', KEYS[3], ARGV[7], ARGV[6])
   redis.call('zremrangebyrank', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
 end
 redis.call('pexpire', KEYS[3], ARGV[3])
-if #ARGV >= 10 then
-  redis.call('rpush', KEYS[4], unpack(ARGV, 10))
+if #ARGV >= 11 then
+  redis.call('rpush', KEYS[4], unpack(ARGV, 11))
   redis.call('ltrim', KEYS[4], -tonumber(ARGV[9]), -1)
 end
 redis.call('pexpire', KEYS[4], ARGV[3])
@@ -136,6 +161,10 @@ class RedisStore(SessionStore):
         # A Redis Cluster runs no script inside a pipeline, and keys of two slots in no pipeline step.
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self.failover_seconds = failover_seconds
+        # How long this client waits for one answer before it gives up on it (see the fence above).
+        self.timeout = timeout
+        # Redis's clock (ms) as the last lock taken read it, and the local monotonic time that answer came.
+        self._clock: tuple[int, float] | None = None
         # Replicas a turn's write must reach before it is answered, and how long to wait for them.
         self.wait_replicas = wait_replicas
         self.wait_ms = wait_ms
@@ -161,17 +190,44 @@ class RedisStore(SessionStore):
         base = f"{self.prefix}:call:{{{call_id}}}"
         return [base + ":lock", base + ":session", base + ":events", base + ":lines"]
 
+    def _fence(self, clock: tuple[int, float] | None) -> int:
+        """Redis's clock (ms) past which what is sent now must not run, as this client has given up on it
+        by then: its socket timeout, or the webhook's budget (and the second kept for its answer) if sooner.
+
+        ``clock`` pairs a reading of Redis's clock with the local time its
+        answer came, no earlier than Redis read it: the fence errs early,
+        never late. 0 (no fence) before any reading.
+        """
+        if clock is None:
+            return 0
+        server_ms, read_at = clock
+        gives_up_in = self.timeout
+        left = remaining_in_effect()
+        if left is not None:
+            gives_up_in = min(gives_up_in, left + 1.0)
+        return int(server_ms + (time.monotonic() + gives_up_in - read_at) * 1000)
+
     def _acquire(self, call_id: str, wait: float, digest: str | None) -> CallRecord:
         keys = self._keys(call_id)
         token = os.urandom(16).hex()
         deadline = time.monotonic() + wait
         pause = _FIRST_POLL
+        fenced_out = 0
         while True:
-            answer = self._do(lambda: self._acquire_script(keys=keys, args=[token, self._lease_ms, digest or ""]))
+            answer = self._do(lambda: self._acquire_script(
+                keys=keys, args=[token, self._lease_ms, digest or "", self._fence(self._clock)]))
             taken, value = answer[0], answer[1]
-            if taken:
+            self._clock = (int(answer[-1]), time.monotonic())
+            if taken == 1:
                 data = json.loads(value) if value is not None else None
-                return CallRecord(self, call_id, data, token, seen=bool(answer[2]))
+                record = CallRecord(self, call_id, data, token, seen=bool(answer[2]))
+                record.server_clock = self._clock
+                return record
+            if taken == -1:  # answered past its fence: Redis stalled, or its clock moved (a failover)
+                fenced_out += 1
+                if fenced_out > 1:
+                    raise StoreUnavailable(f"Redis answered call {call_id}'s lock after this worker gave up on it")
+                continue  # once more, on the clock just read
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CallBusy(f"call {call_id} stayed busy for {wait:.1f}s")
@@ -179,9 +235,10 @@ class RedisStore(SessionStore):
             time.sleep(min(pause * random.uniform(0.5, 1.0), left, lock_ttl))
             pause = min(pause * 2, _MAX_POLL)
 
-    def _with_active(self, script: Script, keys: list[str], args: list[Any], active: Callable[[Any], None], *,
-                     replicated: bool = False) -> Any:
-        """Run ``script`` and ``active(pipeline)`` (the active-call index, another slot); the script's result.
+    def _with_active(self, script: Script, keys: list[str], args_now: Callable[[], list[Any]],
+                     active: Callable[[Any], None], *, replicated: bool = False) -> Any:
+        """Run ``script`` on ``args_now()`` (asked at each attempt, for its fence) and ``active(pipeline)``
+        (the active-call index, another slot); the script's result.
 
         One round trip on one server. On a cluster, two: the script goes to
         its key's master, and the index to its own. With ``replicated`` and
@@ -191,11 +248,12 @@ class RedisStore(SessionStore):
         """
         wait = self.wait_replicas if replicated else 0
         if self.cluster:
-            result = self._do(lambda: self._on_key_master(script, keys, args, wait))
+            result = self._do(lambda: self._on_key_master(script, keys, args_now(), wait))
             self._do(lambda: self._pipelined(active))
             return result
 
         def both() -> Any:
+            args = args_now()
             pipe = self.client.pipeline(transaction=False)
             # evalsha directly: a Script on a pipeline asks SCRIPT EXISTS first, every time.
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -254,14 +312,20 @@ class RedisStore(SessionStore):
         text = compact_json.dumps(data)
         now = time.time()
         new_call = record.data is None
-        written = self._with_active(
-            self._write_script, self._keys(record.call_id),
-            [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
-             int(now * 1000), MAX_EVENTS_PER_CALL, self.max_lines,
-             *(compact_json.dumps(line) for line in lines)],
-            lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
-            replicated=True,
-        )
+        args = [record.token, text, self._ttl_ms, 1 if release else 0, self._lease_ms, digest or "",
+                int(now * 1000), MAX_EVENTS_PER_CALL, self.max_lines, 0,
+                *(compact_json.dumps(line) for line in lines)]
+
+        def args_now() -> list[Any]:
+            args[9] = self._fence(record.server_clock)
+            return args
+
+        written = self._with_active(self._write_script, self._keys(record.call_id), args_now,
+                                    lambda pipe: self._note_active(pipe, record.call_id, now, new_call),
+                                    replicated=True)
+        if written == -1:
+            # Past its fence: nothing was written, and the turn can be told so (the platform sends it again).
+            raise StoreUnavailable(f"Redis answered call {record.call_id}'s write after this worker gave up on it")
         if not written:
             record.released = True
             raise LockLost(f"lease on call {record.call_id} ran out before the write")
@@ -321,7 +385,7 @@ class RedisStore(SessionStore):
         return known
 
     def _delete(self, record: CallRecord) -> None:
-        deleted = self._with_active(self._delete_script, self._keys(record.call_id), [record.token],
+        deleted = self._with_active(self._delete_script, self._keys(record.call_id), lambda: [record.token],
                                     lambda pipe: pipe.zrem(self._active_key, record.call_id))
         if not deleted:
             record.released = True
