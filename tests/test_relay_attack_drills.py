@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simple_websocket import Client, ConnectionClosed, ConnectionError as HandshakeRefused
+from voicebot_testing.ws_client import Client, ConnectionClosed, ConnectionError as HandshakeRefused
 from twilio.request_validator import RequestValidator
 
 from .support import Gunicorn, procfile_command, wait_for

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 from voicebot.runtime import runtime_of
-from simple_websocket import Client, ConnectionClosed, ConnectionError as HandshakeRefused
+from voicebot_testing.ws_client import Client, ConnectionClosed, ConnectionError as HandshakeRefused
 from twilio.request_validator import RequestValidator
 
 from .conftest import model_settings

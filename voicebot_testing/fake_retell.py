@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import requests
-from simple_websocket import Client  # type: ignore[import-untyped]
+from .ws_client import Client
 
 from voicebot.retell.signature import sign
 

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from simple_websocket import Client  # type: ignore[import-untyped]
+from .ws_client import Client
 
 
 def new_call_sid() -> str:
@@ -60,7 +60,7 @@ def call_fields(sid: str, **more: str) -> dict[str, str]:
 
 def open_relay(url: str, sid: str) -> Client:
     """Telnyx opens the socket on the URL its TeXML named (unsigned) and sends ``setup``."""
-    ws = Client.connect(url)
+    ws: Client = Client.connect(url)
     ws.send(json.dumps({"type": "setup", "sessionId": str(uuid.uuid4()), "accountSid": str(uuid.uuid4()),
                         "callSid": sid, "callControlId": sid, "callSessionId": str(uuid.uuid4()),
                         "callLegId": str(uuid.uuid4()), "from": "+15551230000", "to": "+15559870000",

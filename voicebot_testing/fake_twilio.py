@@ -210,7 +210,7 @@ class RelayCall:
     the caller says as prompts and the bot's tokens up to ``last`` (or its ``end``)."""
 
     def __init__(self, url: str, auth_token: str, sid: str, caller: str, called: str) -> None:
-        from simple_websocket import Client  # type: ignore[import-untyped]
+        from .ws_client import Client
         from twilio.request_validator import RequestValidator
 
         signature = RequestValidator(auth_token).compute_signature(url, {})

@@ -18,7 +18,7 @@ class SocketRefused(Exception):
 
 def relay_open(url: str, headers: dict[str, str], call_id: str, number: str) -> Any:
     """Open a relay socket (``headers``: Twilio's signature; Telnyx sends none) and send ``setup``."""
-    from simple_websocket import Client  # type: ignore[import-untyped]
+    from ..ws_client import Client
 
     try:
         ws = Client.connect(url, headers=headers)
