@@ -1,7 +1,8 @@
-"""A campaign's rules, step by step, on its document: the cap, the pace, the window, retries, crashes."""
+"""A campaign's rules, step by step, on its head and contacts: the cap, the pace, the window, retries, crashes."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -58,7 +59,7 @@ def test_busy_is_tried_again_after_the_gap_up_to_the_attempts():
     assert contact["attempts"] == 2
     steps.placed(campaign, index, "call-b", T0 + 611)
     steps.finished(campaign, "call-b", "no_answer", T0 + 640)
-    assert campaign["state"] == "done" and campaign["contacts"][0]["outcome"] == "no_answer"
+    assert campaign["state"] == "done" and campaign.contact(0)["outcome"] == "no_answer"
     assert steps.results(campaign)[0]["attempts"] == 2
 
 
@@ -77,7 +78,7 @@ def test_a_record_told_twice_counts_once():
     steps.placed(campaign, 0, "call-a", T0 + 1)
     assert steps.finished(campaign, "call-a", "busy", T0 + 2)
     assert not steps.finished(campaign, "call-a", "busy", T0 + 3)
-    assert campaign["contacts"][0]["state"] == "pending" and campaign["contacts"][0]["attempts"] == 1
+    assert campaign.contact(0)["state"] == "pending" and campaign.contact(0)["attempts"] == 1
 
 
 def test_a_call_that_ends_before_its_dial_returns_is_not_lost():
@@ -85,7 +86,7 @@ def test_a_call_that_ends_before_its_dial_returns_is_not_lost():
     steps.claim(campaign, T0 + 1, most=1)
     assert not steps.finished(campaign, "call-fast", "busy", T0 + 1.1)  # its id not known yet
     steps.placed(campaign, 0, "call-fast", T0 + 1.2)
-    assert campaign["contacts"][0]["outcome"] == "busy" and campaign["state"] == "done"
+    assert campaign.contact(0)["outcome"] == "busy" and campaign["state"] == "done"
 
 
 def test_a_dial_lost_with_its_instance_is_a_failed_attempt_never_a_second_dial():
@@ -100,7 +101,7 @@ def test_a_429_gives_the_attempt_back_and_holds_the_campaign():
     campaign = make(2, concurrency=2)
     claimed = steps.claim(campaign, T0 + 1, most=2)
     steps.not_placed(campaign, claimed[0][0], T0 + 1, hold=3.0)
-    assert campaign["contacts"][0]["attempts"] == 0 and campaign["contacts"][0]["state"] == "pending"
+    assert campaign.contact(0)["attempts"] == 0 and campaign.contact(0)["state"] == "pending"
     assert steps.claim(campaign, T0 + 2, most=2) == []  # held
     assert [i for i, _ in steps.claim(campaign, T0 + 5, most=2)] == [0]
 
@@ -142,7 +143,8 @@ def test_a_claim_that_lost_its_race_dials_nobody():
 
     class RacyBook(MemoryBook):
         def update(self, campaign_id, step):
-            step(copy.deepcopy(self._campaigns[campaign_id]))  # a run whose write lost the race: thrown away
+            head, contacts = self._campaigns[campaign_id]
+            step(steps.Campaign(copy.deepcopy(head), contacts))  # a run whose write lost the race: thrown away
             return super().update(campaign_id, step)
 
     class Recorder(Dialler):
@@ -161,7 +163,7 @@ def test_a_claim_that_lost_its_race_dials_nobody():
     runner = CampaignRunner(book, {"voipbin": dialler}, clock=lambda: T0 + 1)
     assert runner.run_once() == 2
     assert dialler.dialled == ["+15550000000", "+15550000001"]  # once each, the two the kept run claimed
-    assert [c["state"] for c in book.get(campaign["id"])["contacts"]] == ["live", "live", "pending", "pending"]
+    assert [c["state"] for _, c in book.get(campaign["id"]).every()] == ["live", "live", "pending", "pending"]
 
 
 def test_a_call_placed_by_an_instance_killed_before_it_knew_the_call_is_still_its_contacts():
@@ -170,5 +172,97 @@ def test_a_call_placed_by_an_instance_killed_before_it_knew_the_call_is_still_it
     campaign = make(2, attempts=2, retry_gap=0)
     steps.claim(campaign, T0 + 1, most=2)  # both claimed; the instance placed them and died
     assert steps.finished(campaign, "lost-call", "human", T0 + 20, phone="+15550000001")
-    assert campaign["contacts"][1]["state"] == "done" and campaign["contacts"][1]["outcome"] == "human"
+    assert campaign.contact(1)["state"] == "done" and campaign.contact(1)["outcome"] == "human"
     assert steps.results(campaign)[1]["attempts"] == 1  # not dialled again
+
+
+class CountedContacts(steps.ContactList):
+    """A campaign's contacts that count what a step reads of them."""
+
+    def __init__(self, contacts):
+        super().__init__(contacts)
+        self.read = 0
+
+    def contact(self, index):
+        self.read += 1
+        return super().contact(index)
+
+
+def big(n: int, **rules) -> tuple[steps.Campaign, CountedContacts]:
+    rules.setdefault("pace", 20.0)
+    source = CountedContacts([steps.new_contact(phone, variables) for phone, variables in contacts(n)])
+    return steps.Campaign(steps.new_head("voipbin", steps.Rules(**rules), n, now=T0), source), source
+
+
+def test_a_step_on_a_20000_contact_campaign_reads_only_the_contacts_it_names():
+    campaign, source = big(20_000, concurrency=5, attempts=3, retry_gap=60)
+    picked = steps.claim(campaign, T0 + 1, most=4)
+    assert len(picked) == 4 and source.read == 4
+    for index, _ in picked:
+        steps.placed(campaign, index, f"call-{index}", T0 + 1)
+    steps.finished(campaign, "call-0", "busy", T0 + 2)  # to be tried again
+    assert source.read == 4  # what a step names was read once, and kept with the step
+    source.read = 0
+    assert len(steps.claim(campaign, T0 + 3, most=4)) == 2 and source.read == 2  # 3 live of 5: two places
+    steps.set_state(campaign, "pause")
+    assert steps.claim(campaign, T0 + 100, most=4) == [] and source.read == 2  # paused: nothing read at all
+    steps.set_state(campaign, "resume")
+    ((index, contact),) = steps.claim(campaign, T0 + 100, most=1)  # the one due again comes first
+    assert index == 0 and contact["attempts"] == 2
+    assert len(campaign.head["flight"]) <= 5  # the head holds the calls in flight, not the contacts
+    summary = steps.summary(campaign)
+    assert summary["contacts"] == 20_000 and summary["pending"] + summary["live"] + summary["done"] == 20_000
+
+
+def test_the_head_counts_agree_with_the_contacts_through_retries_and_a_cancel():
+    campaign = make(8, concurrency=3, attempts=2, retry_gap=10)
+    now = T0 + 1
+    outcomes = iter(["busy", "human", "no_answer", "voicemail", "failed", "busy"])
+    for round_ in range(3):
+        for index, _ in steps.claim(campaign, now, most=3):
+            steps.placed(campaign, index, f"call-{round_}-{index}", now)
+            outcome = next(outcomes, "human")
+            steps.finished(campaign, f"call-{round_}-{index}", outcome, now + 1)
+        now += 11
+    assert steps.set_state(campaign, "cancel") in ("cancelled", "done")
+    rows = steps.results(campaign)
+    summary = steps.summary(campaign)
+    finals = Counter(r["outcome"] for r in rows if r["final"])
+    assert summary["state"] == "done" and summary["done"] == 8 == sum(finals.values())
+    assert summary["outcomes"] == dict(finals)
+    assert all(r["final"] for r in rows)
+    assert finals["not_dialled"] == sum(1 for r in rows if r["attempts"] == 0)
+
+
+def test_a_campaign_kept_as_one_document_by_an_earlier_voicebot_goes_on_where_it_was(redis_url, redis_prefix):
+    """An upgrade mid-campaign: the one-document form (every contact inside) is split once, on first read."""
+    import json
+
+    import redis
+
+    from voicebot.outbound.book import RedisBook
+
+    client = redis.Redis.from_url(redis_url)
+    book = RedisBook(redis.Redis.from_url(redis_url), redis_prefix, 3600)
+    contacts_ = [{"phone": f"+1555000{i:04d}", "variables": {}, "attempts": a, "state": st, "next_at": T0,
+                  "call_id": cid, "outcome": out, "record_id": None, "duration_seconds": None,
+                  **({"claimed_at": T0} if st == "live" else {})}
+                 for i, (a, st, cid, out) in enumerate([(1, "done", "c0", "human"), (1, "live", "c1", None),
+                                                        (1, "pending", None, "busy"), (0, "pending", None, None)])]
+    document = {**steps.new_head("voipbin", steps.Rules(concurrency=2, attempts=2, pace=20), 4, now=T0),
+                "contacts": contacts_, "calls": {"c0": 0, "c1": 1}}
+    for key in ("total", "fresh", "undialled_from", "counts", "outcomes", "flight", "early", "version"):
+        del document[key]
+    try:
+        client.set(book._keys(document["id"])[0], json.dumps(document))
+        campaign = book.get(document["id"])
+        summary = steps.summary(campaign)
+        assert (summary["done"], summary["live"], summary["pending"], summary["outcomes"]) == (1, 1, 2, {"human": 1})
+        assert book.update(document["id"], lambda c: steps.finished(c, "c1", "voicemail", T0 + 5))
+        claimed = book.update(document["id"], lambda c: steps.claim(c, T0 + 6, most=2))
+        assert [i for i, _ in claimed] == [2, 3]  # the one tried before, then the one never dialled
+        assert [r["outcome"] for r in steps.results(book.get(document["id"]))] == ["human", "voicemail", "busy", None]
+    finally:
+        client.delete(*book._keys(document["id"]))
+        client.close()
+        book.close()

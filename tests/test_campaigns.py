@@ -203,6 +203,28 @@ def test_under_429s_every_contact_is_still_dialled_once(serve_campaigns, voipbin
     assert voipbin.rate_limited > 0  # the limit was met, and waited out
 
 
+@pytest.mark.parametrize("action", ["cancel", "pause"])
+def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_campaigns, voipbin, action):
+    """Dials that take VoIPBin 0.3 s each, many due at once: what was under way when the answer came is all."""
+    app, served = serve_campaigns()
+    voipbin.latency = 0.3
+    people = [f"+155512{i:02d}8888" for i in range(30)]
+    answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=30, json={
+        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people],
+        "concurrency": 10, "pace": 20})
+    assert answer.status_code == 201, answer.text
+    campaign_id = answer.json()["campaign_id"]
+    wait_for(lambda: len(voipbin.placed) >= 2, timeout=30, what="the first dials")
+    stopped = requests.post(f"{served.url}/campaigns/{campaign_id}/{action}", headers=AUTH, timeout=30)
+    placed_by_then = len(voipbin.placed)
+    assert stopped.status_code == 200 and stopped.json()["state"] in ("cancelled", "paused", "done")
+    wait_for(lambda: status_of(served.url, campaign_id)["live"] == 0, timeout=30, what="the live calls' end")
+    assert len(voipbin.placed) == placed_by_then < len(people)
+    if action == "cancel":
+        status = status_of(served.url, campaign_id)
+        assert status["state"] == "done" and status["outcomes"]["not_dialled"] == len(people) - placed_by_then
+
+
 @pytest.mark.parametrize("mode", ["gather", "relay"])
 def test_a_campaign_on_twilio_the_fake_playing_each_call_as_twilio_does(make_app, tmp_path, mode):
     """The fake Twilio places each call, requests its Url signed with AnsweredBy, talks (in the Gather loop, or

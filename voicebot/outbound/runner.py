@@ -59,21 +59,28 @@ class CampaignRunner(threading.Thread):
         return started
 
     def _dial_due(self, campaign_id: str) -> int:
-        def claim(campaign: steps.Campaign) -> tuple[list[tuple[int, steps.Contact]], str, bool]:
-            # Returned, never kept aside: the book runs this again when another worker wrote first, and only
-            # the run whose write landed claimed anything.
-            picked = steps.claim(campaign, self.clock(), DIALS_PER_TICK)
-            return picked, str(campaign["platform"]), campaign.get("voicemail", "message") == "message"
-
-        claimed, platform, leave_voicemail = self.book.update(campaign_id, claim)
-        dialler = self.diallers.get(platform)
-        for index, contact in claimed:
+        """Claim one contact and dial it, and again, up to DIALS_PER_TICK: a pause or a cancel landing between
+        two dials stops the next, and waits (``wait_for_dials``) for the one under way alone."""
+        started = 0
+        while started < DIALS_PER_TICK and not self.stopping.is_set():
+            claimed, platform, leave_voicemail = self.book.update(campaign_id, self._claim_one)
+            if not claimed:
+                break
+            ((index, contact),) = claimed
+            started += 1
+            dialler = self.diallers.get(platform)
             if dialler is None:
                 log.error("campaign %s: %s cannot place calls on this worker", campaign_id, platform)
                 self._not_placed(campaign_id, index)
                 continue
             self._dial(campaign_id, dialler, index, contact, leave_voicemail)
-        return len(claimed)
+        return started
+
+    def _claim_one(self, campaign: steps.Campaign) -> tuple[list[tuple[int, steps.Contact]], str, bool]:
+        # Returned, never kept aside: the book runs this again when another worker wrote first, and only the run
+        # whose write landed claimed anything.
+        picked = steps.claim(campaign, self.clock(), 1)
+        return picked, str(campaign["platform"]), campaign.get("voicemail", "message") == "message"
 
     def _dial(self, campaign_id: str, dialler: Dialler, index: int, contact: dict[str, Any],
               leave_voicemail: bool) -> None:
@@ -97,6 +104,20 @@ class CampaignRunner(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def wait_for_dials(book: CampaignBook, campaign_id: str, clock: Callable[[], float] = time.time) -> int:
+    """Wait (at most ``steps.DIAL_RETURNS``) until no dial of the campaign is under way, so that a pause or a
+    cancel answers only once nothing more can reach the platform; the dials still under way (0 unless an
+    instance died mid-dial)."""
+    deadline = time.monotonic() + steps.DIAL_RETURNS
+    pause = 0.01
+    while True:
+        under_way = steps.dialling(book.get(campaign_id), clock())
+        if under_way == 0 or time.monotonic() >= deadline:
+            return under_way
+        time.sleep(pause)
+        pause = min(0.1, pause * 2)
 
 
 def outcome_listener(book: CampaignBook, clock: Callable[[], float] = time.time) -> Callable[[dict[str, Any]], None]:

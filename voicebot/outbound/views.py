@@ -20,6 +20,7 @@ from ..web.access import bearer_matches
 from ..web.errors import json_error
 from ..web.validation import optional_text, required_text
 from .destinations import Destinations
+from .runner import wait_for_dials
 from .settings import E164
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,14 @@ def campaign_results(campaign_id: str) -> Response:
 def change_campaign(campaign_id: str, action: str) -> Response:
     try:
         _book().update(campaign_id, lambda c: steps.set_state(c, action))
+        # No dial reaches the platform after a pause or a cancel answers: the one under way returns first.
+        under_way = wait_for_dials(_book(), campaign_id) if action != "resume" else 0
     except UnknownCampaign:
         raise NotFound(f"no campaign {campaign_id[:40]!r}") from None
     log.info("campaign %s: %s", campaign_id, action)
+    if under_way:
+        log.warning("campaign %s: %d dials still under way after %.0f s (an instance died mid-dial?)",
+                    campaign_id, under_way, steps.DIAL_RETURNS)
     return jsonify(steps.summary(_campaign(campaign_id)))
 
 
