@@ -225,6 +225,31 @@ def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_ca
         assert status["state"] == "done" and status["outcomes"]["not_dialled"] == len(people) - placed_by_then
 
 
+def test_a_campaign_of_the_most_contacts_the_api_takes_runs_and_cancels(serve_campaigns, voipbin):
+    """20,000 contacts in one POST: started, dialled at its pace, cancelled, and every contact has its row."""
+    from voicebot.outbound.views import MAX_CONTACTS
+
+    app, served = serve_campaigns()
+    people = [f"+1555{i:07d}" for i in range(MAX_CONTACTS)]
+    answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=60, json={
+        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people],
+        "concurrency": 8, "pace": 20})
+    assert answer.status_code == 201, answer.text
+    campaign_id = answer.json()["campaign_id"]
+    wait_for(lambda: len(voipbin.placed) >= 10, timeout=30, what="the first dials")
+    assert requests.post(f"{served.url}/campaigns/{campaign_id}/cancel", headers=AUTH, timeout=30).ok
+    dialled = len(voipbin.placed)
+    wait_for(lambda: status_of(served.url, campaign_id)["state"] == "done", timeout=60, what="the campaign's end")
+    status = status_of(served.url, campaign_id)
+    assert status["done"] == status["contacts"] == MAX_CONTACTS and status["live"] == 0
+    assert sum(status["outcomes"].values()) == MAX_CONTACTS
+    assert status["outcomes"]["not_dialled"] == MAX_CONTACTS - dialled
+    rows = requests.get(f"{served.url}/campaigns/{campaign_id}/results", headers=AUTH, timeout=60).json()["results"]
+    assert len(rows) == MAX_CONTACTS and all(r["final"] for r in rows)
+    assert [r["phone"] for r in rows] == people
+    assert sum(1 for r in rows if r["attempts"]) == dialled == len(voipbin.placed)
+
+
 @pytest.mark.parametrize("mode", ["gather", "relay"])
 def test_a_campaign_on_twilio_the_fake_playing_each_call_as_twilio_does(make_app, tmp_path, mode):
     """The fake Twilio places each call, requests its Url signed with AnsweredBy, talks (in the Gather loop, or
