@@ -111,8 +111,8 @@ def test_pause_resume_and_cancel_through_the_command(serve_campaigns, voipbin, t
 
 
 @pytest.mark.parametrize("body, words", [
-    ({"contacts": []}, "at least one"),
-    ({"contacts": [{"phone": "555"}]}, "contact 1: phone '555' is not a number in E.164 form"),
+    ({"contacts": []}, "'contacts' must hold at least 1"),
+    ({"contacts": [{"phone": "555"}]}, "'contacts[0].phone' must be a number in E.164 form"),
     ({"contacts": [{"phone": PERSON, "variables": {"name": "A", "slot": "B"}},
                    {"phone": PERSON, "variables": {"name": "A", "slot": "B"}}]}, "is contact 1 too"),
     ({"contacts": [{"phone": PERSON, "variables": {"name": "Ana"}}]}, f"contact 1 ({PERSON}) has no value for slot"),
@@ -120,7 +120,7 @@ def test_pause_resume_and_cancel_through_the_command(serve_campaigns, voipbin, t
     ({"contacts": [{"phone": PERSON, "variables": {"name": "A", "slot": "B"}}], "timezone": "Nowhere/City"},
      "IANA time zone"),
     ({"contacts": [{"phone": PERSON, "variables": {"name": "A", "slot": "B"}}], "concurrency": "lots"},
-     "'concurrency' must be a number"),
+     "'concurrency' must be a whole number"),
 ])
 def test_a_campaign_that_could_only_fail_later_is_refused_at_start(make_voipbin_app, voipbin, body, words):
     app = make_voipbin_app(**outbound_settings())

@@ -157,10 +157,11 @@ def completions_app(make_app):
 
 
 @pytest.mark.parametrize("body, says", [
-    ({"model": "x"}, "'messages' must be a non-empty array"),
-    ({"messages": "hi"}, "'messages' must be a non-empty array"),
-    ({"messages": [{"content": "hi"}]}, "messages[0] must be an object with a 'role'"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content must be a string"),
+    ({"model": "x"}, "'messages' is missing"),
+    ({"messages": "hi"}, "'messages' must be an array"),
+    ({"messages": []}, "'messages' must hold at least 1"),
+    ({"messages": [{"content": "hi"}]}, "'role' is missing from 'messages[0]'"),
+    ({"messages": [{"role": "user", "content": 5}]}, "'messages[0].content' must be a string or an array"),
     ({"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "'stream' must be true or false"),
 ])
 def test_bad_requests_get_an_openai_shaped_400(completions_app, body, says):

@@ -88,7 +88,7 @@ def test_the_webhook_token_serves_when_there_is_no_token_of_its_own(voipbin_outb
     ({"to": "5551112222"}, "E.164"),
     ({"to": "+1555 111 2222"}, "E.164"),
     ({}, "'to'"),
-    ({"to": ANA, "variables": ["Ana"]}, "variables must be an object"),
+    ({"to": ANA, "variables": ["Ana"]}, "'variables' must be a JSON object"),
     ({"to": ANA, "variables": {"name": "Ana"}}, "no value for slot"),
     ({"to": ANA, "variables": {"name": "", "slot": "Tue"}}, "no value for name"),
     ({"to": ANA, "variables": {"name": "Ana", "slot": "Tue"}, "platform": "twilio"}, "'platform' must be one of"),
@@ -288,7 +288,7 @@ def test_a_call_or_campaign_may_hang_up_on_machines_rather_than_leave_the_messag
     assert records_of(app)[0]["outcome"] == "voicemail"
     refused = client.post("/calls", json={"to": ANA, "variables": {"name": "A", "slot": "B"}, "voicemail": "sms"},
                           headers=AUTH)
-    assert refused.status_code == 400 and "'voicemail' must be message or hangup" in refused.get_json()["message"]
+    assert refused.status_code == 400 and "'voicemail' must be one of message, hangup" in refused.get_json()["message"]
 
 
 # Premium-rate and foreign destinations: a leaked token must not become toll fraud.

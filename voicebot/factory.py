@@ -26,7 +26,7 @@ from .runtime import Runtime, runtime_of
 from .session import ConversationSettings
 from .stores import SessionStore, build_store
 from .stores.settings import store_description
-from .web import errors, health
+from .web import errors, health, openapi
 
 log = logging.getLogger("voicebot")
 
@@ -81,6 +81,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(lambda exc: put_in_effect(None))
     errors.register_error_handlers(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     for platform in PLATFORMS:
         platform.init_app(app, conversation_for(platform))
     app.register_blueprint(talk.bp)

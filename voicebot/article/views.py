@@ -21,11 +21,13 @@ from ..web.validation import identifier, optional_text, required_text
 from ..web import conversation_of, json_body, start_timing, with_llm_timing
 from ..web.access import bearer_matches, local_trial_refusal
 from ..web.admission import admit, release
+from ..web.openapi import documented
+from . import api
 
 bp = Blueprint("article", __name__, url_prefix="/webhook")
 bp.before_request(start_timing)
 
-MAX_CALLER_CHARS = 64
+MAX_CALLER_CHARS = api.MAX_CALLER_CHARS
 
 
 @bp.before_request
@@ -62,6 +64,7 @@ def _call_id(body: dict[str, Any]) -> str:
 
 
 @bp.post("/call-started")
+@documented(api.CALL_STARTED)
 def call_started() -> Response:
     body = json_body()
     _event_type(body, ("call.started",), "call.started")
@@ -76,6 +79,7 @@ def call_started() -> Response:
 
 
 @bp.post("/transcript")
+@documented(api.TRANSCRIPT)
 def transcript() -> Response:
     body = json_body()
     kind = _event_type(body, ("transcript", "call.ended"), "transcript")

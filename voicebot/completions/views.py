@@ -18,6 +18,8 @@ from ..web import conversation_of, json_body, start_timing
 from ..web.access import bearer_matches, local_trial_refusal
 from ..web.admission import admit, release
 from ..web.errors import as_json_error, json_error
+from ..web.openapi import documented
+from . import api
 from .answer import Answer
 from .ask import Ask, read_ask
 from .chunks import DONE, Completion, error_body, tool_call
@@ -73,6 +75,7 @@ def blueprint(dialect: Dialect) -> Blueprint:
         return in_openai_shape(as_json_error(exc))
 
     @bp.post("/chat/completions")
+    @documented(api.operation(dialect))
     def chat_completions() -> Response:
         ask = read_ask(json_body(), request.headers, dialect, current_app.config["MAX_TRANSCRIPT_CHARS"])
         g.call_id = ask.call_id

@@ -19,6 +19,8 @@ from .book import CampaignBook, UnknownCampaign
 from ..web.access import bearer_matches
 from ..web.errors import json_error
 from ..web.validation import optional_text, required_text
+from ..web.openapi import documented
+from . import api
 from .destinations import Destinations
 from .runner import wait_for_dials
 from .settings import E164
@@ -44,6 +46,7 @@ def check_access() -> Response | None:
 
 
 @bp.post("/calls")
+@documented(api.PLACE_CALL)
 def place_call() -> tuple[Response, int]:
     body = json_body()
     to = required_text(body, "to", 32)
@@ -97,9 +100,7 @@ def _check_placeholders(variables: dict[str, str], where: str = "'variables'") -
                            "or voicemail message needs")
 
 
-# A campaign's contacts come in one request: larger than a webhook's body may be.
-CAMPAIGN_BODY_BYTES = 8 * 1024 * 1024
-MAX_CONTACTS = 20_000
+CAMPAIGN_BODY_BYTES, MAX_CONTACTS = api.CAMPAIGN_BODY_BYTES, api.MAX_CONTACTS
 
 
 def _book() -> CampaignBook:
@@ -107,6 +108,7 @@ def _book() -> CampaignBook:
 
 
 @bp.post("/campaigns")
+@documented(api.START_CAMPAIGN)
 def start_campaign() -> tuple[Response, int]:
     """Start a campaign: every contact checked now (number, variables, placeholders), none dialled twice."""
     body = json_body(CAMPAIGN_BODY_BYTES)
@@ -158,17 +160,20 @@ def start_campaign() -> tuple[Response, int]:
 
 
 @bp.get("/campaigns/<campaign_id>")
+@documented(api.CAMPAIGN_STATUS)
 def campaign_status(campaign_id: str) -> Response:
     return jsonify(steps.summary(_campaign(campaign_id)))
 
 
 @bp.get("/campaigns/<campaign_id>/results")
+@documented(api.CAMPAIGN_RESULTS)
 def campaign_results(campaign_id: str) -> Response:
     campaign = _campaign(campaign_id)
     return jsonify(campaign_id=campaign_id, state=campaign["state"], results=steps.results(campaign))
 
 
 @bp.post("/campaigns/<campaign_id>/<any(pause, resume, cancel):action>")
+@documented(api.CHANGE_CAMPAIGN)
 def change_campaign(campaign_id: str, action: str) -> Response:
     try:
         _book().update(campaign_id, lambda c: steps.set_state(c, action))

@@ -46,7 +46,10 @@ def raw_body(limit: int | None = None) -> bytes:
 
 
 def json_body(limit: int | None = None) -> dict[str, Any]:
-    """The request body as a JSON object, whatever Content-Type the sender set."""
+    """The request body as a JSON object, whatever Content-Type the sender set (parsed once a request)."""
+    if "json_body" in g:
+        parsed: dict[str, Any] = g.json_body
+        return parsed
     raw = raw_body(limit)
     if not raw.strip():
         raise InvalidEvent("the body is empty; send a JSON object")
@@ -58,6 +61,7 @@ def json_body(limit: int | None = None) -> dict[str, Any]:
         raise InvalidEvent("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidEvent(f"the body must be a JSON object, not {type(body).__name__}")
+    g.json_body = body
     return body
 
 

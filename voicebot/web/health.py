@@ -12,19 +12,27 @@ from .errors import json_error
 from ..exceptions import StoreError
 from ..runtime import runtime
 from .access import bearer_matches, is_local
+from .openapi import Operation, documented
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
 
 
+_STATUS = {"type": "object", "required": ["status"],
+           "properties": {"status": {"type": "string"}, "reason": {"type": "string"}}}
+
+
 @bp.get("/healthz")
+@documented(Operation("Liveness: the process answers HTTP.", answers={200: ("alive", _STATUS)}, tags=("health",)))
 def healthz() -> ResponseReturnValue:
     """The process answers HTTP."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@documented(Operation("Readiness: the session store answers, and the model's key was not refused.",
+                      answers={200: ("ready", _STATUS), 503: ("not ready, and why", _STATUS)}, tags=("health",)))
 def readyz() -> ResponseReturnValue:
     """The session store answers too: without it no turn can be served."""
     store = runtime().store
