@@ -44,7 +44,8 @@ def _body(dialect: Dialect) -> Schema:
     # Vapi names the call in the body alone.
     return {**_BODY, "required": ["messages", "call"],
             "properties": {**_BODY["properties"],
-                           "call": {"type": "object", "required": ["id"], "properties": {"id": text(MAX_ID_CHARS)}}}}
+                           "call": {"type": "object", "required": ["id"], "properties": {"id": text(MAX_ID_CHARS)},
+                                    "description": dialect.where_call_id}}}
 
 
 def operation(dialect: Dialect) -> Operation:

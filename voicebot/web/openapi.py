@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
+import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 
 from ..exceptions import InvalidEvent
@@ -93,7 +94,7 @@ def documented(operation: Operation) -> Callable[[F], F]:
         def checked(*args: Any, **kwargs: Any) -> Any:
             if operation.body is not None:
                 limit = operation.body_limit(current_app.config) if operation.body_limit else None
-                _check(_validator(operation), json_body(limit))
+                _validator(operation).check(json_body(limit))
             return view(*args, **kwargs)
 
         checked.openapi = operation  # type: ignore[attr-defined]
@@ -102,20 +103,37 @@ def documented(operation: Operation) -> Callable[[F], F]:
     return mark
 
 
-def _validator(operation: Operation) -> Draft202012Validator:
+class _Validator:
+    """One operation's body schema, compiled for this app: a fast yes, and the words for a no.
+
+    jsonschema-rs decides (the turn's path pays half a microsecond); a body it refuses is read again by
+    jsonschema, whose error says where and what in voicebot's own words. Their regular expressions differ
+    on a few control characters taken as white space: a body the second finds nothing wrong with goes on
+    to the view's own checks, which refuse blank text either way.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.fast = jsonschema_rs.validator_for(schema)
+        self.words = Draft202012Validator(schema)
+
+    def check(self, body: Any) -> None:
+        try:
+            if self.fast.is_valid(body):
+                return
+        except UnicodeEncodeError:
+            pass  # a lone surrogate ("\ud800": JSON, but no character) is no Rust string: the view says so
+        error = next(iter(self.words.iter_errors(body)), None)
+        if error is not None:
+            raise InvalidEvent(_message(error))
+
+
+def _validator(operation: Operation) -> _Validator:
     """The operation's body schema compiled once per app (its limits are the app's settings)."""
-    validators: dict[int, Draft202012Validator] = current_app.extensions.setdefault("openapi_validators", {})
+    validators: dict[int, _Validator] = current_app.extensions.setdefault("openapi_validators", {})
     validator = validators.get(id(operation))
     if validator is None:
-        validator = validators[id(operation)] = Draft202012Validator(operation.body_schema(current_app.config) or {})
+        validator = validators[id(operation)] = _Validator(operation.body_schema(current_app.config) or {})
     return validator
-
-
-def _check(validator: Draft202012Validator, body: Any) -> None:
-    error = next(iter(validator.iter_errors(body)), None)
-    if error is None:
-        return
-    raise InvalidEvent(_message(error))
 
 
 _TYPE_WORDS = {"string": "a string", "object": "a JSON object", "array": "an array", "number": "a number",
@@ -130,7 +148,9 @@ def _message(error: ValidationError) -> str:
     where = f"'{path}'" if path else "the body"
     if rule == "required":
         missing = next((name for name in value if isinstance(instance, dict) and name not in instance), "?")
-        return f"'{missing}' is missing" + (f" from '{path}'" if path else "")
+        hint = error.schema.get("properties", {}).get(missing, {}).get("description") \
+            if isinstance(error.schema, dict) else None
+        return f"'{missing}' is missing" + (f" from '{path}'" if path else "") + (f": {hint}" if hint else "")
     if rule == "type" and instance is None:
         return f"{where} is missing"
     if rule == "type":
