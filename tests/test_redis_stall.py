@@ -50,70 +50,69 @@ def settled(server: RedisServer) -> None:
         client.close()
 
 
-def test_a_write_given_up_on_during_a_stall_never_lands(own_redis):
-    store = RedisStore(own_redis.url, ttl_seconds=60, lease_seconds=30, prefix=f"stall-{uuid.uuid4().hex[:6]}",
-                       timeout=0.3)
-    try:
-        with store.locked("c1", 2) as record:
-            record.save({"history": ["one"]}, lines=[{"text": "one"}])
-        with store.locked("c1", 2) as record:
-            timer = stalled(own_redis, 1.0)
-            with pytest.raises(StoreUnavailable):
-                record.save({"history": ["one", "two"]}, release=True, lines=[{"text": "two"}])
-        timer.join()
-        settled(own_redis)
-        assert store.peek("c1")["history"] == ["one"]
-        assert [line["text"] for line in store.lines("c1")] == ["one"]
-        with store.locked("c1", 0.5) as record:  # refused past its fence, the write let the lock go
-            record.save({"history": ["one", "two"]}, release=True, lines=[{"text": "two"}])
-        assert store.peek("c1")["history"] == ["one", "two"]
-    finally:
+@pytest.fixture
+def store_on(own_redis):
+    """A store on the test's own Redis, with a socket timeout of ``timeout``; closed afterwards."""
+    made = []
+
+    def make(timeout: float = 0.3) -> RedisStore:
+        made.append(RedisStore(own_redis.url, ttl_seconds=60, lease_seconds=30,
+                               prefix=f"stall-{uuid.uuid4().hex[:6]}", timeout=timeout))
+        return made[-1]
+
+    yield make
+    for store in made:
         store.close()
 
 
-def test_a_lock_asked_for_during_a_stall_is_not_taken_when_redis_wakes(own_redis):
-    store = RedisStore(own_redis.url, ttl_seconds=60, lease_seconds=30, prefix=f"stall-{uuid.uuid4().hex[:6]}",
-                       timeout=0.3)
-    try:
-        with store.locked("warm", 1) as record:  # a first reading of Redis's clock
-            record.save({"n": 0}, release=True)
+def test_a_write_given_up_on_during_a_stall_never_lands(own_redis, store_on):
+    store = store_on(0.3)
+    with store.locked("c1", 2) as record:
+        record.save({"history": ["one"]}, lines=[{"text": "one"}])
+    with store.locked("c1", 2) as record:
         timer = stalled(own_redis, 1.0)
         with pytest.raises(StoreUnavailable):
-            with store.locked("c2", 5):
-                pass
-        timer.join()
-        settled(own_redis)
-        with store.locked("c2", 0.0) as record:  # no lease of 30 s left behind by nobody
-            assert record.data is None
-    finally:
-        store.close()
+            record.save({"history": ["one", "two"]}, release=True, lines=[{"text": "two"}])
+    timer.join()
+    settled(own_redis)
+    assert store.peek("c1")["history"] == ["one"]
+    assert [line["text"] for line in store.lines("c1")] == ["one"]
+    with store.locked("c1", 0.5) as record:  # refused past its fence, the write let the lock go
+        record.save({"history": ["one", "two"]}, release=True, lines=[{"text": "two"}])
+    assert store.peek("c1")["history"] == ["one", "two"]
 
 
-def test_the_fence_keeps_to_the_webhook_budget_when_it_ends_first(own_redis):
-    store = RedisStore(own_redis.url, ttl_seconds=60, lease_seconds=30, prefix=f"stall-{uuid.uuid4().hex[:6]}",
-                       timeout=5.0)
-    try:
-        with store.locked("c3", 1) as record:
-            ahead = store._fence(record.server_clock) - store._fence(None)
-            with within(0.2):  # 0.2 s of the webhook's budget left, and the second kept for its answer
-                inside = store._fence(record.server_clock)
-            outside = store._fence(record.server_clock)
-        assert ahead > 0
-        assert 900 <= outside - inside <= 3900 + 100  # 5 s against 1.2 s, less the time between the two
-    finally:
-        store.close()
+def test_a_lock_asked_for_during_a_stall_is_not_taken_when_redis_wakes(own_redis, store_on):
+    store = store_on(0.3)
+    with store.locked("warm", 1) as record:  # a first reading of Redis's clock
+        record.save({"n": 0}, release=True)
+    timer = stalled(own_redis, 1.0)
+    with pytest.raises(StoreUnavailable):
+        with store.locked("c2", 5):
+            pass
+    timer.join()
+    settled(own_redis)
+    with store.locked("c2", 0.0) as record:  # no lease of 30 s left behind by nobody
+        assert record.data is None
 
 
-def test_a_healthy_write_sent_again_after_its_answer_was_lost_counts_as_written(own_redis):
-    store = RedisStore(own_redis.url, ttl_seconds=60, lease_seconds=30, prefix=f"stall-{uuid.uuid4().hex[:6]}")
-    try:
-        with store.locked("c4", 1) as record:
-            record.save({"n": 1}, release=True)
-            record.released = False
-            record.save({"n": 1}, release=True)  # as ``patiently`` sends it again: no LockLost
-        assert store.peek("c4") == {"n": 1}
-    finally:
-        store.close()
+def test_the_fence_keeps_to_the_webhook_budget_when_it_ends_first(store_on):
+    store = store_on(5.0)
+    with store.locked("c3", 1) as record:
+        with within(0.2):  # 0.2 s of the webhook's budget left, and the second kept for its answer
+            inside = store._fence(record.server_clock)
+        outside = store._fence(record.server_clock)
+    assert store._fence(None) == 0  # before any reading of Redis's clock: no fence
+    assert 900 <= outside - inside <= 3900 + 100  # 5 s against 1.2 s, less the time between the two
+
+
+def test_a_healthy_write_sent_again_after_its_answer_was_lost_counts_as_written(store_on):
+    store = store_on()
+    with store.locked("c4", 1) as record:
+        record.save({"n": 1}, release=True)
+        record.released = False
+        record.save({"n": 1}, release=True)  # as ``patiently`` sends it again: no LockLost
+    assert store.peek("c4") == {"n": 1}
 
 
 @pytest.mark.parametrize("event_ids", [True, False], ids=["with-event-ids", "without-event-ids"])
