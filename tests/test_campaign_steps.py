@@ -266,3 +266,31 @@ def test_a_campaign_kept_as_one_document_by_an_earlier_voicebot_goes_on_where_it
         client.delete(*book._keys(document["id"]))
         client.close()
         book.close()
+
+
+def test_an_outcome_told_while_the_store_fails_for_a_moment_still_frees_its_place():
+    """The store fails twice (a failover, a race lost 20 times): the outcome is told again, not lost."""
+    from voicebot.exceptions import StoreError
+    from voicebot.outbound.book import MemoryBook
+    from voicebot.outbound.runner import outcome_listener
+
+    class Faltering(MemoryBook):
+        failures = 2
+
+        def update(self, campaign_id, step):
+            if self.failures:
+                self.failures -= 1
+                raise StoreError("changed by others 20 times in a row")
+            return super().update(campaign_id, step)
+
+    book = Faltering(3600)
+    campaign = make(2, concurrency=1)
+    book.create(campaign)
+    book.failures = 0
+    ((index, _),) = book.update(campaign["id"], lambda c: steps.claim(c, T0 + 1, most=1))
+    book.update(campaign["id"], lambda c: steps.placed(c, index, "call-a", T0 + 1))
+    book.failures = 2
+    outcome_listener(book, clock=lambda: T0 + 5)({"campaign_id": campaign["id"], "call_id": "call-a",
+                                                  "outcome": "human", "id": "rec-a"})
+    assert book.failures == 0
+    assert steps.summary(book.get(campaign["id"]))["live"] == 0  # its place is free for the next dial

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ..exceptions import PlatformError, PlatformRateLimited, StoreError
 from ..speaker import Dialler
@@ -19,6 +19,7 @@ from . import campaign as steps
 from .book import CampaignBook, UnknownCampaign
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TICK_SECONDS = 0.25
 # Dials one worker starts per campaign per tick, at most (the pace and the cap limit them further).
@@ -97,13 +98,27 @@ class CampaignRunner(threading.Thread):
             self._not_placed(campaign_id, index)
             return
         log.info("campaign %s: placed call_id=%s attempt=%d", campaign_id, call_id, contact["attempts"])
-        self.book.update(campaign_id, lambda c: steps.placed(c, index, call_id, self.clock()))
+        # Told again if the store fails for a moment: a placed call the campaign never heard of would be
+        # swept as a failed dial, and its contact dialled again while the call is up.
+        insisting(lambda: self.book.update(campaign_id, lambda c: steps.placed(c, index, call_id, self.clock())))
 
     def _not_placed(self, campaign_id: str, index: int) -> None:
         self.book.update(campaign_id, lambda c: steps.not_placed(c, index, self.clock()))
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def insisting(change: Callable[[], T], pauses: tuple[float, ...] = (0.05, 0.2, 1.0)) -> T:
+    """``change()``, tried again after each of ``pauses`` while the store fails (a failover, a race lost 20
+    times in a row); the last failure is raised."""
+    for pause in pauses:
+        try:
+            return change()
+        except StoreError as exc:
+            log.warning("a campaign change failed, trying again in %.2f s: %s", pause, exc)
+            time.sleep(pause)
+    return change()
 
 
 def wait_for_dials(book: CampaignBook, campaign_id: str, clock: Callable[[], float] = time.time) -> int:
@@ -128,9 +143,11 @@ def outcome_listener(book: CampaignBook, clock: Callable[[], float] = time.time)
         if not campaign_id or not record.get("outcome"):
             return
         try:
-            book.update(campaign_id, lambda c: steps.finished(
+            # Told again if the store fails for a moment: an outcome lost holds its place in the campaign's
+            # concurrency until LIVE_LONGEST sweeps it.
+            insisting(lambda: book.update(campaign_id, lambda c: steps.finished(
                 c, record["call_id"], record["outcome"], clock(), record_id=record.get("id"),
-                duration=record.get("duration_seconds"), phone=record.get("caller")))
+                duration=record.get("duration_seconds"), phone=record.get("caller"))))
         except UnknownCampaign:
             log.warning("a call of campaign %s ended, and the campaign is gone", campaign_id)
 
