@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 from ..stores.settings import redis_failover_seconds
 from ..exceptions import StoreError
 from ..stores.redis import connect, patiently, redis_errors
-from .campaign import Campaign, Contact, ContactList, Head, from_document
+from .campaign import from_document
+from .contacts import Campaign, Contact, ContactList, Head
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
