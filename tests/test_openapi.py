@@ -73,6 +73,7 @@ def test_the_document_names_only_what_the_app_serves(make_app):
     assert limit["else"]["properties"]["transcript"]["maxLength"] == app.config["MAX_TRANSCRIPT_CHARS"]
 
 
+@pytest.mark.parametrize("store_kind", ["redis"])  # the deployed shape; the document is the same on memory
 def test_the_api_keeps_to_its_document(served):
     """schemathesis's own command, as an operator would run it: every phase, 40 examples an operation."""
     command = Path(sys.executable).with_name("schemathesis")

@@ -12,8 +12,8 @@ from pathlib import Path
 from .support import wait_for
 from .test_scale_out import Campaign
 
-SECONDS = 40.0
-WARM_UP = 12.0  # both workers' pools, caches and thread stacks at their size under this load
+SECONDS = 30.0
+WARM_UP = 10.0  # both workers' pools, caches and thread stacks at their size under this load
 
 
 def rss_kib(pid: int) -> int:
