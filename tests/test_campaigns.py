@@ -203,6 +203,7 @@ def test_under_429s_every_contact_is_still_dialled_once(serve_campaigns, voipbin
     assert voipbin.rate_limited > 0  # the limit was met, and waited out
 
 
+@pytest.mark.parametrize("store_kind", ["redis"])  # the shape many workers share; the steps are the same on memory
 @pytest.mark.parametrize("action", ["cancel", "pause"])
 def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_campaigns, voipbin, action):
     """Dials that take VoIPBin 0.3 s each, many due at once: what was under way when the answer came is all."""
@@ -225,6 +226,7 @@ def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_ca
         assert status["state"] == "done" and status["outcomes"]["not_dialled"] == len(people) - placed_by_then
 
 
+@pytest.mark.parametrize("store_kind", ["redis"])  # where its size costs: a hash and a sorted set in Redis
 def test_a_campaign_of_the_most_contacts_the_api_takes_runs_and_cancels(serve_campaigns, voipbin):
     """20,000 contacts in one POST: started, dialled at its pace, cancelled, and every contact has its row."""
     from voicebot.outbound.views import MAX_CONTACTS
