@@ -187,16 +187,20 @@ def test_two_instances_keep_one_cap_and_a_killed_one_loses_no_contact(tmp_path, 
           f"{len(lost)} contact(s) whose dial was lost with the killed instance; outcomes {dict(outcomes)}")
 
 
+def started(url: str, people: list[str], **rules) -> str:
+    """POST /campaigns for ``people`` (each with the variables the greeting needs); the campaign's id."""
+    answer = requests.post(url + "/campaigns", headers=AUTH, timeout=60, json={
+        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people], **rules})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["campaign_id"]
+
+
 def test_under_429s_every_contact_is_still_dialled_once(serve_campaigns, voipbin):
     """VoIPBin's rate limit (here 4 requests a second, burst 4) answers 429s; the dials wait, none repeats."""
     app, served = serve_campaigns()
     voipbin.limit_rate(4.0, 4)
     people = [f"+155511{i:02d}7777" for i in range(6)]
-    answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=30, json={
-        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people],
-        "concurrency": 3, "pace": 10})
-    assert answer.status_code == 201, answer.text
-    campaign_id = answer.json()["campaign_id"]
+    campaign_id = started(served.url, people, concurrency=3, pace=10)
     wait_for(lambda: status_of(served.url, campaign_id)["state"] == "done", timeout=90, what="the campaign's end")
     dialled = Counter(p["destinations"][0]["target"] for p in voipbin.placed)
     assert dialled == {p: 1 for p in people}
@@ -210,11 +214,7 @@ def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_ca
     app, served = serve_campaigns()
     voipbin.latency = 0.3
     people = [f"+155512{i:02d}8888" for i in range(30)]
-    answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=30, json={
-        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people],
-        "concurrency": 10, "pace": 20})
-    assert answer.status_code == 201, answer.text
-    campaign_id = answer.json()["campaign_id"]
+    campaign_id = started(served.url, people, concurrency=10, pace=20)
     wait_for(lambda: len(voipbin.placed) >= 2, timeout=30, what="the first dials")
     stopped = requests.post(f"{served.url}/campaigns/{campaign_id}/{action}", headers=AUTH, timeout=30)
     placed_by_then = len(voipbin.placed)
@@ -229,15 +229,11 @@ def test_no_dial_reaches_the_platform_after_a_cancel_or_a_pause_answers(serve_ca
 @pytest.mark.parametrize("store_kind", ["redis"])  # where its size costs: a hash and a sorted set in Redis
 def test_a_campaign_of_the_most_contacts_the_api_takes_runs_and_cancels(serve_campaigns, voipbin):
     """20,000 contacts in one POST: started, dialled at its pace, cancelled, and every contact has its row."""
-    from voicebot.outbound.views import MAX_CONTACTS
+    from voicebot.outbound.api import MAX_CONTACTS
 
     app, served = serve_campaigns()
     people = [f"+1555{i:07d}" for i in range(MAX_CONTACTS)]
-    answer = requests.post(served.url + "/campaigns", headers=AUTH, timeout=60, json={
-        "contacts": [{"phone": p, "variables": {"name": "Al", "slot": "Mon"}} for p in people],
-        "concurrency": 8, "pace": 20})
-    assert answer.status_code == 201, answer.text
-    campaign_id = answer.json()["campaign_id"]
+    campaign_id = started(served.url, people, concurrency=8, pace=20)
     wait_for(lambda: len(voipbin.placed) >= 10, timeout=30, what="the first dials")
     assert requests.post(f"{served.url}/campaigns/{campaign_id}/cancel", headers=AUTH, timeout=30).ok
     dialled = len(voipbin.placed)

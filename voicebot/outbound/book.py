@@ -144,9 +144,10 @@ return 1
 class RedisContacts:
     """A campaign's contacts in Redis, read one by one as a step names them."""
 
-    def __init__(self, book: "RedisBook", campaign_id: str) -> None:
+    def __init__(self, book: "RedisBook", campaign_id: str, total: int) -> None:
         self.book = book
         self.keys = book._keys(campaign_id)
+        self.total = total  # as the head read with them says
 
     def contact(self, index: int) -> Contact:
         raw = self.book._do(lambda: self.book.client.hget(self.keys[1], str(index)))
@@ -163,9 +164,8 @@ class RedisContacts:
         return [(float(score), int(member)) for member, score in found]
 
     def every(self) -> Iterator[Contact]:
-        total = int(json.loads(self.book._do(lambda: self.book.client.get(self.keys[0])) or "{}").get("total", 0))
-        for first in range(0, total, CHUNK):
-            fields = [str(i) for i in range(first, min(total, first + CHUNK))]
+        for first in range(0, self.total, CHUNK):
+            fields = [str(i) for i in range(first, min(self.total, first + CHUNK))]
             for raw in self.book._do(lambda: self.book.client.hmget(self.keys[1], fields)):
                 yield json.loads(raw)
 
@@ -226,7 +226,8 @@ class RedisBook(CampaignBook):
         return self._head(campaign_id)
 
     def get(self, campaign_id: str) -> Campaign:
-        return Campaign(self._head(campaign_id)[1], RedisContacts(self, campaign_id))
+        head = self._head(campaign_id)[1]
+        return Campaign(head, RedisContacts(self, campaign_id, head["total"]))
 
     def update(self, campaign_id: str, step: Callable[[Campaign], T]) -> T:
         keys = self._keys(campaign_id)
@@ -234,7 +235,7 @@ class RedisBook(CampaignBook):
             if attempt:  # lost a race: a moment's jitter, so that the workers racing do not race again in step
                 time.sleep(random.uniform(0, 0.002 * attempt))
             raw, head = self._head(campaign_id)
-            working = Campaign(head, RedisContacts(self, campaign_id))
+            working = Campaign(head, RedisContacts(self, campaign_id, head["total"]))
             result = step(working)
             data = _changed(working, raw)
             if data is None:

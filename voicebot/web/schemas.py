@@ -1,9 +1,9 @@
-"""The JSON Schemas the API document shares: identifiers, bounded text, variables, numbers."""
+"""The JSON Schemas the API document shares: identifiers, numbers, variables."""
 
 from __future__ import annotations
 
 from .. import placeholders
-from .openapi import Schema, optional_text, text
+from .openapi import Schema, text
 from .validation import MAX_ID_CHARS
 
 IDENTIFIER: Schema = {**text(MAX_ID_CHARS), "description": "printable text, at most 128 characters"}
@@ -17,5 +17,3 @@ VARIABLES: Schema = {
         {"type": "number"}]},
     "description": "the call's {{placeholders}}: names of letters, digits and _, values text or numbers",
 }
-
-__all__ = ["IDENTIFIER", "E164", "VARIABLES", "optional_text", "text"]
