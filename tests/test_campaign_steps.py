@@ -294,3 +294,32 @@ def test_an_outcome_told_while_the_store_fails_for_a_moment_still_frees_its_plac
                                                   "outcome": "human", "id": "rec-a"})
     assert book.failures == 0
     assert steps.summary(book.get(campaign["id"]))["live"] == 0  # its place is free for the next dial
+
+
+def test_a_cancel_finishing_20000_contacts_that_wait_for_a_retry_is_one_write(redis_url, redis_prefix):
+    """Every contact tried once, busy, and waiting for its second attempt: the cancel's write carries them all."""
+    import redis
+
+    from voicebot.outbound.book import RedisBook
+
+    n = 20_000
+    book = RedisBook(redis.Redis.from_url(redis_url), redis_prefix, 3600)
+    campaign = steps.new_campaign("voipbin", steps.Rules(concurrency=1000, attempts=2, retry_gap=3600, pace=20),
+                                  contacts(n), now=T0)
+    try:
+        book.create(campaign)
+
+        def everyone_busy(c):  # as after a first round where every call ended busy: one write of them all
+            for index in range(n):
+                c.contact(index).update(state="pending", attempts=1, outcome="busy")
+                c.wait(index, T0 + 3600)
+            c["fresh"] = n
+
+        book.update(campaign["id"], everyone_busy)
+        assert steps.summary(book.get(campaign["id"]))["pending"] == n
+        assert book.update(campaign["id"], lambda c: steps.set_state(c, "cancel")) == "done"
+        status = steps.summary(book.get(campaign["id"]))
+        assert status["done"] == n and status["outcomes"] == {"busy": n}
+    finally:
+        book.client.delete(*book._keys(campaign["id"]))
+        book.close()

@@ -127,13 +127,18 @@ class MemoryBook(CampaignBook):
 _SWAP = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
+-- ARGV[first..last] to ``command`` a thousand items at a time: Lua's unpack takes no more than a few
+-- thousand values (a cancel finishing 20,000 contacts that wait for a retry hands it 40,000).
+local function each(command, key, first, last)
+  for i = first, last, 2000 do redis.call(command, key, unpack(ARGV, i, math.min(i + 1999, last))) end
+end
 local n, w = tonumber(ARGV[4]), tonumber(ARGV[5])
 local at = 6
-if n > 0 then redis.call('HSET', KEYS[2], unpack(ARGV, at, at + 2 * n - 1)) end
+each('HSET', KEYS[2], at, at + 2 * n - 1)
 at = at + 2 * n
-if w > 0 then redis.call('ZADD', KEYS[3], unpack(ARGV, at, at + 2 * w - 1)) end
+each('ZADD', KEYS[3], at, at + 2 * w - 1)
 at = at + 2 * w
-if #ARGV >= at then redis.call('ZREM', KEYS[3], unpack(ARGV, at)) end
+each('ZREM', KEYS[3], at, #ARGV)
 if ARGV[3] ~= '0' then
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[3]) end
 end
